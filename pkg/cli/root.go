@@ -1,0 +1,160 @@
+// Package cli wires kiln's cobra command tree: global flags, KILN_* environment
+// binding, logging set-up and exit codes. Each command group lives in its own
+// file and calls into the pkg/ package that does the work.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Exit codes shared by every command.
+const (
+	ExitOK           = 0
+	ExitInvalidInput = 1 // the input was read but is not valid (or the operation failed)
+	ExitUsage        = 2 // the command line itself is wrong
+)
+
+// envPrefix is prepended to a flag's upper-snake-case name to form the
+// environment variable that sets it, e.g. --hardware-csv ↔ KILN_HARDWARE_CSV.
+const envPrefix = "KILN_"
+
+// Streams are the standard streams a command reads and writes.
+type Streams struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// globalOptions are the flags every command accepts.
+type globalOptions struct {
+	verbosity int
+}
+
+// exitError carries a specific exit code out of a command's RunE.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// withExitCode makes a command end with the given exit code; err is printed.
+func withExitCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+// usageError marks err as a problem with the command line (exit 2).
+func usageError(format string, args ...any) error {
+	return withExitCode(ExitUsage, fmt.Errorf(format, args...))
+}
+
+// Run executes kiln with args and returns the process exit code.
+func Run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
+	streams := Streams{In: in, Out: out, Err: errOut}
+	root := NewRootCommand(streams)
+	root.SetArgs(args)
+	root.SetIn(in)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintf(errOut, "Error: %v\n", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintf(errOut, "Error: %v\n", err)
+	// Errors cobra raises itself (unknown command/flag, wrong arg count) are usage errors.
+	if isCobraUsageError(err) {
+		return ExitUsage
+	}
+	return ExitInvalidInput
+}
+
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "requires at most", "flag needs an argument", "invalid argument", "required flag", "if any flags in the group"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewRootCommand builds the full kiln command tree.
+func NewRootCommand(streams Streams) *cobra.Command {
+	opts := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "kiln",
+		Short:         "Turn racks of bare-metal servers into a Kubernetes cluster with an API gateway",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd); err != nil {
+				return withExitCode(ExitUsage, err)
+			}
+			slog.SetDefault(newLogger(streams.Err, opts.verbosity))
+			return nil
+		},
+	}
+	root.PersistentFlags().IntVarP(&opts.verbosity, "verbosity", "v", 0, "log detail: 0 warnings and progress, 1 info, 2+ debug (env KILN_VERBOSITY)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withExitCode(ExitUsage, err) })
+
+	root.AddCommand(
+		newVersionCommand(streams),
+	)
+	return root
+}
+
+// newLogger returns a structured text logger at the level -v asks for.
+func newLogger(w io.Writer, verbosity int) *slog.Logger {
+	level := slog.LevelWarn
+	switch {
+	case verbosity >= 2:
+		level = slog.LevelDebug
+	case verbosity == 1:
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// bindEnv fills every flag the user did not set on the command line from its
+// KILN_* environment variable, if present.
+func bindEnv(cmd *cobra.Command) error {
+	var errs []error
+	visit := func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		name := EnvName(f.Name)
+		val, ok := os.LookupEnv(name)
+		if !ok {
+			return
+		}
+		if err := f.Value.Set(val); err != nil {
+			errs = append(errs, fmt.Errorf("environment variable %s=%q is not a valid value for --%s: %w", name, val, f.Name, err))
+			return
+		}
+		f.Changed = true
+	}
+	cmd.Flags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable that sets the flag with the given name.
+func EnvName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
