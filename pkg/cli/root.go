@@ -114,8 +114,34 @@ func NewRootCommand(streams Streams) *cobra.Command {
 
 	root.AddCommand(
 		newVersionCommand(streams),
+		newGenerateCommand(streams),
+		newServeCommand(streams),
 	)
 	return root
+}
+
+// newGenerateCommand groups the commands that print starting files and
+// Kubernetes objects. Each subcommand is one line in the list below.
+func newGenerateCommand(streams Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate starting configuration and Kubernetes objects",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand()
+	return cmd
+}
+
+// newServeCommand groups kiln's long-running services (netboot, workflow
+// server, gateway). Each subcommand is one line in the list below.
+func newServeCommand(streams Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run kiln's provisioning services in the foreground",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand()
+	return cmd
 }
 
 // newLogger returns a structured text logger at the level -v asks for.
