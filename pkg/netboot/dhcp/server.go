@@ -56,7 +56,7 @@ type Policy interface {
 // Observer is told about every reply sent (message type name) and every
 // request ignored; nil is allowed.
 type Observer interface {
-	DHCPReply(msgType string)
+	DHCPReply(mac, msgType string)
 	DHCPIgnored(reason string)
 }
 
@@ -174,7 +174,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			continue
 		}
 		if s.cfg.Observer != nil {
-			s.cfg.Observer.DHCPReply(reply.MessageType().String())
+			s.cfg.Observer.DHCPReply(req.ClientHWAddr.String(), reply.MessageType().String())
 		}
 	}
 }

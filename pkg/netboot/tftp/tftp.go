@@ -19,9 +19,10 @@ import (
 	"github.com/kiln-dev/kiln/pkg/netboot/binary"
 )
 
-// Observer is told about every completed transfer; nil is allowed.
+// Observer is told about every completed transfer (mac is the optional
+// "<mac>/" prefix of the request); nil is allowed.
 type Observer interface {
-	BytesServed(protocol string, n int64)
+	TFTPTransfer(peer net.IP, mac, file string, n int64)
 }
 
 // Config configures a Server.
@@ -132,9 +133,10 @@ func Resolve(requested string) (name, mac string, err error) {
 func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	ot, _ := rf.(tftp.OutgoingTransfer)
 	var peer string
+	var peerIP net.IP
 	if ot != nil {
 		ra := ot.RemoteAddr()
-		peer = ra.String()
+		peer, peerIP = ra.String(), ra.IP
 	}
 	name, mac, err := Resolve(filename)
 	if err != nil {
@@ -157,7 +159,7 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	}
 	s.log.Info("TFTP transfer complete", "file", name, "mac", mac, "peer", peer, "bytes", n, "duration", time.Since(start).Round(time.Millisecond))
 	if s.cfg.Observer != nil {
-		s.cfg.Observer.BytesServed("tftp", n)
+		s.cfg.Observer.TFTPTransfer(peerIP, mac, name, n)
 	}
 	return nil
 }

@@ -63,7 +63,7 @@ func FuzzResolve(f *testing.F) {
 
 type counter struct{ n atomic.Int64 }
 
-func (c *counter) BytesServed(_ string, n int64) { c.n.Add(n) }
+func (c *counter) TFTPTransfer(_ net.IP, _, _ string, n int64) { c.n.Add(n) }
 
 type testServer struct {
 	addr    *net.UDPAddr
