@@ -50,4 +50,3 @@ func TestHandler(t *testing.T) {
 		t.Errorf("user-data without a source: %d", w.Code)
 	}
 }
-
