@@ -299,3 +299,20 @@ func FuzzParseTemplate(f *testing.F) {
 		}
 	})
 }
+
+func TestForInventory(t *testing.T) {
+	src, _ := templates.FS.ReadFile("workflows/ubuntu.yaml")
+	m2 := testMachine()
+	m2.Hostname, m2.MAC, m2.Line = "wk01", "cc:48:3a:00:00:02", 3
+	inv := &hardware.Inventory{Path: "hw.csv", Machines: []hardware.Machine{testMachine(), m2}}
+	wfs, err := ForInventory(inv, "ubuntu", src, map[string]string{"image_url": "u", "metadata_url": "m"}, "", tplNow)
+	if err != nil || len(wfs) != 2 || wfs[1].ID() != "eksa-system/wk01" || wfs[1].AgentID != "cc:48:3a:00:00:02" {
+		t.Fatalf("ForInventory = %v, %v", wfs, err)
+	}
+	m2.Disk = ""
+	inv.Machines[1] = m2
+	_, err = ForInventory(inv, "ubuntu", src, map[string]string{"image_url": "u", "metadata_url": "m"}, "", tplNow)
+	if err == nil || !strings.Contains(err.Error(), "machine wk01 (hw.csv line 3)") {
+		t.Fatalf("error %v does not name the machine and line", err)
+	}
+}

@@ -33,8 +33,8 @@ type Store interface {
 	Get(ctx context.Context, id string) (*workflow.Workflow, error)
 	// List returns every workflow, sorted by id.
 	List(ctx context.Context) ([]*workflow.Workflow, error)
-	// ListByAgent returns the workflows whose agent id (worker MAC) is
-	// agentID, case-insensitively, sorted by creation time.
+	// ListByAgent returns the workflows with a task whose worker (agent id,
+	// the machine's MAC) is agentID, case-insensitively, oldest first.
 	ListByAgent(ctx context.Context, agentID string) ([]*workflow.Workflow, error)
 	// Update applies mutate to the current stored version atomically and
 	// stores the result unless mutate returns an error.
@@ -152,8 +152,11 @@ func (b *Bolt) ListByAgent(ctx context.Context, agentID string) ([]*workflow.Wor
 func FilterByAgent(all []*workflow.Workflow, agentID string) []*workflow.Workflow {
 	var out []*workflow.Workflow
 	for _, w := range all {
-		if strings.EqualFold(w.AgentID, agentID) {
-			out = append(out, w)
+		for _, t := range w.Tasks {
+			if strings.EqualFold(t.AgentID, agentID) {
+				out = append(out, w)
+				break
+			}
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
@@ -206,4 +209,22 @@ func (b *Bolt) Delete(ctx context.Context, id string) error {
 		}
 		return bk.Delete([]byte(id))
 	})
+}
+
+// Ensure creates each workflow that does not exist yet and leaves existing
+// ones untouched, so a restarted server resumes where it stopped. It returns
+// how many were created.
+func Ensure(ctx context.Context, st Store, wfs []*workflow.Workflow) (int, error) {
+	created := 0
+	for _, w := range wfs {
+		err := st.Create(ctx, w)
+		switch {
+		case err == nil:
+			created++
+		case errors.Is(err, ErrExists):
+		default:
+			return created, err
+		}
+	}
+	return created, nil
 }
