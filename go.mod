@@ -7,7 +7,7 @@ require (
 	github.com/pin/tftp/v3 v3.1.0
 	github.com/prometheus/client_golang v1.22.0
 	github.com/spf13/cobra v1.10.2
-	github.com/spf13/pflag v1.0.9
+	github.com/spf13/pflag v1.0.10
 	golang.org/x/sys v0.45.0
 )
 
@@ -25,14 +25,28 @@ require (
 	github.com/prometheus/common v0.62.0 // indirect
 	github.com/prometheus/procfs v0.15.1 // indirect
 	github.com/u-root/uio v0.0.0-20230220225925-ffce2a382923 // indirect
-	golang.org/x/net v0.55.0 // indirect
-	golang.org/x/sync v0.7.0 // indirect
-	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af // indirect
+	golang.org/x/net v0.55.0
+	golang.org/x/sync v0.20.0 // indirect
+	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af
 	k8s.io/apimachinery v0.36.3
 )
 
 require (
 	github.com/go-logr/logr v1.4.3 // indirect
+	github.com/klauspost/compress v1.18.0
+	github.com/ulikunitz/xz v0.5.15
+	go.etcd.io/bbolt v1.4.3
+	go.yaml.in/yaml/v3 v3.0.4
+	google.golang.org/grpc v1.79.3
 	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/utils v0.0.0-20260210185600-b8788abfbbc2 // indirect
+)
+
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/jsimonetti/rtnetlink v1.3.5 // indirect
+	github.com/kr/text v0.2.0 // indirect
+	github.com/mdlayher/netlink v1.7.2 // indirect
+	golang.org/x/text v0.37.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260128011058-8636f8732409 // indirect
 )
