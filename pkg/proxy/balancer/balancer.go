@@ -58,7 +58,7 @@ type state struct {
 	unhealthy atomic.Bool
 	active    atomic.Int64
 
-	mu                                           sync.Mutex
+	mu                                             sync.Mutex
 	successes, tcpFailures, timeouts, httpFailures int
 }
 

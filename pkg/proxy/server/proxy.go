@@ -507,7 +507,6 @@ func viaProto(r *http.Request) string {
 	return "1.1"
 }
 
-
 func containsFold(list []string, s string) bool {
 	for _, v := range list {
 		if strings.EqualFold(v, s) {
