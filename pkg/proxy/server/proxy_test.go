@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bufio"
@@ -9,15 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 )
 
-func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(s, v) }
-
 func TestProxyBasicsAndKongHeaders(t *testing.T) {
-	up := startEcho(t, "a")
-	host, port := hostPort(t, up)
-	e, gw := startGateway(t, nil)
-	cfg := buildConfig(t, 1, map[string][]map[string]any{
+	up := proxytest.StartEcho(t, "a")
+	host, port := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52", "name": "httpservice", "host": host, "port": port}},
 		"routes": {
 			{"name": "httpbinroute", "paths": []any{"/httpbin"}, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
@@ -30,11 +30,11 @@ func TestProxyBasicsAndKongHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	resp, body := get(t, gw+"/httpbin/get?x=1", map[string]string{"X-Forwarded-For": "10.0.0.9"})
+	resp, body := proxytest.Get(t, gw+"/httpbin/get?x=1", map[string]string{"X-Forwarded-For": "10.0.0.9"})
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
-	got := decodeEcho(t, body)
+	got := proxytest.DecodeEcho(t, body)
 	if got.URI != "/get?x=1" {
 		t.Errorf("upstream uri %q, want /get?x=1", got.URI)
 	}
@@ -68,22 +68,22 @@ func TestProxyBasicsAndKongHeaders(t *testing.T) {
 	}
 
 	// strip_path=false, preserve_host=true
-	_, body = get(t, gw+"/keep/x", map[string]string{"Host": "client.example"})
-	got = decodeEcho(t, body)
+	_, body = proxytest.Get(t, gw+"/keep/x", map[string]string{"Host": "client.example"})
+	got = proxytest.DecodeEcho(t, body)
 	if got.URI != "/keep/x" || got.Host != "client.example" {
 		t.Errorf("no-strip route: uri %q host %q", got.URI, got.Host)
 	}
 
 	// Kong's error bodies.
-	resp, body = get(t, gw+"/nothing", nil)
+	resp, body = proxytest.Get(t, gw+"/nothing", nil)
 	if resp.StatusCode != 404 || !strings.Contains(string(body), `"message":"no Route matched with those values"`) || !strings.Contains(string(body), `"request_id"`) {
 		t.Errorf("404: %d %s", resp.StatusCode, body)
 	}
-	resp, body = get(t, gw+"/orphan", nil)
+	resp, body = proxytest.Get(t, gw+"/orphan", nil)
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "no Service found with those values") {
 		t.Errorf("route without service: %d %s", resp.StatusCode, body)
 	}
-	resp, body = get(t, gw+"/secure", nil)
+	resp, body = proxytest.Get(t, gw+"/secure", nil)
 	if resp.StatusCode != 426 || !strings.Contains(string(body), "Please use HTTPS protocol") {
 		t.Errorf("https-only route over http: %d %s", resp.StatusCode, body)
 	}
@@ -94,11 +94,11 @@ func TestUpstreamErrors(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := ln.Addr().String()
 	_ = ln.Close()
-	host, port := hostPort(t, dead)
-	up := startEcho(t, "slow")
-	uh, uport := hostPort(t, up)
-	e, gw := startGateway(t, nil)
-	cfg := buildConfig(t, 1, map[string][]map[string]any{
+	host, port := proxytest.HostPort(t, dead)
+	up := proxytest.StartEcho(t, "slow")
+	uh, uport := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {
 			{"id": "11111111-1111-4111-8111-111111111111", "name": "dead", "host": host, "port": port, "retries": 2},
 			{"id": "22222222-2222-4222-8222-222222222222", "name": "slow", "host": uh, "port": uport, "read_timeout": 100},
@@ -111,16 +111,16 @@ func TestUpstreamErrors(t *testing.T) {
 	if err := e.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
-	resp, body := get(t, gw+"/dead", nil)
+	resp, body := proxytest.Get(t, gw+"/dead", nil)
 	if resp.StatusCode != 502 || !strings.HasPrefix(string(body), "An invalid response was received from the upstream server\nrequest_id: ") ||
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Errorf("dead upstream: %d %q %s", resp.StatusCode, body, resp.Header.Get("Content-Type"))
 	}
-	resp, body = get(t, gw+"/dead", map[string]string{"Accept": "application/json"})
+	resp, body = proxytest.Get(t, gw+"/dead", map[string]string{"Accept": "application/json"})
 	if resp.StatusCode != 502 || !strings.Contains(string(body), `"message":"An invalid response was received from the upstream server"`) {
 		t.Errorf("dead upstream (json): %d %s", resp.StatusCode, body)
 	}
-	resp, body = get(t, gw+"/slow", nil)
+	resp, body = proxytest.Get(t, gw+"/slow", nil)
 	if resp.StatusCode != 504 || !strings.Contains(string(body), "The upstream server is timing out") {
 		t.Errorf("slow upstream: %d %s", resp.StatusCode, body)
 	}
@@ -157,9 +157,9 @@ func TestWebSocketAndStreaming(t *testing.T) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	host, port := hostPort(t, ln.Addr().String())
-	e, gw := startGateway(t, nil)
-	if err := e.Update(buildConfig(t, 1, map[string][]map[string]any{
+	host, port := proxytest.HostPort(t, ln.Addr().String())
+	e, gw := proxytest.StartGateway(t, nil)
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port}},
 		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
 	})); err != nil {

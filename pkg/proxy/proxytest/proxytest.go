@@ -1,8 +1,12 @@
-package server
+// Package proxytest has helpers for data-plane tests: validated
+// configurations built from JSON-shaped records, a loopback echo upstream
+// and a gateway engine serving on loopback.
+package proxytest
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,11 +16,12 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
 )
 
-// recs builds a validated configuration from JSON-shaped records, the way
-// the store would hand it over.
-func buildConfig(t testing.TB, version uint64, in map[string][]map[string]any) *entity.Config {
+// BuildConfig builds a validated configuration from JSON-shaped records,
+// the way the store would hand it over.
+func BuildConfig(t testing.TB, version uint64, in map[string][]map[string]any) *entity.Config {
 	t.Helper()
 	out := entity.Records{}
 	now := time.Now().Unix()
@@ -47,8 +52,8 @@ func buildConfig(t testing.TB, version uint64, in map[string][]map[string]any) *
 	return cfg
 }
 
-// echoUpstream is a loopback upstream that answers with what it received.
-type echoed struct {
+// Echoed is what the echo upstream answers: the request it received.
+type Echoed struct {
 	Method string              `json:"method"`
 	URI    string              `json:"uri"`
 	Host   string              `json:"host"`
@@ -57,7 +62,10 @@ type echoed struct {
 	Server string              `json:"server"`
 }
 
-func startEcho(t testing.TB, name string) string {
+// StartEcho starts a loopback upstream that answers every request with
+// an Echoed JSON document (and /status/N with status N); it returns its
+// address.
+func StartEcho(t testing.TB, name string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,7 +74,7 @@ func startEcho(t testing.TB, name string) string {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/status/") {
 			var code int
-			_, _ = fmtSscan(strings.TrimPrefix(r.URL.Path, "/status/"), &code)
+			_, _ = fmt.Sscan(strings.TrimPrefix(r.URL.Path, "/status/"), &code)
 			w.WriteHeader(code)
 			return
 		}
@@ -76,17 +84,18 @@ func startEcho(t testing.TB, name string) string {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Upstream", name)
-		_ = json.NewEncoder(w).Encode(echoed{Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header, Body: string(b), Server: name})
+		_ = json.NewEncoder(w).Encode(Echoed{Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header, Body: string(b), Server: name})
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return ln.Addr().String()
 }
 
-// startGateway serves an engine on a loopback listener.
-func startGateway(t testing.TB, reg plugin.Registry) (*Engine, string) {
+// StartGateway serves an engine on a loopback listener and returns it with
+// its base URL.
+func StartGateway(t testing.TB, reg plugin.Registry) (*server.Engine, string) {
 	t.Helper()
-	e, err := New(Options{Plugins: reg})
+	e, err := server.New(server.Options{Plugins: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,26 +103,29 @@ func startGateway(t testing.TB, reg plugin.Registry) (*Engine, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := e.NewHTTPServer(ln, ListenSpec{Addr: ln.Addr().String()})
+	srv := e.NewHTTPServer(ln, server.ListenSpec{Addr: ln.Addr().String()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = Serve(ctx, srv, ln, false); close(done) }()
+	go func() { _ = server.Serve(ctx, srv, ln, false); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; e.Close() })
 	return e, "http://" + ln.Addr().String()
 }
 
-func hostPort(t testing.TB, addr string) (string, float64) {
+// HostPort splits addr into the host and a JSON-number port.
+func HostPort(t testing.TB, addr string) (string, float64) {
 	t.Helper()
 	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	_, _ = fmtSscan(p, &n)
+	_, _ = fmt.Sscan(p, &n)
 	return h, float64(n)
 }
 
-func get(t testing.TB, url string, hdr map[string]string) (*http.Response, []byte) {
+// Get sends a GET with headers ("Host" sets the Host) and returns the
+// response and its body.
+func Get(t testing.TB, url string, hdr map[string]string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -135,9 +147,10 @@ func get(t testing.TB, url string, hdr map[string]string) (*http.Response, []byt
 	return resp, b
 }
 
-func decodeEcho(t testing.TB, b []byte) echoed {
+// DecodeEcho parses an echo upstream answer.
+func DecodeEcho(t testing.TB, b []byte) Echoed {
 	t.Helper()
-	var e echoed
+	var e Echoed
 	if err := json.Unmarshal(b, &e); err != nil {
 		t.Fatalf("upstream answer %q: %v", b, err)
 	}
