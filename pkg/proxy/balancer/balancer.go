@@ -240,14 +240,14 @@ func (b *Balancer) buildRing(slots int) {
 	if b.total == 0 {
 		return
 	}
+	// Points per weight unit depend only on slots, never on the other
+	// targets, so adding or removing a target moves only its own keys.
+	perUnit := max(1, slots/1000)
 	for i, t := range b.targets {
 		if t.Weight <= 0 {
 			continue
 		}
-		n := slots * t.Weight / b.total
-		if n < 1 {
-			n = 1
-		}
+		n := min(t.Weight*perUnit, 1<<16)
 		for k := 0; k < n; k++ {
 			h := crc32.ChecksumIEEE([]byte(t.Name + " " + strconv.Itoa(k)))
 			b.ring = append(b.ring, ringPoint{hash: h, t: i})
