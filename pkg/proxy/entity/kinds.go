@@ -95,7 +95,7 @@ func UniqueValue(rec map[string]any, fields []string) (string, bool) {
 		if v == nil {
 			// A plugin's scope columns may be null: null is a value there.
 			if len(fields) > 1 {
-				parts[i] = "\x00"
+				parts[i] = "<null>"
 				continue
 			}
 			return "", false
