@@ -180,3 +180,16 @@ func formatLabels(m map[string]string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Position locates a field of the document of the given kind and name, for
+// problems found outside this package (e.g. spec × hardware checks): it
+// returns the document's label and the line of the field or of its closest
+// parent present in the file.
+func (s *ClusterSpec) Position(kind, name, field string) (document string, line int) {
+	for _, d := range s.docs {
+		if d.kind == kind && d.name == name {
+			return d.label(), d.lineOf(field)
+		}
+	}
+	return kind + "/" + name, 0
+}

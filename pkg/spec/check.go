@@ -615,6 +615,12 @@ func checkHTTPURL(s string) string {
 	if u.Host == "" {
 		return fmt.Sprintf("%q has no host", s)
 	}
+	if h := u.Hostname(); net.ParseIP(h) == nil && len(validation.IsDNS1123Subdomain(strings.ToLower(h))) > 0 {
+		return fmt.Sprintf("%q: host %q is neither an IP address nor a DNS name", s, h)
+	}
+	if p := u.Port(); p != "" && !validPort(p) {
+		return fmt.Sprintf("%q: port %q must be a number from 1 to 65535", s, p)
+	}
 	return ""
 }
 
