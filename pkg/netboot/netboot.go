@@ -90,6 +90,11 @@ type Config struct {
 	Metadata metadata.Source
 	Mounts   []Mount
 	Log      *slog.Logger
+	// RunIn, when set, wraps every service loop, e.g. netns.Namespace.Do
+	// when kiln runs in-process inside a network namespace (tests, lab):
+	// TFTP opens a socket per transfer, which must land in the same
+	// namespace as the listener. Call Start itself inside the namespace too.
+	RunIn func(fn func() error) error
 }
 
 // Server is a running netboot stack.
@@ -344,6 +349,10 @@ func (s *Server) countRequests(mux *http.ServeMux) http.Handler {
 }
 
 func (s *Server) run(name string, fn func() error) {
+	if s.cfg.RunIn != nil {
+		inner := fn
+		fn = func() error { return s.cfg.RunIn(inner) }
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
