@@ -1,11 +1,12 @@
-// Package templates embeds kiln's text templates (iPXE scripts, and more as
-// capabilities add them) so the binary needs no files at run time.
+// Package templates embeds kiln's default templates (iPXE scripts, workflow
+// templates, and any other files capabilities add under this directory) so
+// the binary needs no files at run time.
 package templates
 
 import "embed"
 
-// FS holds every template directory. Paths are relative to this directory,
-// e.g. "ipxe/auto.ipxe.tmpl".
+// FS holds every template shipped with kiln, addressed by path relative to
+// this directory, e.g. "ipxe/auto.ipxe.tmpl" or "workflows/ubuntu.yaml".
 //
-//go:embed ipxe
+//go:embed ipxe workflows
 var FS embed.FS
