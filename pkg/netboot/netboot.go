@@ -110,6 +110,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	errs     chan error
 	cancel   context.CancelFunc
+	done     <-chan struct{}
 	closers  []func()
 }
 
@@ -171,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		log.Warn("optional iPXE binaries not found; clients that need them get no boot file", "dir", cfg.IPXEDir, "missing", missing)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Server{cfg: cfg, log: log, Journal: NewJournal(64), Metrics: metrics.New(), errs: make(chan error, 8), cancel: cancel}
+	s := &Server{cfg: cfg, log: log, Journal: NewJournal(64), Metrics: metrics.New(), errs: make(chan error, 8), cancel: cancel, done: ctx.Done()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -370,6 +371,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) HTTPAddr() *net.TCPAddr   { return s.httpAddr }
 func (s *Server) TFTPAddr() *net.UDPAddr   { return s.tftpAddr }
 func (s *Server) SyslogAddr() *net.UDPAddr { return s.sysAddr }
+
+// Done is closed when the stack is stopping: its context ended, Shutdown
+// was called or a service failed (Wait then returns the error).
+func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Wait blocks until every service stopped and returns the first error.
 func (s *Server) Wait() error {
