@@ -122,6 +122,9 @@ func (c *Config) defaults() error {
 	if c.Machines == nil {
 		return errors.New("netboot needs a machine inventory (--hardware-csv)")
 	}
+	if inv, ok := c.Machines.(*hardware.Inventory); ok {
+		c.Machines = newIndex(inv)
+	}
 	if c.DHCPMode == "" {
 		c.DHCPMode = string(dhcp.ModeReservation)
 	}
