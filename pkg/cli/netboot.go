@@ -42,6 +42,7 @@ type netbootOptions struct {
 	tftpSinglePort bool
 	kernelArgs     []string
 	sshKeyFiles    []string
+	noNetboot      []string
 }
 
 func newServeNetbootCommand(streams Streams) *cobra.Command {
@@ -78,6 +79,7 @@ in-memory OS (--hook-dir), OS images (--image-dir), EC2-style metadata,
 	f.IntVar(&o.tftpBlockSize, "tftp-block-size", 1468, "largest TFTP block size agreed with clients (512-65456)")
 	f.BoolVar(&o.tftpSinglePort, "tftp-single-port", false, "serve every TFTP transfer from port 69 (NAT, strict firewalls)")
 	f.StringSliceVar(&o.kernelArgs, "extra-kernel-args", nil, "extra kernel arguments for the in-memory OS (key=value)")
+	f.StringSliceVar(&o.noNetboot, "disable-netboot", nil, "MACs or hostnames that get their address but no boot file (they boot from disk)")
 	f.StringSliceVar(&o.sshKeyFiles, "ssh-public-key-file", nil, "public key file(s) served as metadata public-keys")
 	return cmd
 }
@@ -118,6 +120,17 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 	if err != nil {
 		return withExitCode(ExitInvalidInput, err)
 	}
+	policy := netboot.NewToggle(true)
+	for _, name := range o.noNetboot {
+		m, ok := inv.ByMAC(name)
+		if !ok {
+			m, ok = inv.ByHostname(name)
+		}
+		if !ok {
+			return usageError("--disable-netboot %q is neither a MAC nor a hostname in %s", name, o.hardwareCSV)
+		}
+		policy.Set(m.MAC, false)
+	}
 	var keys []string
 	for _, p := range o.sshKeyFiles {
 		b, err := os.ReadFile(p)
@@ -135,7 +148,7 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 	defer stop()
 	start = time.Now()
 	srv, err := netboot.Start(ctx, netboot.Config{
-		BindIP: ip, Interface: o.iface, DHCPMode: o.dhcpMode, Machines: inv,
+		BindIP: ip, Interface: o.iface, DHCPMode: o.dhcpMode, Machines: inv, Policy: policy,
 		IPXEDir: o.ipxeDir, HookDir: o.hookDir, ImageDir: o.imageDir,
 		HTTPPort: o.httpPort, TFTPPort: o.tftpPort, SyslogPort: o.syslogPort, EphemeralPorts: true,
 		GRPCAuthority: o.grpcAuthority, TLS: o.tls, InsecureTLS: o.insecureTLS, ExtraKernelArgs: o.kernelArgs,

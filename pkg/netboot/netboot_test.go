@@ -186,3 +186,31 @@ func TestIndexMatchesInventory(t *testing.T) {
 		}
 	}
 }
+
+func TestToggle(t *testing.T) {
+	tg := NewToggle(true)
+	m := hardware.Machine{MAC: "52:54:00:AA:00:01"}
+	if !tg.NetbootAllowed(m) {
+		t.Fatal("default not applied")
+	}
+	tg.Set("52-54-00-aa-00-01", false)
+	if tg.NetbootAllowed(m) {
+		t.Fatal("override by another MAC spelling not applied")
+	}
+	tg.Set("52:54:00:aa:00:01", true)
+	if !tg.NetbootAllowed(m) {
+		t.Fatal("re-enable not applied")
+	}
+}
+
+// TestDisabledMachineGetsExitScript: with the toggle off, the stack serves
+// a script that only exits non-zero.
+func TestDisabledMachineGetsExitScript(t *testing.T) {
+	tg := NewToggle(true)
+	tg.Set("52:54:00:aa:00:01", false)
+	s := startLoopback(t, func(c *Config) { c.Policy = tg })
+	_, body, _ := get(t, "http://"+s.HTTPAddr().String()+"/ipxe/52:54:00:aa:00:01/auto.ipxe")
+	if !strings.Contains(body, "exit 1") || strings.Contains(body, "kernel") {
+		t.Fatalf("script for a disabled machine: %s", body)
+	}
+}
