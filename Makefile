@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean generate
+.PHONY: all build test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot
 
 all: lint build test
 
@@ -25,6 +25,19 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# End-to-end tests: QEMU (TCG) VMs netbooting from kiln inside network
+# namespaces. Needs root, qemu-system-x86, ipxe-qemu, ipxe, ovmf,
+# busybox-static and linux-image-amd64 (see .ci/run).
+E2E_TIMEOUT ?= 15m
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/...
+
+# Netboot benchmark: kiln vs dnsmasq on DHCP (perfdhcp) and TFTP (1 MiB),
+# printed as a ratio table. Needs root, dnsmasq, kea-admin (perfdhcp), curl.
+bench-netboot:
+	$(GO) build -o bin/kiln-bench ./cmd/kiln
+	KILN_BIN=$(CURDIR)/bin/kiln-bench bash scripts/bench-netboot.sh
 
 # Runs every Fuzz* target in the module for $(FUZZTIME) each.
 fuzz-smoke:
