@@ -142,7 +142,9 @@ func newServeCommand(streams Streams) *cobra.Command {
 		Short: "Run kiln's provisioning services in the foreground",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand()
+	cmd.AddCommand(
+		newServeWorkflowCommand(streams),
+	)
 	return cmd
 }
 
