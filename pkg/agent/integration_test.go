@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -20,12 +19,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
 	"github.com/kiln-dev/kiln/pkg/agent"
 	"github.com/kiln-dev/kiln/pkg/agent/actions"
+	"github.com/kiln-dev/kiln/pkg/agent/actions/compresstest"
 	"github.com/kiln-dev/kiln/pkg/hardware"
 	"github.com/kiln-dev/kiln/pkg/workerapi"
 	"github.com/kiln-dev/kiln/pkg/workflow"
@@ -173,29 +172,6 @@ func buildDiskImage(t *testing.T, dir string) []byte {
 	return img
 }
 
-func compress(t *testing.T, kind string, data []byte) []byte {
-	var buf bytes.Buffer
-	switch kind {
-	case "gz":
-		w := gzip.NewWriter(&buf)
-		_, _ = w.Write(data)
-		_ = w.Close()
-	case "zst":
-		w, _ := zstd.NewWriter(&buf)
-		_, _ = w.Write(data)
-		_ = w.Close()
-	case "xz":
-		cmd := exec.Command("xz", "-c", "-1", "-T1")
-		cmd.Stdin = bytes.NewReader(data)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("xz: %v (apt install xz-utils)", err)
-		}
-		return out
-	}
-	return buf.Bytes()
-}
-
 // checkFile mounts the partition read-only and checks one file.
 func checkFile(t *testing.T, part, path, contents string, mode os.FileMode, uid, gid int) {
 	t.Helper()
@@ -282,8 +258,8 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 
 	gate := make(chan struct{})
 	files := map[string][]byte{}
-	for _, k := range []string{"gz", "xz", "zst"} {
-		files["/kn4-disk.img."+k] = compress(t, k, img)
+	for k, c := range map[string]actions.Compression{"gz": actions.Gzip, "xz": actions.XZ, "zst": actions.Zstd} {
+		files["/kn4-disk.img."+k] = compresstest.Compress(t, c, img)
 	}
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch name := r.URL.Path; {
