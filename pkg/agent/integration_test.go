@@ -140,8 +140,9 @@ func run(t *testing.T, name string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// buildDiskImage makes a 17 MiB disk image: an MBR partition table and one
-// ext4 partition (1 MiB..end) holding /etc/hostname.
+// buildDiskImage makes a 21 MiB disk image: an MBR partition table and one
+// ext4 partition (1 MiB..end) holding /etc/hostname, a busybox shell for
+// cexec and a kernel entry in /boot/grub/grub.cfg for kexec.
 func buildDiskImage(t *testing.T, dir string) []byte {
 	t.Helper()
 	for _, tool := range []string{"sfdisk", "mkfs.ext4", "losetup"} {
@@ -154,11 +155,22 @@ func buildDiskImage(t *testing.T, dir string) []byte {
 		t.Fatal(err)
 	}
 	_ = os.WriteFile(filepath.Join(root, "etc/hostname"), []byte("kiln-test-image\n"), 0o644)
+	// A shell for cexec (busybox-static) and a kernel entry for kexec.
+	if bb, err := os.ReadFile("/bin/busybox"); err == nil {
+		_ = os.MkdirAll(filepath.Join(root, "bin"), 0o755)
+		_ = os.WriteFile(filepath.Join(root, "bin/busybox"), bb, 0o755)
+		_ = os.Symlink("busybox", filepath.Join(root, "bin/sh"))
+		_ = os.MkdirAll(filepath.Join(root, "root"), 0o700)
+	}
+	_ = os.MkdirAll(filepath.Join(root, "boot/grub"), 0o755)
+	_ = os.WriteFile(filepath.Join(root, "boot/vmlinuz-test"), []byte("not really a kernel"), 0o644)
+	_ = os.WriteFile(filepath.Join(root, "boot/initrd-test"), []byte("not really an initrd"), 0o644)
+	_ = os.WriteFile(filepath.Join(root, "boot/grub/grub.cfg"), []byte("menuentry 'Test' {\n\tlinux /boot/vmlinuz-test root=LABEL=cloudimg-rootfs ro console=ttyS0\n\tinitrd /boot/initrd-test\n}\n"), 0o644)
 	part := filepath.Join(dir, "kn4-part.img")
 	if err := os.WriteFile(part, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_ = os.Truncate(part, 16<<20)
+	_ = os.Truncate(part, 20<<20)
 	run(t, "mkfs.ext4", "-q", "-F", "-L", "cloudimg-rootfs", "-E", "root_owner=0:0", "-d", root, part)
 	partBytes, _ := os.ReadFile(part)
 	disk := filepath.Join(dir, "kn4-disk.img")
@@ -245,6 +257,37 @@ tasks:
       GID: "1001"
 `
 
+const chrootTemplate = `version: "0.1"
+name: chroot
+global_timeout: 300
+tasks:
+- name: install
+  worker: "{{ .device_1 }}"
+  actions:
+  - name: stream
+    image: 127.0.0.1/embedded/image2disk
+    timeout: 60
+    environment:
+      IMG_URL: "{{ .image_url }}"
+      DEST_DISK: "{{ index .Hardware.Disks 0 }}"
+      COMPRESSED: "true"
+  - name: run-in-chroot
+    image: quay.io/tinkerbell/actions/cexec:latest
+    timeout: 30
+    environment:
+      BLOCK_DEVICE: "{{ formatPartition (index .Hardware.Disks 0) 1 }}"
+      FS_TYPE: ext4
+      CMD_LINE: "echo chroot-ok > /root/proof; test -d /proc/self; echo hello-from-chroot $GREETING"
+      GREETING: hi
+  - name: kexec-into-os
+    image: quay.io/tinkerbell/actions/kexec:latest
+    timeout: 30
+    pid: host
+    environment:
+      BLOCK_DEVICE: "{{ formatPartition (index .Hardware.Disks 0) 1 }}"
+      FS_TYPE: ext4
+`
+
 // TestAgentProvisionsLoopDevice runs server and agent over loopback against a
 // real loop device: kiln's default Ubuntu template with a gzip image, the
 // xz and zstd variants, a truncated image, an action timeout, a server
@@ -308,6 +351,7 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 	l := &lab{t: t, dbPath: filepath.Join(dir, "kn4-workflows.db"), addr: lis.Addr().String()}
 	_ = lis.Close()
 	var reboots []int
+	var kexecLoaded string // kernel|initrd|cmdline as the kexec action loaded them
 	var rebootMu sync.Mutex
 	var agentLog bytes.Buffer
 	lw := &lockedWriter{w: &agentLog}
@@ -318,6 +362,13 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 		Runtime: actions.Runtime{TempDir: dir, Reboot: func(cmd int) error {
 			rebootMu.Lock()
 			reboots = append(reboots, cmd)
+			rebootMu.Unlock()
+			return nil
+		}, KexecLoad: func(kernel, initrd *os.File, cmdline string) error {
+			k, _ := io.ReadAll(kernel)
+			i, _ := io.ReadAll(initrd)
+			rebootMu.Lock()
+			kexecLoaded = fmt.Sprintf("%s|%s|%s", k, i, cmdline)
 			rebootMu.Unlock()
 			return nil
 		}},
@@ -371,6 +422,43 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 			checkDir(t, part, "home", 0o750, 1000, 1001)
 		})
 	}
+
+	t.Run("cexec in a chroot, kexec from grub.cfg", func(t *testing.T) {
+		if _, err := os.Stat("/bin/busybox"); err != nil {
+			t.Skip("busybox-static is not installed: no shell to put into the test image")
+		}
+		rebootMu.Lock()
+		reboots = nil
+		rebootMu.Unlock()
+		id := l.add(chrootTemplate, m, map[string]string{"image_url": web.URL + "/kn4-disk.img.gz"})
+		w := l.waitDone(id, 60*time.Second)
+		if w.State != workflow.StateSuccess {
+			t.Fatalf("workflow %s", dump(w))
+		}
+		if log := strings.Join(w.Tasks[0].Actions[1].Log, "\n"); !strings.Contains(log, "hello-from-chroot hi") {
+			t.Errorf("cexec output not streamed to the server: %q", log)
+		}
+		checkFile(t, part, "root/proof", "chroot-ok\n", 0o644, 0, 0)
+		if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), dir) {
+			t.Errorf("mounts left behind below %s:\n%s", dir, mounts)
+		}
+		var got []int
+		for i := 0; i < 40 && len(got) == 0; i++ {
+			time.Sleep(50 * time.Millisecond)
+			rebootMu.Lock()
+			got = append([]int(nil), reboots...)
+			rebootMu.Unlock()
+		}
+		rebootMu.Lock()
+		loaded := kexecLoaded
+		rebootMu.Unlock()
+		if loaded != "not really a kernel|not really an initrd|root=LABEL=cloudimg-rootfs ro console=ttyS0" {
+			t.Errorf("kexec loaded %q", loaded)
+		}
+		if len(got) != 1 || got[0] != unix.LINUX_REBOOT_CMD_KEXEC {
+			t.Errorf("reboots = %v, want one KEXEC after the SUCCESS report", got)
+		}
+	})
 
 	t.Run("truncated image fails", func(t *testing.T) {
 		id := l.add(ownerTemplate, m, map[string]string{"image_url": web.URL + "/truncated.img.gz", "compressed": "true", "stream_timeout": "60"})
