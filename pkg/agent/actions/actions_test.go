@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +14,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/pkg/agent/actions"
 	"github.com/kiln-dev/kiln/pkg/agent/actions/compresstest"
@@ -211,4 +214,45 @@ func TestRebootDisabled(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatal("reboot not performed")
 	}
+}
+
+func TestImage2DiskReportsProgress(t *testing.T) {
+	chunk := randomData(64 << 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(4*len(chunk)))
+		for i := 0; i < 4; i++ {
+			_, _ = w.Write(chunk)
+			w.(http.Flusher).Flush()
+			time.Sleep(400 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	dest := filepath.Join(t.TempDir(), "disk")
+	_ = os.WriteFile(dest, nil, 0o600)
+	var log bytes.Buffer
+	env := actions.Env{"IMG_URL": srv.URL, "DEST_DISK": dest, "PROGRESS_INTERVAL_SECONDS": "1"}
+	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &safeWriter{w: &log}}, env, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	progress := 0
+	for _, l := range lines {
+		if strings.Contains(l, "% ") || strings.Contains(l, "%)") {
+			progress++
+		}
+	}
+	if progress < 2 || !strings.Contains(lines[len(lines)-1], "done: read 0.2 MiB of 0.2 MiB (100%)") {
+		t.Fatalf("want periodic progress lines and a final one:\n%s", log.String())
+	}
+}
+
+type safeWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *safeWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
