@@ -65,7 +65,7 @@ PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.0
 generate:
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
-	for d in pkg/workerapi/proto pkg/workerapi/kilnpb; do \
+	for d in pkg/workerapi/proto pkg/workerapi/kilnpb pkg/workerapi/legacypb; do \
 	  PATH=$(CURDIR)/bin:$$PATH protoc -I $$d -I /usr/include \
 	    --go_out=$$d --go_opt=paths=source_relative \
 	    --go-grpc_out=$$d --go-grpc_opt=paths=source_relative \

@@ -148,6 +148,7 @@ func newServeCommand(streams Streams) *cobra.Command {
 	}
 	cmd.AddCommand(
 		newServeNetbootCommand(streams),
+		newServeWorkflowCommand(streams),
 	)
 	return cmd
 }
