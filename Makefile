@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean
+.PHONY: all build test lint fuzz-smoke release-snapshot clean hook lab-image e2e
 
 all: lint build test
 
@@ -41,5 +41,21 @@ release-snapshot:
 	@if command -v goreleaser >/dev/null 2>&1; then goreleaser release --snapshot --clean --config goreleaser.yaml; \
 	else echo "goreleaser is not installed; install it (go install github.com/goreleaser/goreleaser/v2@<version>) to build release archives"; exit 1; fi
 
+# The in-memory OS (kernel + initramfs with kiln as /init) and the lab's test
+# disk image; both need a Debian kernel (linux-image-amd64), see docs/lab.md.
+HOOK_DIR ?= out/hook
+LAB_IMAGE ?= out/lab-image.raw
+hook: build
+	$(BIN) build hook --kiln-binary $(BIN) --output-dir $(HOOK_DIR)
+
+lab-image: build
+	$(BIN) build lab-image --output-file $(LAB_IMAGE)
+
+# End-to-end tests that boot QEMU (TCG); they need root and the apt packages
+# .ci/run installs.
+E2E_TIMEOUT ?= 20m
+e2e:
+	$(GO) test -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./e2e/...
+
 clean:
-	rm -rf bin dist
+	rm -rf bin dist out
