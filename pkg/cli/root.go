@@ -117,6 +117,8 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newGenerateCommand(streams),
 		newServeCommand(streams),
 		newBuildCommand(streams),
+		newAgentCommand(streams),
+		newWorkflowsCommand(streams),
 	)
 	return root
 }
