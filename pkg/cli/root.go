@@ -117,6 +117,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newGenerateCommand(streams),
 		newServeCommand(streams),
 		newBuildCommand(streams),
+		newLabCommand(streams),
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
 	)

@@ -12,6 +12,7 @@
 # KILN_IP        static address with prefix (10.0.0.5/24); DHCP when empty
 # KILN_GATEWAY   default gateway for a static address
 # KILN_DNS       name server for a static address
+# KILN_PHONE_HOME_URL  where to POST the report; default $KILN_URL/phone-home
 export PATH=/bin
 log() { echo "kiln-lab: $*"; }
 
@@ -44,6 +45,7 @@ for arg in $(cat /proc/cmdline); do
 	kiln_ip=*) KILN_IP=${arg#kiln_ip=} ;;
 	kiln_gateway=*) KILN_GATEWAY=${arg#kiln_gateway=} ;;
 	kiln_dns=*) KILN_DNS=${arg#kiln_dns=} ;;
+	kiln_phone_home_url=*) KILN_PHONE_HOME_URL=${arg#kiln_phone_home_url=} ;;
 	esac
 done
 
@@ -103,11 +105,11 @@ fi
 up=$(cut -d' ' -f1 /proc/uptime)
 body="{\"hostname\":\"$name\",\"ip\":\"$addr\",\"mac\":\"$mac\",\"boot\":$boots,\"uptimeSeconds\":$up,\"kernel\":\"$kver\"}"
 for i in 1 2 3 4 5 6 7 8 9 10; do
-	if timeout 10 wget -q -O /dev/null --header "Content-Type: application/json" --post-data "$body" "$KILN_URL/phone-home"; then
+	if timeout 10 wget -q -O /dev/null --header "Content-Type: application/json" --post-data "$body" "${KILN_PHONE_HOME_URL:-$KILN_URL/phone-home}"; then
 		log "phoned home as $name ($addr) boot $boots"
 		break
 	fi
-	log "phone-home to $KILN_URL failed; retrying"
+	log "phone-home to ${KILN_PHONE_HOME_URL:-$KILN_URL/phone-home} failed; retrying"
 	sleep 2
 done
 
