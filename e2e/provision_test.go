@@ -284,9 +284,9 @@ func waitWorkflow(t *testing.T, ctx context.Context, st store.Store, name string
 // timingRow is one machine's provisioning phases, each measured from the
 // end of the previous one.
 type timingRow struct {
-	name, firmware                               string
+	name, firmware                              string
 	dhcp, script, osBoot, imageWrite, firstBoot time.Duration
-	total                                        time.Duration
+	total                                       time.Duration
 }
 
 // timings derives the phases from kiln's netboot journal, the workflow's
