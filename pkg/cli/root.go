@@ -117,6 +117,8 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newValidateCommand(streams),
 		newGenerateCommand(streams),
 		newServeCommand(streams),
+		newBuildCommand(streams),
+		newLabCommand(streams),
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
 	)
