@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean
+.PHONY: all build test lint fuzz-smoke release-snapshot clean test-compat
 
 all: lint build test
 
@@ -36,6 +36,12 @@ fuzz-smoke:
 	    $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done; echo "fuzz-smoke: $$found targets run"
+
+# go-kong v0.66.0's own integration tests against `kiln gateway run` with
+# SQLite, PostgreSQL and DB-less; fails below the floors in
+# e2e/kongcompat/floors.txt (results: docs/compatibility.md).
+test-compat: build
+	cd e2e/kongcompat && $(GO) run . -kiln ../../$(BIN)
 
 release-snapshot:
 	@if command -v goreleaser >/dev/null 2>&1; then goreleaser release --snapshot --clean --config goreleaser.yaml; \
