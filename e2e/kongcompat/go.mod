@@ -25,3 +25,5 @@ require (
 require github.com/kiln-dev/kiln v0.0.0
 
 replace github.com/kiln-dev/kiln => ../..
+
+replace github.com/imdario/mergo v0.3.12 => github.com/Kong/mergo v0.3.13

@@ -77,6 +77,11 @@ func mainErr(kiln string, modes []string, floorsFile, run string, verbose bool) 
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build go-kong's test binary: %w", err)
 	}
+	dir, err := exec.Command("go", "list", "-f", "{{.Dir}}", "github.com/kong/go-kong/kong").Output()
+	if err != nil {
+		return fmt.Errorf("locate go-kong's package directory: %w", err)
+	}
+	pkgDir := strings.TrimSpace(string(dir))
 	fmt.Printf("✓ built go-kong test binary (%s)\n", time.Since(start).Round(time.Millisecond))
 	list, err := exec.Command(bin, "-test.list", ".*").Output()
 	if err != nil {
@@ -97,7 +102,7 @@ func mainErr(kiln string, modes []string, floorsFile, run string, verbose bool) 
 	}
 	var results []result
 	for _, mode := range modes {
-		r, err := runMode(kilnAbs, bin, work, mode, tests, verbose)
+		r, err := runMode(kilnAbs, bin, pkgDir, work, mode, tests, verbose)
 		if err != nil {
 			return fmt.Errorf("%s: %w", mode, err)
 		}
@@ -160,7 +165,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func runMode(kiln, bin, work, mode string, tests []string, verbose bool) (result, error) {
+func runMode(kiln, bin, pkgDir, work, mode string, tests []string, verbose bool) (result, error) {
 	res := result{Mode: mode}
 	start := time.Now()
 	ctx := context.Background()
@@ -221,7 +226,7 @@ func runMode(kiln, bin, work, mode string, tests []string, verbose bool) (result
 	}
 	fmt.Printf("✓ kiln gateway run --database %s: Admin API at %s\n", mode, admin)
 	for _, name := range tests {
-		status := runOne(bin, admin, name)
+		status := runOne(bin, pkgDir, admin, name)
 		switch status {
 		case "PASS":
 			res.Pass++
@@ -268,11 +273,12 @@ func waitReady(admin string, done <-chan error, logPath string) error {
 
 // runOne runs one go-kong test in its own process and returns PASS, SKIP
 // or FAIL.
-func runOne(bin, admin, name string) string {
+func runOne(bin, pkgDir, admin, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-test.run", "^"+name+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "KONG_ADMIN_URL="+admin)
+	cmd.Dir = pkgDir // go test runs a package's tests in its directory (testdata/)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

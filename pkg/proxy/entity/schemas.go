@@ -681,3 +681,13 @@ func checkUpstreamHash(rec map[string]any) []string {
 	}
 	return errs
 }
+
+// TagSchema describes the read-only /tags collection (GET /schemas/tags).
+var TagSchema = &schema.Schema{
+	Name: "tags",
+	Fields: []schema.Field{
+		{Name: "entity_name", Type: schema.String, Required: true},
+		{Name: "entity_id", Type: schema.String, Required: true, UUID: true},
+		{Name: "tag", Type: schema.String, Required: true},
+	},
+}

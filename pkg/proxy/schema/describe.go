@@ -24,7 +24,9 @@ func describeFields(fields []Field) []any {
 
 func describeField(f *Field) map[string]any {
 	d := map[string]any{"type": string(f.Type)}
-	if f.Required {
+	// Kong makes non-nullable records required; clients (go-kong, decK)
+	// only fill a record's defaults when it is marked so.
+	if f.Required || (f.Type == Record && !f.Nullable) {
 		d["required"] = true
 	}
 	if f.Default != nil {

@@ -121,9 +121,10 @@ func (e Errors) Flatten() []string {
 				}
 			}
 		case []any:
-			for _, s := range t {
+			// Kong numbers array elements from 1: "paths.2: invalid regex".
+			for i, s := range t {
 				if s != nil {
-					walk(prefix, s)
+					walk(prefix+"."+strconv.Itoa(i+1), s)
 				}
 			}
 		case string:
