@@ -89,9 +89,15 @@ func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 		ErrorLog:          nil,
 	}
 	if spec.SSL {
-		srv.TLSConfig = &tls.Config{GetCertificate: e.GetCertificate, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = e.TLSConfig()
 	}
 	return srv
+}
+
+// TLSConfig serves the configuration's certificates by SNI (the default
+// certificate otherwise).
+func (e *Engine) TLSConfig() *tls.Config {
+	return &tls.Config{GetCertificate: e.GetCertificate, MinVersion: tls.VersionTLS12}
 }
 
 // Serve runs srv on ln until ctx ends, then shuts it down gracefully.
