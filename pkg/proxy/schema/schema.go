@@ -552,3 +552,6 @@ func coerceValue(f *Field, v any) any {
 func ProcessField(f *Field, v any) (any, any) {
 	return processValue(f, v, Options{})
 }
+
+// Error makes Errors an error; it returns Message.
+func (e Errors) Error() string { return e.Message() }
