@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean
+.PHONY: all build test lint fuzz-smoke release-snapshot clean bench-proxy
 
 all: lint build test
 
@@ -43,3 +43,8 @@ release-snapshot:
 
 clean:
 	rm -rf bin dist
+
+# wrk against kiln's gateway, nginx, haproxy and caddy on loopback (not run in
+# CI; needs wrk nginx-light haproxy caddy). Knobs: DURATION CONNS THREADS ROUNDS.
+bench-proxy: build
+	KILN=$(BIN) bench/bench-proxy.sh

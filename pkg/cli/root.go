@@ -116,6 +116,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newVersionCommand(streams),
 		newGenerateCommand(streams),
 		newServeCommand(streams),
+		newGatewayCommand(streams),
 	)
 	return root
 }
