@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean generate test-compat
+.PHONY: all build test lint fuzz-smoke release-snapshot clean generate test-compat bench-proxy
 
 all: lint build test
 
@@ -64,3 +64,8 @@ generate:
 	    --go-grpc_out=$$d --go-grpc_opt=paths=source_relative \
 	    $$d/*.proto || exit 1; \
 	done
+
+# wrk against kiln's gateway, nginx, haproxy and caddy on loopback (not run in
+# CI; needs wrk nginx-light haproxy caddy). Knobs: DURATION CONNS THREADS ROUNDS.
+bench-proxy: build
+	KILN=$(BIN) bench/bench-proxy.sh

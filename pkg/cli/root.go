@@ -118,6 +118,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newServeCommand(streams),
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
+		newGatewayCommand(streams),
 	)
 	return root
 }
