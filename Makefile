@@ -39,9 +39,11 @@ fuzz-smoke:
 
 # go-kong v0.66.0's own integration tests against `kiln gateway run` with
 # SQLite, PostgreSQL and DB-less; fails below the floors in
-# e2e/kongcompat/floors.txt (results: docs/compatibility.md).
+# e2e/kongcompat/floors.txt (results: docs/compatibility.md); then the issue's
+# httpie seed commands (e2e/httpie/seed.sh).
 test-compat: build
 	cd e2e/kongcompat && $(GO) run . -kiln ../../$(BIN)
+	KILN=$(BIN) e2e/httpie/seed.sh
 
 release-snapshot:
 	@if command -v goreleaser >/dev/null 2>&1; then goreleaser release --snapshot --clean --config goreleaser.yaml; \

@@ -57,12 +57,18 @@ func (s *Server) root(ctx context.Context) (int, any, error) {
 		"loaded_plugins": loaded,
 	}
 	for name, spec := range map[string]string{"proxy": s.opt.ProxyListen, "admin": s.opt.AdminListen, "status": s.opt.StatusListen} {
+		if list, ok := s.opt.Configuration[name+"_listen"].([]string); ok && spec == "" {
+			spec = strings.Join(list, ",")
+		}
 		if spec != "" {
 			conf[name+"_listen"], conf[name+"_listeners"] = Listeners(spec)
 		}
 	}
 	conf["stream_listeners"] = []any{}
 	for k, v := range s.opt.Configuration {
+		if _, derived := conf[k]; derived && strings.HasSuffix(k, "_listen") {
+			continue
+		}
 		conf[k] = v
 	}
 	bi := buildinfo.Get()
