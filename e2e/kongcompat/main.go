@@ -294,7 +294,7 @@ func runOne(bin, pkgDir, admin, name string) string {
 
 // reset deletes every entity through the Admin API, children first.
 func reset(admin string) error {
-	for _, coll := range []string{"plugins", "key-auths", "basic-auths", "acls", "routes", "services", "upstreams", "consumers", "snis", "certificates", "ca_certificates"} {
+	for _, coll := range []string{"plugins", "key-auths", "basic-auths", "acls", "routes", "services", "upstreams", "consumers", "snis", "certificates", "ca_certificates", "keys", "key-sets"} {
 		for i := 0; i < 20; i++ {
 			res, err := http.Get(admin + "/" + coll + "?size=1000")
 			if err != nil {

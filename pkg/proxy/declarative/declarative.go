@@ -532,6 +532,10 @@ func recordsOf(cfg *entity.Config, kind string) ([]map[string]any, error) {
 		src = cfg.BasicAuthCredentials
 	case "acls":
 		src = cfg.ACLGroups
+	case "key_sets":
+		src = cfg.KeySets
+	case "keys":
+		src = cfg.Keys
 	}
 	b, err := json.Marshal(src)
 	if err != nil {

@@ -32,6 +32,8 @@ type Config struct {
 	KeyAuthCredentials   []*KeyAuthCredential
 	BasicAuthCredentials []*BasicAuthCredential
 	ACLGroups            []*ACLGroup
+	KeySets              []*KeySet
+	Keys                 []*Key
 
 	services  map[string]*Service
 	consumers map[string]*Consumer
@@ -128,6 +130,10 @@ func (c *Config) decode(kind string, raw []byte) error {
 		dst = &c.BasicAuthCredentials
 	case "acls":
 		dst = &c.ACLGroups
+	case "key_sets":
+		dst = &c.KeySets
+	case "keys":
+		dst = &c.Keys
 	default:
 		return fmt.Errorf("unknown kind %q", kind)
 	}
