@@ -162,7 +162,10 @@ func TestTLSTerminationSNIAndHTTP2(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String(), SSL: true, HTTP2: true}); close(done) }()
+	go func() {
+		_ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String(), SSL: true, HTTP2: true})
+		close(done)
+	}()
 	defer func() { cancel(); <-done }()
 
 	for _, c := range []struct {
