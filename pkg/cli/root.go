@@ -116,6 +116,8 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newVersionCommand(streams),
 		newGenerateCommand(streams),
 		newServeCommand(streams),
+		newAgentCommand(streams),
+		newWorkflowsCommand(streams),
 		newGatewayCommand(streams),
 	)
 	return root

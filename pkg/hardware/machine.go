@@ -4,7 +4,10 @@ package hardware
 
 import (
 	"net"
+	"sort"
 	"strings"
+
+	"github.com/kiln-dev/kiln/pkg/diag"
 )
 
 // Machine is one row of Hardware.csv after normalisation: MACs lower-case,
@@ -34,6 +37,8 @@ type Inventory struct {
 	// Path is the file the inventory was read from, for messages.
 	Path     string    `json:"path,omitempty"`
 	Machines []Machine `json:"machines"`
+	// Warnings are problems that do not make the file invalid (unknown columns).
+	Warnings diag.List `json:"warnings,omitempty"`
 }
 
 // ByMAC returns the machine whose MAC equals mac (any case, any separator
@@ -77,4 +82,49 @@ func normalizeMAC(s string) string {
 		return hw.String()
 	}
 	return strings.ToLower(s)
+}
+
+// Select returns the machines carrying every label in selector, in file
+// order. An empty selector selects every machine.
+func (inv *Inventory) Select(selector map[string]string) []Machine {
+	var out []Machine
+	for _, m := range inv.Machines {
+		if m.Matches(selector) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Matches reports whether the machine carries every label in selector.
+func (m Machine) Matches(selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := m.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Hostnames lists the machines' hostnames, in order.
+func Hostnames(machines []Machine) []string {
+	names := make([]string, len(machines))
+	for i, m := range machines {
+		names[i] = m.Hostname
+	}
+	return names
+}
+
+// FormatSelector renders a selector as "k=v,k2=v2" with sorted keys.
+func FormatSelector(selector map[string]string) string {
+	keys := make([]string, 0, len(selector))
+	for k := range selector {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + selector[k]
+	}
+	return strings.Join(parts, ",")
 }

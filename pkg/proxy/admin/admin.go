@@ -53,7 +53,10 @@ type Options struct {
 	Store    store.Store
 	NodeID   string
 	Hostname string
-	// Configuration is merged into GET / "configuration" (listeners, …).
+	// ProxyListen, AdminListen and StatusListen are the listen
+	// specifications (Kong syntax) reported in GET / configuration.
+	ProxyListen, AdminListen, StatusListen string
+	// Configuration is merged into GET / "configuration".
 	Configuration map[string]any
 	// Health is optional; without it targets report HEALTHCHECKS_OFF.
 	Health HealthReporter

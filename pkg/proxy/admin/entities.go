@@ -160,7 +160,26 @@ func (s *Server) find(ctx context.Context, k *entity.Kind, key string, par *pare
 	if par != nil && entity.FKID(rec, par.field) != par.id() {
 		return nil, nil
 	}
+	if s.expired(k, rec) {
+		return nil, nil
+	}
 	return rec, nil
+}
+
+// expired hides key-auth credentials whose ttl has run out, as Kong's
+// database TTL does.
+func (s *Server) expired(k *entity.Kind, rec map[string]any) bool {
+	if k.Name != "keyauth_credentials" {
+		return false
+	}
+	ttl, ok := rec["ttl"].(float64)
+	if !ok {
+		return false
+	}
+	n := int(ttl)
+	created, _ := rec["created_at"].(float64)
+	left, ok := entity.KeyAuthRemainingTTL(created, &n, s.now())
+	return ok && left <= 0
 }
 
 func (s *Server) collection(r *http.Request, k *entity.Kind, par *parent) (int, any, error) {
@@ -238,6 +257,9 @@ func (s *Server) list(r *http.Request, k *entity.Kind, par *parent) (int, any, e
 	}
 	data := make([]any, 0, len(page.Data))
 	for _, rec := range page.Data {
+		if s.expired(k, rec) {
+			continue
+		}
 		out, err := s.format(ctx, k, rec)
 		if err != nil {
 			return 0, nil, err
@@ -581,6 +603,18 @@ func (s *Server) syncSNIs(ctx context.Context, certID string, names []any) error
 
 // format prepares a stored record for a response.
 func (s *Server) format(ctx context.Context, k *entity.Kind, rec map[string]any) (map[string]any, error) {
+	if k.Name == "keyauth_credentials" {
+		if ttl, ok := rec["ttl"].(float64); ok {
+			n := int(ttl)
+			created, _ := rec["created_at"].(float64)
+			if left, ok := entity.KeyAuthRemainingTTL(created, &n, s.now()); ok {
+				out := schema.DeepCopy(rec).(map[string]any)
+				out["ttl"] = float64(max(left, 0))
+				return out, nil
+			}
+		}
+		return rec, nil
+	}
 	if k.Name != "certificates" {
 		return rec, nil
 	}

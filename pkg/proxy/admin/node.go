@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/kiln-dev/kiln/pkg/buildinfo"
 	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
@@ -53,7 +56,19 @@ func (s *Server) root(ctx context.Context) (int, any, error) {
 		"plugins":        []string{"bundled"},
 		"loaded_plugins": loaded,
 	}
+	for name, spec := range map[string]string{"proxy": s.opt.ProxyListen, "admin": s.opt.AdminListen, "status": s.opt.StatusListen} {
+		if list, ok := s.opt.Configuration[name+"_listen"].([]string); ok && spec == "" {
+			spec = strings.Join(list, ",")
+		}
+		if spec != "" {
+			conf[name+"_listen"], conf[name+"_listeners"] = Listeners(spec)
+		}
+	}
+	conf["stream_listeners"] = []any{}
 	for k, v := range s.opt.Configuration {
+		if _, derived := conf[k]; derived && strings.HasSuffix(k, "_listen") {
+			continue
+		}
 		conf[k] = v
 	}
 	bi := buildinfo.Get()
@@ -185,6 +200,9 @@ func (s *Server) schemas(r *http.Request, segs []string) (int, any, error) {
 	case len(segs) == 2:
 		if r.Method != http.MethodGet {
 			return 0, nil, errMethodNotAllowed
+		}
+		if segs[1] == "tags" {
+			return http.StatusOK, entity.TagSchema.Describe(), nil
 		}
 		k := schemaByName(segs[1])
 		if k == nil {
@@ -370,4 +388,35 @@ func (s *Server) LoadDeclarative(ctx context.Context, doc []byte) (map[string]an
 		out[kind] = byID
 	}
 	return out, nil
+}
+
+// Listeners parses a Kong listen specification ("0.0.0.0:8000,
+// 0.0.0.0:8443 http2 ssl", or "off") into the configuration's *_listen
+// list and *_listeners objects that GET / reports.
+func Listeners(spec string) ([]string, []map[string]any) {
+	listen := []string{}
+	listeners := []map[string]any{}
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" || part == "off" {
+			continue
+		}
+		listen = append(listen, part)
+		fields := strings.Fields(part)
+		host, port, err := net.SplitHostPort(fields[0])
+		if err != nil {
+			continue
+		}
+		n, _ := strconv.Atoi(port)
+		l := map[string]any{"ip": host, "port": n, "listener": part, "ssl": false, "http2": false,
+			"proxy_protocol": false, "deferred": false, "reuseport": false, "bind": false}
+		for _, flag := range fields[1:] {
+			switch flag {
+			case "ssl", "http2", "proxy_protocol", "deferred", "reuseport", "bind":
+				l[flag] = true
+			}
+		}
+		listeners = append(listeners, l)
+	}
+	return listen, listeners
 }

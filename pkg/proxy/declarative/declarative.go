@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/schema"
@@ -344,7 +344,7 @@ func (p *parser) entity(k *entity.Kind, item any, path string, parent *parentRef
 		}
 	}
 	if rec["id"] == nil {
-		rec["id"] = deterministicID(k, rec)
+		rec["id"] = deterministicID(k, in, rec, parent)
 	}
 	ts := float64(p.now.Unix())
 	if k.Name == "targets" {
@@ -395,37 +395,81 @@ func copyRec(m map[string]any) map[string]any {
 	return out
 }
 
-// deterministicID derives Kong-style uuid5 ids from an entity's natural key:
-// its endpoint key (names, usernames, keys), the parent id plus the key for
-// targets, the scope for plugins and acls, or a digest of the content for
-// entities without any key (certificates, unnamed services and routes).
-func deterministicID(k *entity.Kind, rec map[string]any) string {
-	var key string
-	switch k.Name {
-	case "plugins":
-		key = strings.Join([]string{"plugins", fmt.Sprint(rec["name"]), entity.FKID(rec, "route"), entity.FKID(rec, "service"), entity.FKID(rec, "consumer")}, ":")
-	case "targets":
-		key = entity.FKID(rec, "upstream") + ":" + fmt.Sprint(rec["target"])
-	case "acls":
-		key = entity.FKID(rec, "consumer") + ":" + fmt.Sprint(rec["group"])
-	default:
-		if ep := k.Schema.EndpointKey; ep != "" {
-			if v, ok := rec[ep].(string); ok && v != "" {
-				key = v
+// cacheKeys are the fields of Kong's cache_key for kinds whose ids derive
+// from it.
+var cacheKeys = map[string][]string{
+	"plugins": {"name", "route", "service", "consumer"},
+	"acls":    {"consumer", "group"},
+}
+
+// deterministicID derives an id the way Kong's declarative loader does:
+// uuid5(uuid5(namespace, kind), key) where key is the endpoint key as
+// written in the file (names, usernames, keys; a target's address plus its
+// upstream's id, the endpoint key not being unique), else the cache key
+// ("plugins:<name>:<route>:<service>:<consumer>" with the parent's id for the
+// nesting field and "" for absent ones). Kong gives entities without either
+// (certificates, unnamed services and routes) random ids; kiln uses a digest
+// of the processed entity instead, so that reloading a file keeps every id.
+func deterministicID(k *entity.Kind, raw, rec map[string]any, parent *parentRef) string {
+	if ep := k.Schema.EndpointKey; ep != "" {
+		if v, ok := raw[ep].(string); ok && v != "" {
+			key := v
+			if f := k.Schema.Field(ep); f != nil && !f.Unique {
+				for _, fk := range k.Foreign {
+					if !fk.Cascade {
+						continue
+					}
+					switch {
+					case parent != nil && parent.field == fk.Field:
+						key += ":" + parent.id
+					default:
+						key += ":" + refText(raw[fk.Field])
+					}
+				}
 			}
-		}
-		if key == "" && k.Name == "consumers" {
-			if v, ok := rec["custom_id"].(string); ok {
-				key = "custom_id:" + v
-			}
-		}
-		if key == "" {
-			b, _ := json.Marshal(rec)
-			sum := sha256.Sum256(b)
-			key = hex.EncodeToString(sum[:])
+			return entity.DeterministicID(k.Name, key)
 		}
 	}
-	return entity.DeterministicID(k.Name, key)
+	if fields, ok := cacheKeys[k.Name]; ok {
+		parts := []string{k.Name}
+		complete := true
+		for _, f := range fields {
+			switch v := raw[f].(type) {
+			case string:
+				parts = append(parts, v)
+			case nil:
+				switch {
+				case parent != nil && parent.field == f:
+					parts = append(parts, parent.id)
+				case k.Schema.Field(f) != nil && k.Schema.Field(f).Required:
+					complete = false
+				default:
+					parts = append(parts, "")
+				}
+			}
+		}
+		if complete {
+			return entity.DeterministicID(k.Name, strings.Join(parts, ":"))
+		}
+	}
+	if k.Name == "consumers" {
+		if v, ok := rec["custom_id"].(string); ok {
+			return entity.DeterministicID(k.Name, "custom_id:"+v)
+		}
+	}
+	b, _ := json.Marshal(rec)
+	sum := sha256.Sum256(b)
+	return entity.DeterministicID(k.Name, hex.EncodeToString(sum[:]))
+}
+
+func refText(v any) string {
+	switch t := v.(type) {
+	case string:
+		return t
+	case map[string]any:
+		return fmt.Sprint(t["id"])
+	}
+	return ""
 }
 
 // Export renders a configuration as a `_format_version: "3.0"` document
@@ -488,6 +532,10 @@ func recordsOf(cfg *entity.Config, kind string) ([]map[string]any, error) {
 		src = cfg.BasicAuthCredentials
 	case "acls":
 		src = cfg.ACLGroups
+	case "key_sets":
+		src = cfg.KeySets
+	case "keys":
+		src = cfg.Keys
 	}
 	b, err := json.Marshal(src)
 	if err != nil {

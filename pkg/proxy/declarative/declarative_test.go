@@ -82,6 +82,27 @@ func TestParseNestedAndDeterministic(t *testing.T) {
 			t.Errorf("route %v not linked to service", r["name"])
 		}
 	}
+	// Kong's key rules: a target's address as written plus its upstream,
+	// cache keys for plugins and ACLs.
+	upID := a["upstreams"][0]["id"].(string)
+	consumerID := a["consumers"][0]["id"].(string)
+	wantIDs := map[string]string{
+		"targets":  entity.DeterministicID("targets", "127.0.0.1:"+upID),
+		"acls":     entity.DeterministicID("acls", "acls:"+consumerID+":admins"),
+		"upstream": entity.DeterministicID("upstreams", "backend"),
+	}
+	if a["targets"][0]["id"] != wantIDs["targets"] || a["acls"][0]["id"] != wantIDs["acls"] || upID != wantIDs["upstream"] {
+		t.Errorf("ids: target %v acl %v upstream %v", a["targets"][0]["id"], a["acls"][0]["id"], upID)
+	}
+	plugins := map[string]bool{}
+	for _, p := range a["plugins"] {
+		plugins[p["id"].(string)] = true
+	}
+	for _, key := range []string{"plugins:cors:::", "plugins:rate-limiting::" + svc["id"].(string) + ":"} {
+		if !plugins[entity.DeterministicID("plugins", key)] {
+			t.Errorf("no plugin with the id of cache key %q", key)
+		}
+	}
 	if a["targets"][0]["target"] != "127.0.0.1:8000" {
 		t.Errorf("target default port: %v", a["targets"][0]["target"])
 	}
