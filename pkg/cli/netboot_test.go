@@ -13,7 +13,6 @@ import (
 	"time"
 )
 
-
 func TestServeNetbootUsage(t *testing.T) {
 	tests := []struct {
 		args []string

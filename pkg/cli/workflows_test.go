@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-
 func runKiln(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
