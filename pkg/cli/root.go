@@ -122,6 +122,8 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
 		newGatewayCommand(streams),
+		newBootstrapCommand(streams),
+		newInternalCommand(streams),
 	)
 	return root
 }
