@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,9 +103,18 @@ func Client(kubeconfig string) (client.WithWatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
 	}
+	rc.WarningHandlerWithContext = apiWarnings{}
 	s, err := crds.Scheme()
 	if err != nil {
 		return nil, err
 	}
 	return client.NewWithWatch(rc, client.Options{Scheme: s})
+}
+
+// apiWarnings logs API server warnings (deprecations, schema notes) at
+// debug level instead of controller-runtime's global logger.
+type apiWarnings struct{}
+
+func (apiWarnings) HandleWarningHeaderWithContext(ctx context.Context, _ int, _ string, text string) {
+	slog.DebugContext(ctx, "Kubernetes API warning", "warning", text)
 }

@@ -139,6 +139,7 @@ func newGenerateCommand(streams Streams) *cobra.Command {
 	cmd.AddCommand(
 		newGenerateClusterConfigCommand(streams),
 		newGenerateHardwareCommand(streams),
+		newGenerateCAPICommand(streams),
 	)
 	return cmd
 }

@@ -80,6 +80,9 @@ func run(dir string, log *slog.Logger) error {
 		}
 	}()
 
+	if err := stampVersion(); err != nil {
+		return fmt.Errorf("setting the kube-apiserver version: %w", err)
+	}
 	cmd := app.NewAPIServerCommand()
 	cmd.SetArgs(apiserverArgs(layout, state))
 	if code := cli.Run(cmd); code != 0 {
