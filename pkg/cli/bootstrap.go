@@ -94,6 +94,19 @@ func resolveProvider(ctx context.Context, o *bootstrapOptions, forCreate bool) (
 	return bootstrap.Select(ctx, o.mode, k, e, func(ctx context.Context) error { return k.Check(ctx, cfg) })
 }
 
+// existing checks the flags and finds the provider of an existing cluster
+// (for delete and status).
+func (o *bootstrapOptions) existing(ctx context.Context) (bootstrap.Provider, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	p, _, err := resolveProvider(ctx, o, false)
+	if err != nil {
+		return nil, withExitCode(ExitInvalidInput, err)
+	}
+	return p, nil
+}
+
 func newBootstrapCommand(streams Streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
@@ -160,12 +173,9 @@ func newBootstrapDeleteCommand(streams Streams) *cobra.Command {
 		Short: "Stop the bootstrap cluster and remove its data (succeeds if there is none)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.check(); err != nil {
-				return err
-			}
-			p, _, err := resolveProvider(cmd.Context(), o, false)
+			p, err := o.existing(cmd.Context())
 			if err != nil {
-				return withExitCode(ExitInvalidInput, err)
+				return err
 			}
 			start := time.Now()
 			err = bootstrap.Down(cmd.Context(), p, o.config())
@@ -192,12 +202,9 @@ func newBootstrapStatusCommand(streams Streams) *cobra.Command {
 		Short: "Report whether the bootstrap cluster exists, runs and answers (exit 1 when not healthy)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.check(); err != nil {
-				return err
-			}
-			p, _, err := resolveProvider(cmd.Context(), o, false)
+			p, err := o.existing(cmd.Context())
 			if err != nil {
-				return withExitCode(ExitInvalidInput, err)
+				return err
 			}
 			st, err := p.Status(cmd.Context(), o.config())
 			if err != nil {
