@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -106,7 +107,7 @@ func (s *Server) GetAction(ctx context.Context, req *pb.ActionRequest) (*pb.Acti
 	}
 	if active == nil {
 		last := wfs[len(wfs)-1]
-		return nil, status.Errorf(codes.FailedPrecondition, "workflow %s is %s; reset it to run again", last.ID(), last.State)
+		return nil, noAction(last.ID(), fmt.Sprintf("workflow %s is %s; reset it to run again", last.ID(), last.State))
 	}
 	var resp *pb.ActionResponse
 	var served workflow.Ref
@@ -133,12 +134,28 @@ func (s *Server) GetAction(ctx context.Context, req *pb.ActionRequest) (*pb.Acti
 	case errors.Is(err, workflow.ErrNoAction), errors.Is(err, store.ErrNotFound):
 		return nil, status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, workflow.ErrNotRunnable):
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return nil, noAction(active.ID(), err.Error())
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "updating workflow %s: %v", active.ID(), err)
 	}
 	s.log.Debug("action served", "workflow", w.ID(), "agent", agentID, "task", w.Tasks[served.Task].Name, "action", w.Action(served).Name)
 	return resp, nil
+}
+
+// noAction is the FailedPrecondition Tinkerbell's server sends when a
+// workflow exists but serves no action, with the same PreconditionFailure
+// detail (its agent backs off on the code alone, too).
+func noAction(workflowID, msg string) error {
+	st := status.New(codes.FailedPrecondition, msg)
+	ds, err := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+		Type:        pb.PreconditionFailureViolation_PRECONDITION_FAILURE_VIOLATION_NO_ACTION_AVAILABLE.String(),
+		Subject:     "tinkerbell.org/" + workflowID,
+		Description: msg,
+	}}})
+	if err != nil {
+		return st.Err()
+	}
+	return ds.Err()
 }
 
 func actionResponse(w *workflow.Workflow, r workflow.Ref, agentID string) *pb.ActionResponse {
