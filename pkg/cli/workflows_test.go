@@ -133,3 +133,14 @@ func TestInitArgs(t *testing.T) {
 		t.Errorf("as kiln: %v", got)
 	}
 }
+
+func TestAgentCommandNeedsServer(t *testing.T) {
+	_, stderr, code := runKiln(t, "agent")
+	if code != ExitInvalidInput || !strings.Contains(stderr, "no worker id") {
+		t.Errorf("kiln agent without settings: %d %q", code, stderr)
+	}
+	_, stderr, code = runKiln(t, "agent", "--worker-id", "aa:bb:cc:dd:ee:ff")
+	if code != ExitInvalidInput || !strings.Contains(stderr, "grpc_authority") {
+		t.Errorf("kiln agent without authority: %d %q", code, stderr)
+	}
+}
