@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -147,7 +148,8 @@ func runServeWorkflow(ctx context.Context, streams Streams, o *serveWorkflowOpti
 	if err != nil {
 		return withExitCode(ExitInvalidInput, fmt.Errorf("--grpc-listen %s: %w", o.listen, err))
 	}
-	srv := workerapi.New(st, workerapi.Options{Grace: o.grace, LeaveAfter: o.leaveAfter})
+	progress := newWorkflowProgress(streams)
+	srv := workerapi.New(st, workerapi.Options{Grace: o.grace, LeaveAfter: o.leaveAfter, OnChange: progress.changed})
 	fmt.Fprintf(streams.Out, "✓ serving the worker API on %s (Ctrl-C to stop; `kiln workflows` shows progress)\n", lis.Addr())
 	return srv.Serve(ctx, lis, opts...)
 }
@@ -167,4 +169,60 @@ func (s *stepper) run(name string, fn func() (string, error)) error {
 	}
 	fmt.Fprintf(s.streams.Out, "✓ %s: %s (%s)\n", name, detail, d)
 	return nil
+}
+
+// workflowProgress prints one line per action transition and per finished
+// workflow while the server runs, so the operator sees provisioning move.
+type workflowProgress struct {
+	streams Streams
+	mu      sync.Mutex
+	actions map[string]workflow.State // action id → last printed state
+	done    map[string]workflow.State // workflow id → last printed final state
+}
+
+func newWorkflowProgress(s Streams) *workflowProgress {
+	return &workflowProgress{streams: s, actions: map[string]workflow.State{}, done: map[string]workflow.State{}}
+}
+
+func (p *workflowProgress) changed(w *workflow.Workflow) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for _, t := range w.Tasks {
+		for i := range t.Actions {
+			a := &t.Actions[i]
+			if p.actions[a.ID] == a.State || a.State == workflow.StatePending {
+				continue
+			}
+			p.actions[a.ID] = a.State
+			d := a.Duration(now).Round(100 * time.Millisecond)
+			switch a.State {
+			case workflow.StateRunning:
+				fmt.Fprintf(p.streams.Out, "… %s: %s running\n", w.Hardware, a.Name)
+			case workflow.StateSuccess:
+				fmt.Fprintf(p.streams.Out, "✓ %s: %s (%s)\n", w.Hardware, a.Name, d)
+			default:
+				fmt.Fprintf(p.streams.Out, "✗ %s: %s %s after %s: %s\n", w.Hardware, a.Name, a.State, d, firstLine(a.Message))
+			}
+		}
+	}
+	switch {
+	case w.State.Terminal() && p.done[w.ID()] != w.State:
+		p.done[w.ID()] = w.State
+		mark := "✓"
+		if w.State != workflow.StateSuccess {
+			mark = "✗"
+		}
+		fmt.Fprintf(p.streams.Out, "%s %s: workflow %s in %s%s (details: kiln workflows show %s)\n", mark, w.Hardware, w.State, workflowDuration(w, now), reasonSuffix(w), w.Hardware)
+	case w.State == workflow.StatePending && p.done[w.ID()] != "":
+		delete(p.done, w.ID()) // reset: print the next run again
+		fmt.Fprintf(p.streams.Out, "… %s: workflow reset to PENDING\n", w.Hardware)
+	}
+}
+
+func reasonSuffix(w *workflow.Workflow) string {
+	if w.Reason == "" {
+		return ""
+	}
+	return ": " + firstLine(w.Reason)
 }

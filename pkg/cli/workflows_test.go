@@ -94,6 +94,10 @@ func TestServeWorkflowAndWorkflowsCommands(t *testing.T) {
 		}
 	}
 
+	if got := out.String(); !strings.Contains(got, "… wk01: stream-image running") || !strings.Contains(got, "✗ wk01: stream-image FAILED after") ||
+		!strings.Contains(got, "✗ wk01: workflow FAILED in") {
+		t.Errorf("no progress lines for the failed action:\n%s", got)
+	}
 	stdout, stderr, code := runKiln(t, "workflows", "list", "--server", addr, "-o", "json")
 	var wfs []workflow.Workflow
 	if code != ExitOK || json.Unmarshal([]byte(stdout), &wfs) != nil || len(wfs) != 2 {

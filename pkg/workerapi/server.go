@@ -44,6 +44,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives state transitions; default slog.Default().
 	Logger *slog.Logger
+	// OnChange, when set, is called with a copy of a workflow after every
+	// state change (report, timeout, reset); it must return quickly.
+	OnChange func(*workflow.Workflow)
 }
 
 // Server implements the worker API on top of a workflow store.
@@ -128,6 +131,7 @@ func (s *Server) GetAction(ctx context.Context, req *pb.ActionRequest) (*pb.Acti
 	})
 	if err == nil && nextErr != nil {
 		s.log.Info("workflow finished", "workflow", w.ID(), "state", w.State, "reason", w.Reason)
+		s.changed(w)
 		err = nextErr
 	}
 	switch {
@@ -228,6 +232,7 @@ func (s *Server) ReportActionStatus(ctx context.Context, req *pb.ActionStatusReq
 		return nil, err
 	}
 	s.log.Info("action state", "workflow", w.ID(), "action", name, "state", st, "message", rep.Message, "workflowState", w.State)
+	s.changed(w)
 	return &pb.ActionStatusResponse{}, nil
 }
 
@@ -293,11 +298,19 @@ func (s *Server) ResetWorkflow(ctx context.Context, req *kilnpb.ResetWorkflowReq
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "workflow_id is required")
 	}
-	if _, err := s.store.Update(ctx, id, func(w *workflow.Workflow) error { w.Reset(); return nil }); err != nil {
+	w, err := s.store.Update(ctx, id, func(w *workflow.Workflow) error { w.Reset(); return nil })
+	if err != nil {
 		return nil, reportError(err)
 	}
 	s.log.Info("workflow reset", "workflow", id)
+	s.changed(w)
 	return &kilnpb.ResetWorkflowResponse{}, nil
+}
+
+func (s *Server) changed(w *workflow.Workflow) {
+	if s.opts.OnChange != nil && w != nil {
+		s.opts.OnChange(w)
+	}
 }
 
 // QualifiedID turns a bare workflow name into "<default namespace>/<name>".
@@ -349,6 +362,7 @@ func (s *Server) Sweep(ctx context.Context) error {
 			return fmt.Errorf("applying timeouts to %s: %w", w.ID(), err)
 		}
 		s.log.Info("workflow state", "workflow", w2.ID(), "state", w2.State, "reason", w2.Reason)
+		s.changed(w2)
 	}
 	return nil
 }
