@@ -45,11 +45,11 @@ func addTemplateFlags(cmd *cobra.Command, o *templateOptions) {
 
 type serveWorkflowOptions struct {
 	templateOptions
-	listen      string
-	db          string
-	sec         workerapi.Security
-	grace       time.Duration
-	leaveAfter  time.Duration
+	listen     string
+	db         string
+	sec        workerapi.Security
+	grace      time.Duration
+	leaveAfter time.Duration
 }
 
 func newServeWorkflowCommand(streams Streams) *cobra.Command {
