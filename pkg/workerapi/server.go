@@ -38,7 +38,7 @@ type Options struct {
 	// LeaveAfter is how long the agent must be silent while a final
 	// reboot/kexec action is RUNNING before that counts as SUCCESS. Default 60 s.
 	LeaveAfter time.Duration
-	// CheckEvery is the period of the timeout sweep. Default 1 s.
+	// CheckEvery is the period of the timeout sweep. Default 5 s.
 	CheckEvery time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
@@ -69,7 +69,7 @@ func New(st store.Store, opts Options) *Server {
 		opts.LeaveAfter = 60 * time.Second
 	}
 	if opts.CheckEvery == 0 {
-		opts.CheckEvery = time.Second
+		opts.CheckEvery = 5 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
