@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean
+.PHONY: all build test lint fuzz-smoke release-snapshot clean generate
 
 all: lint build test
 
@@ -43,3 +43,18 @@ release-snapshot:
 
 clean:
 	rm -rf bin dist
+
+# Regenerates committed gRPC code from pkg/workerapi/*/*.proto. Needs protoc
+# and the well-known types (apt: protobuf-compiler libprotobuf-dev); the Go
+# plugins are installed at pinned versions into bin/.
+PROTOC_GEN_GO_VERSION ?= v1.36.11
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.0
+generate:
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	for d in pkg/workerapi/proto pkg/workerapi/kilnpb; do \
+	  PATH=$(CURDIR)/bin:$$PATH protoc -I $$d -I /usr/include \
+	    --go_out=$$d --go_opt=paths=source_relative \
+	    --go-grpc_out=$$d --go-grpc_opt=paths=source_relative \
+	    $$d/*.proto || exit 1; \
+	done

@@ -114,9 +114,10 @@ func NewRootCommand(streams Streams) *cobra.Command {
 
 	root.AddCommand(
 		newVersionCommand(streams),
-		newValidateCommand(streams),
 		newGenerateCommand(streams),
 		newServeCommand(streams),
+		newAgentCommand(streams),
+		newWorkflowsCommand(streams),
 	)
 	return root
 }
@@ -129,10 +130,7 @@ func newGenerateCommand(streams Streams) *cobra.Command {
 		Short: "Generate starting configuration and Kubernetes objects",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(
-		newGenerateClusterConfigCommand(streams),
-		newGenerateHardwareCommand(streams),
-	)
+	cmd.AddCommand()
 	return cmd
 }
 

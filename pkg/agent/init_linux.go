@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/netboot"
+	"golang.org/x/sys/unix"
+)
+
+// MountKernelFS mounts /proc, /sys, /dev (devtmpfs), /run and /tmp as PID 1
+// needs them; already-mounted file systems are left alone.
+func MountKernelFS() error {
+	mounts := []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"tmpfs", "/run", "tmpfs"},
+		{"tmpfs", "/tmp", "tmpfs"},
+	}
+	var errs []error
+	for _, m := range mounts {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			errs = append(errs, fmt.Errorf("mounting %s on %s: %w", m.fstype, m.dst, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadModules loads each named module (in order; list dependencies first)
+// from /lib/modules/<release>/ with finit_module. Compressed modules
+// (.ko.xz, .ko.zst, .ko.gz) are handed to the kernel to decompress.
+func LoadModules(names []string, log *slog.Logger) error {
+	if len(names) == 0 {
+		return nil
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return err
+	}
+	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
+	found := map[string]string{}
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		base := d.Name()
+		if i := strings.Index(base, ".ko"); i > 0 {
+			name := strings.ReplaceAll(base[:i], "-", "_")
+			if _, dup := found[name]; !dup {
+				found[name] = path
+			}
+		}
+		return nil
+	})
+	var errs []error
+	for _, n := range names {
+		path, ok := found[strings.ReplaceAll(n, "-", "_")]
+		if !ok {
+			errs = append(errs, fmt.Errorf("module %s: not found under %s", n, dir))
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		flags := 0
+		if !strings.HasSuffix(path, ".ko") {
+			flags |= unix.MODULE_INIT_COMPRESSED_FILE
+		}
+		err = unix.FinitModule(int(f.Fd()), "", flags)
+		_ = f.Close()
+		switch {
+		case err == nil:
+			log.Info("module loaded", "module", n)
+		case errors.Is(err, unix.EEXIST):
+		default:
+			errs = append(errs, fmt.Errorf("loading module %s (%s): %w", n, path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// InterfaceByMAC returns the name of the interface with the given MAC.
+func InterfaceByMAC(mac string) (string, error) {
+	want, err := net.ParseMAC(mac)
+	if err != nil {
+		return "", fmt.Errorf("hw_addr %q: %w", mac, err)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	var seen []string
+	for _, i := range ifs {
+		if i.HardwareAddr.String() == want.String() {
+			return i.Name, nil
+		}
+		if len(i.HardwareAddr) > 0 {
+			seen = append(seen, i.Name+"="+i.HardwareAddr.String())
+		}
+	}
+	return "", fmt.Errorf("no interface has MAC %s (found %s); is its driver built in or listed in kiln_modules?", want, strings.Join(seen, ", "))
+}
+
+// BringUpDHCP brings the interface with MAC hwAddr up, obtains a DHCPv4
+// lease on it and configures address, default route and resolv.conf. It
+// retries until ctx ends (links can take a while, drivers load late).
+func BringUpDHCP(ctx context.Context, hwAddr string, log *slog.Logger) error {
+	_, _ = netboot.IfUp("lo", 2*time.Second)
+	wait := time.Second
+	for {
+		err := dhcpOnce(ctx, hwAddr, log)
+		if err == nil {
+			return nil
+		}
+		log.Warn("network not ready; retrying", "hw_addr", hwAddr, "err", err)
+		if !sleep(ctx, wait) {
+			return fmt.Errorf("bringing up %s: %w", hwAddr, err)
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+func dhcpOnce(ctx context.Context, hwAddr string, log *slog.Logger) error {
+	ifname, err := InterfaceByMAC(hwAddr)
+	if err != nil {
+		return err
+	}
+	if _, err := netboot.IfUp(ifname, 20*time.Second); err != nil {
+		return err
+	}
+	c, err := nclient4.New(ifname, nclient4.WithTimeout(5*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		return fmt.Errorf("DHCP client on %s: %w", ifname, err)
+	}
+	defer c.Close()
+	lease, err := c.Request(ctx)
+	if err != nil {
+		return fmt.Errorf("DHCP on %s: %w", ifname, err)
+	}
+	nc, err := netboot.GetNetConfFromPacketv4(lease.ACK)
+	if err != nil {
+		return fmt.Errorf("DHCP reply on %s: %w", ifname, err)
+	}
+	if err := netboot.ConfigureInterface(ifname, nc); err != nil {
+		return fmt.Errorf("configuring %s: %w", ifname, err)
+	}
+	log.Info("network up", "interface", ifname, "address", lease.ACK.YourIPAddr, "server", lease.ACK.ServerIdentifier())
+	return nil
+}

@@ -1,0 +1,181 @@
+package plugins
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
+)
+
+// Rate-limit periods, shortest first (index = CounterKey.Period).
+var periodNames = [...]string{"second", "minute", "hour", "day", "month", "year"}
+
+type rlLimit struct {
+	period   uint8
+	limit    int64
+	hdrLimit string // X-RateLimit-Limit-Minute
+	hdrRem   string // X-RateLimit-Remaining-Minute
+}
+
+type rateLimiting struct {
+	id         string
+	limits     []rlLimit
+	limitBy    string
+	headerName string
+	path       string
+	hide       bool
+	errCode    int
+	errMsg     string
+	counters   *plugin.Counters
+	now        func() time.Time
+}
+
+func newRateLimiting(p *entity.Plugin, env *plugin.Env) (any, error) {
+	cf := conf(p.Config)
+	if pol := cf.str("policy"); pol != "" && pol != "local" {
+		return nil, fmt.Errorf("rate-limiting policy %q is not supported by kiln; use policy=local", pol)
+	}
+	rl := &rateLimiting{id: p.ID, limitBy: cf.str("limit_by"), headerName: cf.str("header_name"), path: cf.str("path"),
+		hide: cf.boolean("hide_client_headers"), errCode: http.StatusTooManyRequests, errMsg: "API rate limit exceeded",
+		counters: env.State.Counters, now: time.Now}
+	if v, ok := cf.num("error_code"); ok {
+		rl.errCode = int(v)
+	}
+	if s, ok := p.Config["error_message"].(string); ok {
+		rl.errMsg = s
+	}
+	for i, name := range periodNames {
+		v, ok := cf.num(name)
+		if !ok {
+			continue
+		}
+		title := string(name[0]-'a'+'A') + name[1:]
+		rl.limits = append(rl.limits, rlLimit{period: uint8(i), limit: int64(v),
+			hdrLimit: "X-RateLimit-Limit-" + title, hdrRem: "X-RateLimit-Remaining-" + title})
+	}
+	if len(rl.limits) == 0 {
+		return nil, fmt.Errorf("rate-limiting needs at least one of second, minute, hour, day, month, year")
+	}
+	return rl, nil
+}
+
+// windowStart returns the start and end (unix seconds) of the calendar-aligned
+// fixed window containing now.
+func windowStart(period uint8, now time.Time) (int64, int64) {
+	u := now.UTC()
+	switch period {
+	case 0:
+		s := u.Unix()
+		return s, s + 1
+	case 1:
+		s := u.Unix() / 60 * 60
+		return s, s + 60
+	case 2:
+		s := u.Unix() / 3600 * 3600
+		return s, s + 3600
+	case 3:
+		s := u.Unix() / 86400 * 86400
+		return s, s + 86400
+	case 4:
+		st := time.Date(u.Year(), u.Month(), 1, 0, 0, 0, 0, time.UTC)
+		return st.Unix(), st.AddDate(0, 1, 0).Unix()
+	default:
+		st := time.Date(u.Year(), 1, 1, 0, 0, 0, 0, time.UTC)
+		return st.Unix(), st.AddDate(1, 0, 0).Unix()
+	}
+}
+
+func windowEnd(k plugin.CounterKey) int64 {
+	_, end := windowStart(k.Period, time.Unix(k.Window, 0))
+	return end
+}
+
+func (rl *rateLimiting) identifier(c *plugin.Context) string {
+	switch rl.limitBy {
+	case "consumer", "":
+		if c.Consumer != nil {
+			return c.Consumer.ID
+		}
+		if c.Credential != nil {
+			return c.Credential.ID
+		}
+	case "credential":
+		if c.Credential != nil {
+			return c.Credential.ID
+		}
+	case "service":
+		if c.Service != nil {
+			return c.Service.ID
+		}
+	case "header":
+		if v := c.Req.Header.Get(rl.headerName); v != "" {
+			return v
+		}
+	case "path":
+		if rl.path != "" && c.RawPath == rl.path {
+			return rl.path
+		}
+	}
+	return c.ClientIP
+}
+
+// Access counts the request in every configured window and blocks it when
+// one is exhausted, setting both header families as Kong does.
+func (rl *rateLimiting) Access(c *plugin.Context) {
+	now := rl.now()
+	id := rl.identifier(c)
+	var (
+		stop               bool
+		minRem             int64 = -1
+		minLimit, minReset int64
+		keys               [6]plugin.CounterKey
+	)
+	for i, l := range rl.limits {
+		start, end := windowStart(l.period, now)
+		keys[i] = plugin.CounterKey{Plugin: rl.id, Identifier: id, Period: l.period, Window: start}
+		used := rl.counters.Get(keys[i])
+		remaining := l.limit - used
+		if remaining <= 0 {
+			stop = true
+			remaining = 0
+		}
+		reset := end - now.Unix()
+		if reset < 1 {
+			reset = 1
+		}
+		// The most restrictive window: lowest remaining, ties to the
+		// longer window.
+		if minRem < 0 || remaining <= minRem {
+			minRem, minLimit, minReset = remaining, l.limit, reset
+		}
+		if !rl.hide {
+			shown := remaining
+			if !stop && shown > 0 {
+				shown--
+			}
+			c.SetRespHeader(l.hdrLimit, strconv.FormatInt(l.limit, 10))
+			c.SetRespHeader(l.hdrRem, strconv.FormatInt(shown, 10))
+		}
+	}
+	if !rl.hide {
+		shown := minRem
+		if !stop && shown > 0 {
+			shown--
+		}
+		c.SetRespHeader("RateLimit-Limit", strconv.FormatInt(minLimit, 10))
+		c.SetRespHeader("RateLimit-Remaining", strconv.FormatInt(shown, 10))
+		c.SetRespHeader("RateLimit-Reset", strconv.FormatInt(minReset, 10))
+	}
+	if stop {
+		c.SetRespHeader("Retry-After", strconv.FormatInt(minReset, 10))
+		c.Error(rl.errCode, rl.errMsg)
+		return
+	}
+	nowS := now.Unix()
+	for i := range rl.limits {
+		rl.counters.Add(keys[i], 1, nowS, windowEnd)
+	}
+}

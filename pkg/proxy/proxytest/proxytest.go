@@ -1,0 +1,158 @@
+// Package proxytest has helpers for data-plane tests: validated
+// configurations built from JSON-shaped records, a loopback echo upstream
+// and a gateway engine serving on loopback.
+package proxytest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
+)
+
+// BuildConfig builds a validated configuration from JSON-shaped records,
+// the way the store would hand it over.
+func BuildConfig(t testing.TB, version uint64, in map[string][]map[string]any) *entity.Config {
+	t.Helper()
+	out := entity.Records{}
+	now := time.Now().Unix()
+	for kind, list := range in {
+		k := entity.KindByName(kind)
+		if k == nil {
+			t.Fatalf("unknown kind %s", kind)
+		}
+		for i, r := range list {
+			if r["id"] == nil {
+				r["id"] = entity.NewID()
+			}
+			if r["created_at"] == nil {
+				r["created_at"] = float64(now + int64(i))
+			}
+			r, _ = entity.Transform(k, r)
+			v, errs := entity.Validate(k, r)
+			if len(errs) > 0 {
+				t.Fatalf("%s %v: %v", kind, r, errs)
+			}
+			out[kind] = append(out[kind], v)
+		}
+	}
+	cfg, err := entity.NewConfig(version, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Echoed is what the echo upstream answers: the request it received.
+type Echoed struct {
+	Method string              `json:"method"`
+	URI    string              `json:"uri"`
+	Host   string              `json:"host"`
+	Header map[string][]string `json:"headers"`
+	Body   string              `json:"body"`
+	Server string              `json:"server"`
+}
+
+// StartEcho starts a loopback upstream that answers every request with
+// an Echoed JSON document (and /status/N with status N); it returns its
+// address.
+func StartEcho(t testing.TB, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/status/") {
+			var code int
+			_, _ = fmt.Sscan(strings.TrimPrefix(r.URL.Path, "/status/"), &code)
+			w.WriteHeader(code)
+			return
+		}
+		if r.URL.Path == "/slow" {
+			time.Sleep(500 * time.Millisecond)
+		}
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Upstream", name)
+		_ = json.NewEncoder(w).Encode(Echoed{Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header, Body: string(b), Server: name})
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// StartGateway serves an engine on a loopback listener and returns it with
+// its base URL.
+func StartGateway(t testing.TB, reg plugin.Registry) (*server.Engine, string) {
+	t.Helper()
+	e, err := server.New(server.Options{Plugins: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := e.NewHTTPServer(ln, server.ListenSpec{Addr: ln.Addr().String()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = server.Serve(ctx, srv, ln, false); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; e.Close() })
+	return e, "http://" + ln.Addr().String()
+}
+
+// HostPort splits addr into the host and a JSON-number port.
+func HostPort(t testing.TB, addr string) (string, float64) {
+	t.Helper()
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	_, _ = fmt.Sscan(p, &n)
+	return h, float64(n)
+}
+
+// Get sends a GET with headers ("Host" sets the Host) and returns the
+// response and its body.
+func Get(t testing.TB, url string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// DecodeEcho parses an echo upstream answer.
+func DecodeEcho(t testing.TB, b []byte) Echoed {
+	t.Helper()
+	var e Echoed
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("upstream answer %q: %v", b, err)
+	}
+	return e
+}

@@ -1,0 +1,218 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ListenSpec is one proxy listener, parsed from Kong's listen syntax
+// ("0.0.0.0:8000", "0.0.0.0:8443 http2 ssl").
+type ListenSpec struct {
+	Addr  string
+	SSL   bool
+	HTTP2 bool
+}
+
+// ParseListen parses a comma-separated Kong listen value.
+func ParseListen(v string) ([]ListenSpec, error) {
+	var out []ListenSpec
+	for _, part := range strings.Split(v, ",") {
+		f := strings.Fields(part)
+		if len(f) == 0 {
+			continue
+		}
+		if f[0] == "off" {
+			return nil, nil
+		}
+		if _, _, err := net.SplitHostPort(f[0]); err != nil {
+			return nil, fmt.Errorf("listen address %q: want host:port: %w", f[0], err)
+		}
+		ls := ListenSpec{Addr: f[0]}
+		for _, flag := range f[1:] {
+			switch flag {
+			case "ssl":
+				ls.SSL = true
+			case "http2":
+				ls.HTTP2 = true
+			case "reuseport", "backlog", "deferred", "bind", "proxy_protocol":
+			default:
+				if !strings.Contains(flag, "=") {
+					return nil, fmt.Errorf("listen %q: unknown flag %q (use ssl, http2)", part, flag)
+				}
+			}
+		}
+		out = append(out, ls)
+	}
+	return out, nil
+}
+
+// NewHTTPServer builds the http.Server for a proxy listener bound to ln.
+// Cleartext listeners accept HTTP/1.1 and h2c (prior knowledge); TLS ones
+// HTTP/1.1 and, with http2, h2 via ALPN.
+func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
+	port := 0
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+		port = ta.Port
+	}
+	scheme := "http"
+	if spec.SSL {
+		scheme = "https"
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	if spec.SSL {
+		p.SetHTTP2(spec.HTTP2)
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
+	srv := &http.Server{
+		Handler:           e.Handler(port, scheme),
+		ReadHeaderTimeout: 60 * time.Second,
+		IdleTimeout:       75 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ConnState:         e.ConnState,
+		Protocols:         p,
+		ErrorLog:          nil,
+	}
+	if spec.SSL {
+		srv.TLSConfig = &tls.Config{GetCertificate: e.GetCertificate, MinVersion: tls.VersionTLS12}
+	}
+	return srv
+}
+
+// Serve runs srv on ln until ctx ends, then shuts it down gracefully.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, tlsOn bool) error {
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if tlsOn {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	}
+}
+
+// Readiness reports whether the gateway is ready; reason explains a 503.
+type Readiness func() (ready bool, reason string)
+
+// StatusHandler serves Kong's status listener endpoints: /status,
+// /status/ready and /metrics. dbReachable may be nil (DB-less).
+func (e *Engine) StatusHandler(ready Readiness, dbReachable func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/status/ready", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			var body struct {
+				Status string `json:"status"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			if body.Status == "draining" {
+				e.draining.Store(true)
+			}
+		}
+		if e.draining.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"message": "draining"})
+			return
+		}
+		if ok, reason := ready(); !ok {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"message": reason})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"message": "ready"})
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, e.StatusBody(dbReachable))
+	})
+	mux.Handle("/metrics", e.MetricsHandler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not found"})
+	})
+	return mux
+}
+
+// MetricsHandler serves the Prometheus metrics (Kong's prometheus plugin
+// output, on the status and admin listeners).
+func (e *Engine) MetricsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_ = e.state.Metrics.WriteText(w)
+	})
+}
+
+// StatusBody is Kong's GET /status document.
+func (e *Engine) StatusBody(dbReachable func() bool) map[string]any {
+	m := e.state.Metrics
+	body := map[string]any{
+		"memory": map[string]any{"workers_lua_vms": []any{}, "lua_shared_dicts": map[string]any{}},
+		"server": map[string]any{
+			"connections_accepted": m.ConnsAccepted.Load(), "connections_active": m.ConnsActive.Load(),
+			"connections_handled": m.ConnsAccepted.Load(), "connections_reading": 0,
+			"connections_waiting": m.ConnsActive.Load(), "connections_writing": 0,
+			"total_requests": m.TotalRequests.Load(),
+		},
+	}
+	if dbReachable != nil {
+		body["database"] = map[string]any{"reachable": dbReachable()}
+	} else {
+		body["configuration_hash"] = e.Config().Hash
+	}
+	return body
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// selfSigned makes the default certificate served when no SNI matches.
+func selfSigned() (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "localhost", Organization: []string{"kiln"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(10, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: tmpl}, nil
+}

@@ -1,0 +1,731 @@
+package server
+
+import (
+	"bufio"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/balancer"
+	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
+	"github.com/kiln-dev/kiln/pkg/proxy/router"
+)
+
+const viaValue = "1.1 kong/" + entity.KongVersion
+const serverValue = "kong/" + entity.KongVersion
+
+// Listener is the http.Handler for one proxy listener: it knows the
+// listener's port and scheme, which routing needs.
+type Listener struct {
+	e       *Engine
+	port    int
+	portStr string
+	scheme  string
+}
+
+// Handler returns the handler for a listener on port serving scheme
+// ("http" or "https").
+func (e *Engine) Handler(port int, scheme string) *Listener {
+	return &Listener{e: e, port: port, portStr: strconv.Itoa(port), scheme: scheme}
+}
+
+func newRequestID() string {
+	var b [16]byte
+	a, c := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 8; i++ {
+		b[i] = byte(a >> (8 * i))
+		b[8+i] = byte(c >> (8 * i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func clientIP(remote string) string {
+	if i := strings.LastIndexByte(remote, ':'); i >= 0 {
+		remote = remote[:i]
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(remote, "["), "]")
+}
+
+// hop-by-hop headers are never forwarded.
+func isHopByHop(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade", "Proxy-Authenticate":
+		return true
+	}
+	return false
+}
+
+// ServeHTTP proxies one request.
+func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e := l.e
+	start := time.Now()
+	e.state.Metrics.TotalRequests.Add(1)
+	s := e.snap.Load()
+	reqID := newRequestID()
+	sni := ""
+	if r.TLS != nil {
+		sni = r.TLS.ServerName
+	}
+	rawPath := r.URL.RawPath
+	if rawPath == "" {
+		rawPath = r.URL.Path
+	} else {
+		rawPath = r.URL.EscapedPath()
+	}
+	rreq := router.Request{Method: r.Method, Host: r.Host, Path: rawPath, Scheme: l.scheme, SNI: sni, Port: l.port, Header: r.Header}
+	m, ok := s.router.Match(&rreq)
+	wh := w.Header()
+	if !ok {
+		wh["X-Kong-Request-Id"] = []string{reqID}
+		e.writeError(w, r, http.StatusNotFound, "no Route matched with those values", reqID, start, true)
+		return
+	}
+	ri := m.Route.Value.(*routeInfo)
+	if !m.ProtocolAllowed(l.scheme) {
+		wh["X-Kong-Request-Id"] = []string{reqID}
+		code := ri.route.HTTPSRedirectStatusCode
+		if code == 0 || code == http.StatusUpgradeRequired {
+			wh["Connection"] = []string{"Upgrade"}
+			wh["Upgrade"] = []string{"TLS/1.2, HTTP/1.1"}
+			e.writeError(w, r, http.StatusUpgradeRequired, "Please use HTTPS protocol", reqID, start, true)
+			return
+		}
+		wh["Location"] = []string{"https://" + requestHostNoPort(r.Host) + r.URL.RequestURI()}
+		e.writeError(w, r, code, DefaultRedirectMessage(code), reqID, start, true)
+		return
+	}
+	c := e.ctxPool.Get().(*plugin.Context)
+	c.Reset()
+	defer e.ctxPool.Put(c)
+	c.Req, c.ClientIP, c.Scheme, c.RequestID, c.Start = r, clientIP(r.RemoteAddr), l.scheme, reqID, start
+	c.Route, c.Captures, c.Names = ri.route, m.Captures, m.Names
+	if ri.svc != nil {
+		c.Service = ri.svc.svc
+	}
+	if ri.svc != nil {
+		c.UpstreamPath = m.UpstreamPath(ri.svc.path)
+	} else {
+		c.UpstreamPath = m.Path
+	}
+	c.UpstreamQuery = r.URL.RawQuery
+	c.Prefix, c.RawPath = m.Prefix, rawPath
+	if ri.chain.Len() > 0 {
+		c.RunAccess(ri.chain)
+	}
+	if ex := c.Exited(); ex != nil {
+		e.finishExit(w, r, c, ex)
+		return
+	}
+	if ri.svc == nil {
+		e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: "no Service found with those values"})
+		return
+	}
+	e.proxy(w, r, c, ri, &m, l.portStr)
+}
+
+// DefaultRedirectMessage is the body of an https redirect.
+func DefaultRedirectMessage(code int) string {
+	return plugin.DefaultMessage(code)
+}
+
+func requestHostNoPort(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		return h[:i]
+	}
+	return h
+}
+
+// writeError sends a Kong error body. kongJSON selects
+// kong.response.error's negotiation (JSON by default); otherwise the nginx
+// error page negotiation (text/plain unless Accept/Content-Type say JSON...).
+func (e *Engine) writeError(w http.ResponseWriter, r *http.Request, status int, msg, reqID string, start time.Time, kongJSON bool) {
+	accept := r.Header.Get("Accept")
+	if !kongJSON && accept == "" {
+		accept = r.Header.Get("Content-Type")
+		if accept == "" {
+			accept = "text/plain"
+		}
+	}
+	ct, body := plugin.ErrorBody(accept, msg, reqID)
+	h := w.Header()
+	h["Content-Type"] = []string{ct}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Server"] = []string{serverValue}
+	h["X-Kong-Response-Latency"] = []string{strconv.FormatInt(time.Since(start).Milliseconds(), 10)}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+	e.accessLog(r, reqID, status, int64(len(body)), start, nil, "")
+}
+
+// finishExit sends a plugin-produced response, running the header filter
+// and log phases.
+func (e *Engine) finishExit(w http.ResponseWriter, r *http.Request, c *plugin.Context, ex *plugin.Exit) {
+	h := w.Header()
+	for k, v := range c.RespHeader {
+		h[k] = v
+	}
+	var ct string
+	var body []byte
+	if ex.Body != nil || ex.ContentType != "" {
+		ct, body = ex.ContentType, ex.Body
+	} else {
+		msg := ex.Message
+		if msg == "" {
+			msg = plugin.DefaultMessage(ex.Status)
+		}
+		ct, body = plugin.ErrorBody(r.Header.Get("Accept"), msg, c.RequestID)
+	}
+	if ct != "" {
+		h["Content-Type"] = []string{ct}
+	}
+	h["Server"] = []string{serverValue}
+	h["X-Kong-Request-Id"] = []string{c.RequestID}
+	h["X-Kong-Response-Latency"] = []string{strconv.FormatInt(time.Since(c.Start).Milliseconds(), 10)}
+	c.Status, c.ResponseHeader = ex.Status, h
+	c.RunHeaderFilter()
+	if c.WantsBody() {
+		body = c.RunBodyFilter(body)
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(c.Status)
+	if r.Method != http.MethodHead {
+		n, _ := w.Write(body)
+		c.BytesSent = int64(n)
+	}
+	c.RunLog()
+	e.accessLog(r, c.RequestID, c.Status, c.BytesSent, c.Start, c, "")
+}
+
+// proxyError maps an upstream failure to Kong's nginx-level error.
+func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Context, status int, msg string) {
+	h := w.Header()
+	for k, v := range c.RespHeader {
+		h[k] = v
+	}
+	h["X-Kong-Request-Id"] = []string{c.RequestID}
+	accept := r.Header.Get("Accept")
+	if accept == "" {
+		accept = r.Header.Get("Content-Type")
+	}
+	if accept == "" {
+		accept = "text/plain"
+	}
+	ct, body := plugin.ErrorBody(accept, msg, c.RequestID)
+	h["Content-Type"] = []string{ct}
+	h["Server"] = []string{serverValue}
+	c.Status, c.ResponseHeader = status, h
+	c.RunHeaderFilter()
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		n, _ := w.Write(body)
+		c.BytesSent = int64(n)
+	}
+	c.RunLog()
+	e.accessLog(r, c.RequestID, status, c.BytesSent, c.Start, c, c.Upstream)
+}
+
+// countingReader tracks whether any of the request body was consumed (a
+// request whose body was partly sent cannot be retried).
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (cr *countingReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	cr.n += int64(n)
+	return n, err
+}
+
+func isUpgrade(r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type upstreamTry struct {
+	target *balancer.Target
+	addr   string
+	host   string
+}
+
+func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context, ri *routeInfo, m *router.Match, port string) {
+	si := ri.svc
+	upgrade := isUpgrade(r)
+	var body *countingReader
+	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || r.ContentLength == -1) {
+		body = &countingReader{r: r.Body}
+	}
+	var hashKey string
+	if si.bal != nil {
+		key, cookie := si.bal.HashKey(&balancer.HashInput{
+			ConsumerID: c.ConsumerID(), ClientIP: c.ClientIP, Path: m.Path, RawQuery: r.URL.RawQuery,
+			Header: r.Header, Captures: m.Captures, Names: m.Names,
+		}, newRequestID)
+		hashKey = key
+		if cookie != nil {
+			c.RespHeader.Add("Set-Cookie", cookie.String())
+		}
+	}
+	var (
+		uc      *upConn
+		resp    *http.Response
+		try     upstreamTry
+		lastErr error
+		timeout bool
+	)
+	tries := si.retries + 1
+	stale := 0
+	var prev *balancer.Target
+	for attempt := 0; attempt < tries; attempt++ {
+		if try.target != nil {
+			try.target.Release()
+			try.target = nil
+		}
+		try = upstreamTry{addr: si.addr, host: si.host}
+		if si.bal != nil {
+			t, err := si.bal.Pick(hashKey, prev)
+			if err != nil {
+				e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: err.Error()})
+				return
+			}
+			prev = t
+			try.target, try.addr = t, t.Addr()
+			try.host = hostHeader(t.Host, t.Port, si.https)
+		}
+		if si.hostHeader != "" {
+			try.host = si.hostHeader
+		}
+		c.Upstream = try.addr
+		poolKey := try.addr
+		if si.https {
+			poolKey = "tls|" + try.addr + "|" + si.tls.ServerName
+		}
+		if !upgrade {
+			uc = e.pool.get(poolKey)
+		}
+		if uc == nil {
+			var err error
+			uc, err = e.pool.dial(r.Context(), poolKey, try.addr, si.connect, si.tls)
+			if err != nil {
+				lastErr, timeout = err, isTimeout(err)
+				if try.target != nil {
+					si.bal.Report(try.target, 0, !timeout, timeout)
+				}
+				e.log.Debug("upstream connect failed", "service", si.name, "target", try.addr, "error", err, "try", attempt+1)
+				if body != nil && body.n > 0 {
+					break
+				}
+				continue
+			}
+		}
+		uc.dc.read, uc.dc.write = si.read, si.write
+		c.ProxyLatency = time.Since(c.Start)
+		sent := time.Now()
+		err := writeRequest(uc.bw, r, c, ri, try.host, port, body, upgrade)
+		if err == nil {
+			resp, err = http.ReadResponse(uc.br, r)
+		}
+		if err != nil {
+			reused := uc.reused
+			e.pool.close(uc)
+			uc = nil
+			untouched := body == nil || body.n == 0
+			if reused && untouched && stale < 3 && !isTimeout(err) {
+				// A kept-alive connection the upstream had closed: try
+				// again on a fresh one without spending a retry.
+				stale++
+				attempt--
+				prev = nil
+				continue
+			}
+			lastErr, timeout = err, isTimeout(err)
+			if try.target != nil {
+				si.bal.Report(try.target, 0, !timeout, timeout)
+			}
+			// Only connection failures are retried; a request that
+			// reached the upstream is not sent twice.
+			break
+		}
+		c.UpstreamLatency = time.Since(sent)
+		break
+	}
+	if try.target != nil {
+		defer try.target.Release()
+	}
+	if resp == nil {
+		switch {
+		case timeout:
+			e.proxyError(w, r, c, http.StatusGatewayTimeout, "The upstream server is timing out")
+		default:
+			_ = lastErr
+			e.proxyError(w, r, c, http.StatusBadGateway, "An invalid response was received from the upstream server")
+		}
+		return
+	}
+	if try.target != nil {
+		si.bal.Report(try.target, resp.StatusCode, false, false)
+	}
+	if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
+		e.tunnel(w, r, c, uc, resp)
+		return
+	}
+	e.respond(w, r, c, uc, resp)
+}
+
+// writeRequest sends the request line, headers and body upstream.
+func writeRequest(bw *bufio.Writer, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool) error {
+	method := r.Method
+	if c.UpstreamMethod != "" {
+		method = c.UpstreamMethod
+	}
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	bw.WriteString(c.UpstreamPath)
+	if c.UpstreamQuery != "" {
+		bw.WriteByte('?')
+		bw.WriteString(c.UpstreamQuery)
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	if ri.route.PreserveHost && r.Host != "" {
+		bw.WriteString(r.Host)
+	} else {
+		bw.WriteString(host)
+	}
+	bw.WriteString("\r\n")
+	h := r.Header
+	var connTokens []string
+	if cv := h["Connection"]; len(cv) > 0 {
+		for _, v := range cv {
+			for _, t := range strings.Split(v, ",") {
+				if t = strings.TrimSpace(t); t != "" {
+					connTokens = append(connTokens, http.CanonicalHeaderKey(t))
+				}
+			}
+		}
+	}
+	for k, vs := range h {
+		if isHopByHop(k) || k == "Host" {
+			continue
+		}
+		switch k {
+		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Path", "X-Forwarded-Prefix", "X-Real-Ip", "Via", "Content-Length", "X-Kong-Request-Id":
+			continue
+		}
+		if len(connTokens) > 0 && containsFold(connTokens, k) {
+			continue
+		}
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	// X-Forwarded-* (client values are not trusted: trusted_ips is empty
+	// by default in Kong).
+	if xff := h["X-Forwarded-For"]; len(xff) > 0 {
+		writeHeader(bw, "X-Forwarded-For", strings.Join(xff, ", ")+", "+c.ClientIP)
+	} else {
+		writeHeader(bw, "X-Forwarded-For", c.ClientIP)
+	}
+	writeHeader(bw, "X-Forwarded-Proto", c.Scheme)
+	writeHeader(bw, "X-Forwarded-Host", requestHostNoPort(r.Host))
+	writeHeader(bw, "X-Forwarded-Port", port)
+	writeHeader(bw, "X-Forwarded-Path", c.RawPath)
+	if ri.route.StripPath && c.Prefix != "" && c.Prefix != "/" {
+		writeHeader(bw, "X-Forwarded-Prefix", c.Prefix)
+	}
+	writeHeader(bw, "X-Real-IP", c.ClientIP)
+	if via := h["Via"]; len(via) > 0 {
+		writeHeader(bw, "Via", strings.Join(via, ", ")+", "+viaProto(r)+" kong/"+entity.KongVersion)
+	} else {
+		bw.WriteString("Via: ")
+		bw.WriteString(viaProto(r))
+		bw.WriteString(" kong/" + entity.KongVersion + "\r\n")
+	}
+	writeHeader(bw, "X-Kong-Request-Id", c.RequestID)
+	if upgrade {
+		bw.WriteString("Connection: keep-alive, Upgrade\r\n")
+		writeHeader(bw, "Upgrade", h.Get("Upgrade"))
+	}
+	chunked := false
+	switch {
+	case body == nil:
+		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+			bw.WriteString("Content-Length: 0\r\n")
+		}
+	case r.ContentLength >= 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		bw.WriteString("\r\n")
+	default:
+		chunked = true
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	bw.WriteString("\r\n")
+	if body == nil {
+		return bw.Flush()
+	}
+	if !chunked {
+		if _, err := io.Copy(bw, body); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	cw := newChunkedWriter(bw)
+	if _, err := io.Copy(cw, body); err != nil {
+		return err
+	}
+	bw.WriteString("0\r\n\r\n")
+	return bw.Flush()
+}
+
+func viaProto(r *http.Request) string {
+	if r.ProtoMajor == 2 {
+		return "2"
+	}
+	if r.ProtoMinor == 0 {
+		return "1.0"
+	}
+	return "1.1"
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeHeader writes "k: v\r\n", replacing CR/LF in v.
+func writeHeader(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
+}
+
+type chunkedWriter struct{ bw *bufio.Writer }
+
+func newChunkedWriter(bw *bufio.Writer) *chunkedWriter { return &chunkedWriter{bw: bw} }
+
+func (cw *chunkedWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	cw.bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+	cw.bw.WriteString("\r\n")
+	cw.bw.Write(p)
+	if _, err := cw.bw.WriteString("\r\n"); err != nil {
+		return 0, err
+	}
+	// Flush so a streaming request body reaches the upstream promptly.
+	return len(p), cw.bw.Flush()
+}
+
+// respond streams the upstream response to the client.
+func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *http.Response) {
+	h := w.Header()
+	var connTokens []string
+	for _, v := range resp.Header["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				connTokens = append(connTokens, t)
+			}
+		}
+	}
+	for k, vs := range resp.Header {
+		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
+			continue
+		}
+		h[k] = vs
+	}
+	for k, v := range c.RespHeader {
+		h[k] = v
+	}
+	if via := h["Via"]; len(via) > 0 {
+		h["Via"] = []string{strings.Join(via, ", ") + ", " + viaValue}
+	} else {
+		h["Via"] = []string{viaValue}
+	}
+	h["X-Kong-Upstream-Latency"] = []string{strconv.FormatInt(c.UpstreamLatency.Milliseconds(), 10)}
+	h["X-Kong-Proxy-Latency"] = []string{strconv.FormatInt(c.ProxyLatency.Milliseconds(), 10)}
+	h["X-Kong-Request-Id"] = []string{c.RequestID}
+	c.Status, c.ResponseHeader, c.Proxied = resp.StatusCode, h, true
+	c.RunHeaderFilter()
+	bufp := e.bufPool.Get().(*[]byte)
+	defer e.bufPool.Put(bufp)
+	buf := *bufp
+	var sent int64
+	var copyErr error
+	if c.WantsBody() {
+		data, err := io.ReadAll(resp.Body)
+		copyErr = err
+		data = c.RunBodyFilter(data)
+		h.Del("Content-Length")
+		h["Content-Length"] = []string{strconv.Itoa(len(data))}
+		w.WriteHeader(c.Status)
+		n, _ := w.Write(data)
+		sent = int64(n)
+	} else {
+		w.WriteHeader(c.Status)
+		flush := resp.ContentLength < 0
+		fl, _ := w.(http.Flusher)
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				wn, werr := w.Write(buf[:n])
+				sent += int64(wn)
+				if werr != nil {
+					copyErr = werr
+					break
+				}
+				if flush && fl != nil {
+					fl.Flush()
+				}
+			}
+			if err != nil {
+				if err != io.EOF {
+					copyErr = err
+				}
+				break
+			}
+		}
+	}
+	c.BytesSent = sent
+	if copyErr == nil && !resp.Close {
+		e.pool.put(uc)
+	} else {
+		e.pool.close(uc)
+		if copyErr != nil && !errors.Is(copyErr, io.EOF) {
+			// The client sees a truncated body; nothing else can be done
+			// once headers are sent.
+			e.log.Debug("response body copy failed", "request_id", c.RequestID, "error", copyErr)
+		}
+	}
+	c.RunLog()
+	e.accessLog(r, c.RequestID, c.Status, sent, c.Start, c, c.Upstream)
+}
+
+// tunnel completes a WebSocket (or other Upgrade) handshake and pipes bytes
+// both ways until either side closes.
+func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *http.Response) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		e.pool.close(uc)
+		e.proxyError(w, r, c, http.StatusBadGateway, "An invalid response was received from the upstream server")
+		return
+	}
+	cc, cbuf, err := hj.Hijack()
+	if err != nil {
+		e.pool.close(uc)
+		return
+	}
+	defer cc.Close()
+	defer uc.nc.Close()
+	resp.Header["Via"] = []string{viaValue}
+	resp.Header["X-Kong-Request-Id"] = []string{c.RequestID}
+	_, _ = cbuf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	_ = resp.Header.Write(cbuf)
+	_, _ = cbuf.WriteString("\r\n")
+	if err := cbuf.Flush(); err != nil {
+		return
+	}
+	uc.dc.read, uc.dc.write = 0, 0
+	_ = uc.nc.SetDeadline(time.Time{})
+	done := make(chan struct{}, 2)
+	go func() {
+		// Bytes the client sent after the handshake are in cbuf.Reader.
+		_, _ = io.Copy(uc.nc, io.MultiReader(io.LimitReader(cbuf.Reader, int64(cbuf.Reader.Buffered())), cc))
+		if tc, ok := uc.nc.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(cc, uc.br)
+		if tc, ok := cc.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+	c.Status = http.StatusSwitchingProtocols
+	e.accessLog(r, c.RequestID, c.Status, 0, c.Start, c, c.Upstream)
+}
+
+type accessEntry struct {
+	Time          string `json:"time"`
+	RequestID     string `json:"request_id"`
+	ClientIP      string `json:"client_ip"`
+	Method        string `json:"method"`
+	Host          string `json:"host"`
+	URI           string `json:"uri"`
+	Proto         string `json:"protocol"`
+	Status        int    `json:"status"`
+	BytesSent     int64  `json:"bytes_sent"`
+	Route         string `json:"route,omitempty"`
+	Service       string `json:"service,omitempty"`
+	Consumer      string `json:"consumer,omitempty"`
+	Upstream      string `json:"upstream,omitempty"`
+	LatencyMS     int64  `json:"latency_ms"`
+	ProxyMS       int64  `json:"proxy_latency_ms"`
+	UpstreamMS    int64  `json:"upstream_latency_ms"`
+	UserAgent     string `json:"user_agent,omitempty"`
+	UpstreamURI   string `json:"upstream_uri,omitempty"`
+	ClientRequest int64  `json:"request_size,omitempty"`
+}
+
+func (e *Engine) accessLog(r *http.Request, reqID string, status int, sent int64, start time.Time, c *plugin.Context, upstream string) {
+	if e.opts.AccessLog == nil {
+		return
+	}
+	ent := accessEntry{
+		Time: start.UTC().Format(time.RFC3339Nano), RequestID: reqID, ClientIP: clientIP(r.RemoteAddr), Method: r.Method, Host: r.Host,
+		URI: r.URL.RequestURI(), Proto: r.Proto, Status: status, BytesSent: sent, Upstream: upstream,
+		LatencyMS: time.Since(start).Milliseconds(), UserAgent: r.UserAgent(), ClientRequest: r.ContentLength,
+	}
+	if c != nil {
+		if c.Route != nil {
+			ent.Route = strOr(c.Route.Name, c.Route.ID)
+		}
+		if c.Service != nil {
+			ent.Service = strOr(c.Service.Name, c.Service.ID)
+		}
+		if c.Consumer != nil {
+			ent.Consumer = strOr(c.Consumer.Username, c.Consumer.ID)
+		}
+		ent.ProxyMS, ent.UpstreamMS = c.ProxyLatency.Milliseconds(), c.UpstreamLatency.Milliseconds()
+		if upstream != "" {
+			ent.UpstreamURI = c.UpstreamPath
+		}
+	}
+	line, _ := json.Marshal(ent)
+	line = append(line, '\n')
+	e.accessMu.Lock()
+	_, _ = e.opts.AccessLog.Write(line)
+	e.accessMu.Unlock()
+}

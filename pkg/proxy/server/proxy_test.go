@@ -1,0 +1,203 @@
+package server_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
+)
+
+func TestProxyBasicsAndKongHeaders(t *testing.T) {
+	up := proxytest.StartEcho(t, "a")
+	host, port := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52", "name": "httpservice", "host": host, "port": port}},
+		"routes": {
+			{"name": "httpbinroute", "paths": []any{"/httpbin"}, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
+			{"name": "nostrip", "paths": []any{"/keep"}, "strip_path": false, "preserve_host": true, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
+			{"name": "noservice", "paths": []any{"/orphan"}},
+			{"name": "secure", "paths": []any{"/secure"}, "protocols": []any{"https"}, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
+		},
+	})
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, body := proxytest.Get(t, gw+"/httpbin/get?x=1", map[string]string{"X-Forwarded-For": "10.0.0.9"})
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	got := proxytest.DecodeEcho(t, body)
+	if got.URI != "/get?x=1" {
+		t.Errorf("upstream uri %q, want /get?x=1", got.URI)
+	}
+	if got.Host != up {
+		t.Errorf("upstream Host %q, want %q", got.Host, up)
+	}
+	h := http.Header(got.Header)
+	for k, want := range map[string]string{
+		"X-Forwarded-For":    "10.0.0.9, 127.0.0.1",
+		"X-Forwarded-Proto":  "http",
+		"X-Forwarded-Host":   "127.0.0.1",
+		"X-Forwarded-Path":   "/httpbin/get",
+		"X-Forwarded-Prefix": "/httpbin",
+		"X-Real-Ip":          "127.0.0.1",
+		"Via":                "1.1 kong/3.10.0",
+	} {
+		if h.Get(k) != want {
+			t.Errorf("upstream %s = %q, want %q", k, h.Get(k), want)
+		}
+	}
+	if len(h.Get("X-Kong-Request-Id")) != 32 || h.Get("X-Kong-Request-Id") != resp.Header.Get("X-Kong-Request-Id") {
+		t.Errorf("request id upstream %q client %q", h.Get("X-Kong-Request-Id"), resp.Header.Get("X-Kong-Request-Id"))
+	}
+	for _, k := range []string{"X-Kong-Upstream-Latency", "X-Kong-Proxy-Latency"} {
+		if resp.Header.Get(k) == "" {
+			t.Errorf("client response lacks %s", k)
+		}
+	}
+	if resp.Header.Get("Via") != "1.1 kong/3.10.0" || resp.Header.Get("X-Upstream") != "a" {
+		t.Errorf("client headers %v", resp.Header)
+	}
+
+	// strip_path=false, preserve_host=true
+	_, body = proxytest.Get(t, gw+"/keep/x", map[string]string{"Host": "client.example"})
+	got = proxytest.DecodeEcho(t, body)
+	if got.URI != "/keep/x" || got.Host != "client.example" {
+		t.Errorf("no-strip route: uri %q host %q", got.URI, got.Host)
+	}
+
+	// Kong's error bodies.
+	resp, body = proxytest.Get(t, gw+"/nothing", nil)
+	if resp.StatusCode != 404 || !strings.Contains(string(body), `"message":"no Route matched with those values"`) || !strings.Contains(string(body), `"request_id"`) {
+		t.Errorf("404: %d %s", resp.StatusCode, body)
+	}
+	resp, body = proxytest.Get(t, gw+"/orphan", nil)
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "no Service found with those values") {
+		t.Errorf("route without service: %d %s", resp.StatusCode, body)
+	}
+	resp, body = proxytest.Get(t, gw+"/secure", nil)
+	if resp.StatusCode != 426 || !strings.Contains(string(body), "Please use HTTPS protocol") {
+		t.Errorf("https-only route over http: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestUpstreamErrors(t *testing.T) {
+	// A port nobody listens on: connection refused → 502 after retries.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	_ = ln.Close()
+	host, port := proxytest.HostPort(t, dead)
+	up := proxytest.StartEcho(t, "slow")
+	uh, uport := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {
+			{"id": "11111111-1111-4111-8111-111111111111", "name": "dead", "host": host, "port": port, "retries": 2},
+			{"id": "22222222-2222-4222-8222-222222222222", "name": "slow", "host": uh, "port": uport, "read_timeout": 100},
+		},
+		"routes": {
+			{"paths": []any{"/dead"}, "service": map[string]any{"id": "11111111-1111-4111-8111-111111111111"}},
+			{"paths": []any{"/slow"}, "strip_path": false, "service": map[string]any{"id": "22222222-2222-4222-8222-222222222222"}},
+		},
+	})
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := proxytest.Get(t, gw+"/dead", nil)
+	if resp.StatusCode != 502 || !strings.HasPrefix(string(body), "An invalid response was received from the upstream server\nrequest_id: ") ||
+		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Errorf("dead upstream: %d %q %s", resp.StatusCode, body, resp.Header.Get("Content-Type"))
+	}
+	resp, body = proxytest.Get(t, gw+"/dead", map[string]string{"Accept": "application/json"})
+	if resp.StatusCode != 502 || !strings.Contains(string(body), `"message":"An invalid response was received from the upstream server"`) {
+		t.Errorf("dead upstream (json): %d %s", resp.StatusCode, body)
+	}
+	resp, body = proxytest.Get(t, gw+"/slow", nil)
+	if resp.StatusCode != 504 || !strings.Contains(string(body), "The upstream server is timing out") {
+		t.Errorf("slow upstream: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestWebSocketAndStreaming(t *testing.T) {
+	// An upstream that upgrades and echoes lines, and streams a chunked body.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "websocket" {
+			hj := w.(http.Hijacker)
+			c, brw, _ := hj.Hijack()
+			defer c.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			_ = brw.Flush()
+			for {
+				line, err := brw.ReadString('\n')
+				if err != nil {
+					return
+				}
+				_, _ = brw.WriteString("echo " + line)
+				_ = brw.Flush()
+			}
+		}
+		fl := w.(http.Flusher)
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			fl.Flush()
+			time.Sleep(20 * time.Millisecond)
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	host, port := proxytest.HostPort(t, ln.Addr().String())
+	e, gw := proxytest.StartGateway(t, nil)
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	fmt.Fprintf(c, "hello\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "echo hello\n" {
+		t.Fatalf("tunnel echo %q %v", line, err)
+	}
+
+	// Streaming: the first chunk must arrive before the upstream finishes.
+	start := time.Now()
+	sresp, err := http.Get(gw + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sresp.Body.Close()
+	first, err := bufio.NewReader(sresp.Body).ReadString('\n')
+	if err != nil || first != "chunk 0\n" {
+		t.Fatalf("first chunk %q %v", first, err)
+	}
+	if d := time.Since(start); d > 40*time.Millisecond {
+		t.Errorf("first chunk after %v: response was buffered", d)
+	}
+	rest, _ := io.ReadAll(sresp.Body)
+	if !strings.Contains(string(rest), "chunk 2") {
+		t.Errorf("rest %q", rest)
+	}
+}

@@ -1,0 +1,171 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Upstream connection pool limits, after Kong's upstream_keepalive_* defaults.
+const (
+	poolSizePerKey  = 512
+	poolIdleTimeout = 60 * time.Second
+	poolMaxRequests = 10000
+)
+
+// upConn is one kept-alive HTTP/1.1 connection to an upstream.
+type upConn struct {
+	nc       net.Conn
+	dc       *deadlineConn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	key      string
+	requests int
+	idleAt   time.Time
+	// reused is true when the connection served a request before.
+	reused bool
+}
+
+// deadlineConn applies Kong's per-operation timeouts: the read timeout
+// between two successive reads, the write timeout between two writes.
+type deadlineConn struct {
+	net.Conn
+	read, write time.Duration
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	if c.read > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.read))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	if c.write > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.write))
+	}
+	return c.Conn.Write(p)
+}
+
+// pool keeps idle upstream connections per (scheme, address, SNI) key.
+type pool struct {
+	mu   sync.Mutex
+	idle map[string][]*upConn
+	// bufs recycles bufio readers/writers of closed connections.
+	readers sync.Pool
+	writers sync.Pool
+}
+
+func newPool() *pool {
+	return &pool{idle: map[string][]*upConn{}}
+}
+
+// get returns an idle connection for key, or nil.
+func (p *pool) get(key string) *upConn {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[key]
+	for len(list) > 0 {
+		c := list[len(list)-1]
+		list = list[:len(list)-1]
+		if now.Sub(c.idleAt) > poolIdleTimeout {
+			go c.nc.Close()
+			continue
+		}
+		p.idle[key] = list
+		return c
+	}
+	p.idle[key] = list
+	return nil
+}
+
+// put returns a healthy connection to the pool (or closes it when the pool
+// is full or the connection served its maximum requests).
+func (p *pool) put(c *upConn) {
+	c.requests++
+	if c.requests >= poolMaxRequests || c.br.Buffered() > 0 {
+		p.close(c)
+		return
+	}
+	c.reused = true
+	c.idleAt = time.Now()
+	p.mu.Lock()
+	list := p.idle[c.key]
+	if len(list) >= poolSizePerKey {
+		p.mu.Unlock()
+		p.close(c)
+		return
+	}
+	p.idle[c.key] = append(list, c)
+	p.mu.Unlock()
+}
+
+func (p *pool) close(c *upConn) {
+	_ = c.nc.Close()
+	c.br.Reset(nil)
+	p.readers.Put(c.br)
+	c.bw.Reset(nil)
+	p.writers.Put(c.bw)
+}
+
+// closeAll closes every idle connection.
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = map[string][]*upConn{}
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, c := range list {
+			_ = c.nc.Close()
+		}
+	}
+}
+
+// dial opens a new connection (TLS when tlsConf is set).
+func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration, tlsConf *tls.Config) (*upConn, error) {
+	d := net.Dialer{Timeout: connect, KeepAlive: 60 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	if tlsConf != nil {
+		tconn := tls.Client(nc, tlsConf)
+		hctx, cancel := context.WithTimeout(ctx, connect)
+		err := tconn.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
+		nc = tconn
+	}
+	dc := &deadlineConn{Conn: nc}
+	c := &upConn{nc: nc, dc: dc, key: key}
+	if br, ok := p.readers.Get().(*bufio.Reader); ok {
+		br.Reset(dc)
+		c.br = br
+	} else {
+		c.br = bufio.NewReaderSize(dc, 16<<10)
+	}
+	if bw, ok := p.writers.Get().(*bufio.Writer); ok {
+		bw.Reset(dc)
+		c.bw = bw
+	} else {
+		c.bw = bufio.NewWriterSize(dc, 8<<10)
+	}
+	return c, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}

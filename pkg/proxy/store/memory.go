@@ -1,0 +1,266 @@
+package store
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/schema"
+)
+
+// Memory is the in-memory store used in DB-less mode. Its zero value is not
+// usable; call NewMemory.
+type Memory struct {
+	mu      sync.RWMutex
+	st      *memState
+	version uint64
+	cfg     *entity.Config // cached snapshot for version
+	*notifier
+}
+
+type memRow struct {
+	rec map[string]any
+	ri  rowIndex
+}
+
+type memState struct {
+	rows    map[string]map[string]memRow // kind → id → row
+	uniques map[string]string            // kind \x00 set \x00 value → id
+	refsTo  map[string]map[ref]bool      // kind \x00 id → referrers
+}
+
+func newMemState() *memState {
+	return &memState{rows: map[string]map[string]memRow{}, uniques: map[string]string{}, refsTo: map[string]map[ref]bool{}}
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{st: newMemState(), notifier: newNotifier()}
+}
+
+func ukey(parts ...string) string {
+	s := parts[0]
+	for _, p := range parts[1:] {
+		s += "\x00" + p
+	}
+	return s
+}
+
+func (s *memState) get(_ context.Context, kind, id string) (map[string]any, error) {
+	if r, ok := s.rows[kind][id]; ok {
+		return r.rec, nil
+	}
+	return nil, nil
+}
+
+func (s *memState) uniqueOwner(_ context.Context, kind, name, value string) (string, error) {
+	return s.uniques[ukey(kind, name, value)], nil
+}
+
+func (s *memState) put(ctx context.Context, kind string, rec map[string]any, ri rowIndex, _ bool) error {
+	if err := s.del(ctx, kind, ri.id); err != nil {
+		return err
+	}
+	if s.rows[kind] == nil {
+		s.rows[kind] = map[string]memRow{}
+	}
+	s.rows[kind][ri.id] = memRow{rec: schema.DeepCopy(rec).(map[string]any), ri: ri}
+	for name, v := range ri.uniques {
+		s.uniques[ukey(kind, name, v)] = ri.id
+	}
+	for field, r := range ri.refs {
+		key := ukey(r.kind, r.id)
+		if s.refsTo[key] == nil {
+			s.refsTo[key] = map[ref]bool{}
+		}
+		s.refsTo[key][ref{kind: kind, id: ri.id, field: field}] = true
+	}
+	return nil
+}
+
+func (s *memState) del(_ context.Context, kind, id string) error {
+	old, ok := s.rows[kind][id]
+	if !ok {
+		return nil
+	}
+	for name, v := range old.ri.uniques {
+		delete(s.uniques, ukey(kind, name, v))
+	}
+	for field, r := range old.ri.refs {
+		delete(s.refsTo[ukey(r.kind, r.id)], ref{kind: kind, id: id, field: field})
+	}
+	delete(s.rows[kind], id)
+	return nil
+}
+
+func (s *memState) referrers(_ context.Context, refKind, refID string) ([]ref, error) {
+	var out []ref
+	for r := range s.refsTo[ukey(refKind, refID)] {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].kind+out[i].id < out[j].kind+out[j].id })
+	return out, nil
+}
+
+func (s *memState) list(_ context.Context, kind string, q Query, after string, limit int) ([]map[string]any, error) {
+	ids := make([]string, 0, len(s.rows[kind]))
+	for id, r := range s.rows[kind] {
+		if id <= after {
+			continue
+		}
+		if q.ForeignField != "" && r.ri.refs[q.ForeignField].id != q.ForeignID {
+			continue
+		}
+		if !tagsMatch(q, r.ri.tags) {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	if len(ids) > limit {
+		ids = ids[:limit]
+	}
+	out := make([]map[string]any, len(ids))
+	for i, id := range ids {
+		out[i] = schema.DeepCopy(s.rows[kind][id].rec).(map[string]any)
+	}
+	return out, nil
+}
+
+func (s *memState) truncate(context.Context) error {
+	*s = *newMemState()
+	return nil
+}
+
+func (s *memState) clone() *memState {
+	c := newMemState()
+	for k, rows := range s.rows {
+		c.rows[k] = make(map[string]memRow, len(rows))
+		for id, r := range rows {
+			c.rows[k][id] = r
+		}
+	}
+	for k, v := range s.uniques {
+		c.uniques[k] = v
+	}
+	for k, set := range s.refsTo {
+		c.refsTo[k] = make(map[ref]bool, len(set))
+		for r := range set {
+			c.refsTo[k][r] = true
+		}
+	}
+	return c
+}
+
+// mutate runs fn on a copy of the state and publishes it only on success,
+// so a failed cascade never leaves a half-applied change.
+func (m *Memory) mutate(fn func(*memState) error) error {
+	m.mu.Lock()
+	next := m.st.clone()
+	if err := fn(next); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.st = next
+	m.version++
+	m.cfg = nil
+	m.mu.Unlock()
+	m.notify()
+	return nil
+}
+
+// Get implements Store.
+func (m *Memory) Get(ctx context.Context, kind, id string) (map[string]any, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	rec, _ := m.st.get(ctx, kind, id)
+	if rec == nil {
+		return nil, ErrNotFound
+	}
+	return schema.DeepCopy(rec).(map[string]any), nil
+}
+
+// GetByUnique implements Store.
+func (m *Memory) GetByUnique(ctx context.Context, kind, fields, value string) (map[string]any, error) {
+	m.mu.RLock()
+	id := m.st.uniques[ukey(kind, fields, value)]
+	m.mu.RUnlock()
+	if id == "" {
+		return nil, ErrNotFound
+	}
+	return m.Get(ctx, kind, id)
+}
+
+// List implements Store.
+func (m *Memory) List(ctx context.Context, kind string, q Query) (Page, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return listPage(ctx, m.st, kind, q)
+}
+
+// Insert implements Store.
+func (m *Memory) Insert(ctx context.Context, kind string, rec map[string]any) error {
+	return m.mutate(func(s *memState) error { return write(ctx, s, kind, rec, true) })
+}
+
+// Update implements Store.
+func (m *Memory) Update(ctx context.Context, kind string, rec map[string]any) error {
+	return m.mutate(func(s *memState) error { return write(ctx, s, kind, rec, false) })
+}
+
+// Delete implements Store.
+func (m *Memory) Delete(ctx context.Context, kind, id string) error {
+	m.mu.RLock()
+	_, exists := m.st.rows[kind][id]
+	m.mu.RUnlock()
+	if !exists {
+		if _, err := kindOf(kind); err != nil {
+			return err
+		}
+		return nil
+	}
+	return m.mutate(func(s *memState) error { return remove(ctx, s, kind, id) })
+}
+
+// Replace implements Store.
+func (m *Memory) Replace(ctx context.Context, recs entity.Records) error {
+	return m.mutate(func(s *memState) error { return replaceAll(ctx, s, recs) })
+}
+
+// Snapshot implements Store.
+func (m *Memory) Snapshot(context.Context) (*entity.Config, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cfg != nil {
+		return m.cfg, nil
+	}
+	recs := entity.Records{}
+	for kind, rows := range m.st.rows {
+		for _, r := range rows {
+			recs[kind] = append(recs[kind], r.rec)
+		}
+	}
+	cfg, err := entity.NewConfig(m.version, recs)
+	if err != nil {
+		return nil, err
+	}
+	m.cfg = cfg
+	return cfg, nil
+}
+
+// Version implements Store.
+func (m *Memory) Version(context.Context) (uint64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.version, nil
+}
+
+// Ping implements Store.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// Database implements Store.
+func (m *Memory) Database() string { return "off" }
+
+// Close implements Store.
+func (m *Memory) Close() error { return nil }

@@ -1,0 +1,461 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	// Pure-Go drivers: SQLite without cgo, PostgreSQL through pgx's database/sql adapter.
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+)
+
+// SQL is the database-backed store (SQLite or PostgreSQL). Every write runs
+// in one transaction that first bumps the version row, which serialises
+// writers across gateway nodes sharing a PostgreSQL database.
+type SQL struct {
+	db      *sql.DB
+	dialect string // "sqlite" or "postgres"
+	*notifier
+
+	mu      sync.Mutex
+	cfg     *entity.Config
+	seen    uint64
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at path.
+func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(off)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1) // SQLite allows one writer; one connection avoids SQLITE_BUSY.
+	return openSQL(ctx, db, "sqlite", 0)
+}
+
+// OpenPostgres connects to PostgreSQL with a pgx connection string (URL or
+// "host=… user=… dbname=…"). pollEvery > 0 makes the store notice changes
+// written by other gateway nodes.
+func OpenPostgres(ctx context.Context, dsn string, pollEvery time.Duration) (*SQL, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres connection: %w", err)
+	}
+	db.SetMaxOpenConns(16)
+	return openSQL(ctx, db, "postgres", pollEvery)
+}
+
+var schemaDDL = []string{
+	`CREATE TABLE IF NOT EXISTS kiln_entities (kind TEXT NOT NULL, id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, tags TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id))`,
+	`CREATE TABLE IF NOT EXISTS kiln_uniques (kind TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, name, value))`,
+	`CREATE INDEX IF NOT EXISTS kiln_uniques_id ON kiln_uniques (kind, id)`,
+	`CREATE TABLE IF NOT EXISTS kiln_refs (kind TEXT NOT NULL, id TEXT NOT NULL, field TEXT NOT NULL, ref_kind TEXT NOT NULL, ref_id TEXT NOT NULL, PRIMARY KEY (kind, id, field))`,
+	`CREATE INDEX IF NOT EXISTS kiln_refs_ref ON kiln_refs (ref_kind, ref_id)`,
+	`CREATE TABLE IF NOT EXISTS kiln_meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`,
+	`INSERT INTO kiln_meta (k, v) VALUES ('version', 0) ON CONFLICT (k) DO NOTHING`,
+}
+
+func openSQL(ctx context.Context, db *sql.DB, dialect string, pollEvery time.Duration) (*SQL, error) {
+	s := &SQL{db: db, dialect: dialect, notifier: newNotifier()}
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("connect to %s: %w", dialect, err)
+	}
+	for _, stmt := range schemaDDL {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("create %s schema: %w", dialect, err)
+		}
+	}
+	v, err := s.Version(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.seen = v
+	if pollEvery > 0 {
+		pctx, cancel := context.WithCancel(context.Background())
+		s.stop = cancel
+		s.stopped = make(chan struct{})
+		go s.poll(pctx, pollEvery)
+	}
+	return s, nil
+}
+
+// poll notices versions committed by other nodes.
+func (s *SQL) poll(ctx context.Context, every time.Duration) {
+	defer close(s.stopped)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v, err := s.Version(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				slog.Warn("store: poll version", "database", s.dialect, "err", err)
+			}
+			continue
+		}
+		s.mu.Lock()
+		changed := v != s.seen
+		s.seen = v
+		s.mu.Unlock()
+		if changed {
+			s.notify()
+		}
+	}
+}
+
+// q rewrites ? placeholders for PostgreSQL.
+func (s *SQL) q(query string) string {
+	if s.dialect != "postgres" {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range query {
+		if c == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+type sqlTx struct {
+	s  *SQL
+	tx *sql.Tx
+}
+
+func (t sqlTx) get(ctx context.Context, kind, id string) (map[string]any, error) {
+	var body string
+	err := t.tx.QueryRowContext(ctx, t.s.q(`SELECT body FROM kiln_entities WHERE kind = ? AND id = ?`), kind, id).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", kind, id, err)
+	}
+	return decodeBody(body)
+}
+
+func decodeBody(body string) (map[string]any, error) {
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(body), &rec); err != nil {
+		return nil, fmt.Errorf("decode stored record: %w", err)
+	}
+	return rec, nil
+}
+
+func (t sqlTx) uniqueOwner(ctx context.Context, kind, name, value string) (string, error) {
+	var id string
+	err := t.tx.QueryRowContext(ctx, t.s.q(`SELECT id FROM kiln_uniques WHERE kind = ? AND name = ? AND value = ?`), kind, name, value).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}
+
+func (t sqlTx) put(ctx context.Context, kind string, rec map[string]any, ri rowIndex, insert bool) error {
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", kind, err)
+	}
+	if !insert {
+		if err := t.del(ctx, kind, ri.id); err != nil {
+			return err
+		}
+	}
+	tags := ","
+	if len(ri.tags) > 0 {
+		tags = "," + strings.Join(ri.tags, ",") + ","
+	}
+	if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_entities (kind, id, created_at, tags, body) VALUES (?, ?, ?, ?, ?)`),
+		kind, ri.id, ri.createdAt, tags, string(body)); err != nil {
+		return fmt.Errorf("insert %s: %w", kind, err)
+	}
+	for name, v := range ri.uniques {
+		if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_uniques (kind, name, value, id) VALUES (?, ?, ?, ?)`), kind, name, v, ri.id); err != nil {
+			return fmt.Errorf("index %s.%s: %w", kind, name, err)
+		}
+	}
+	for field, r := range ri.refs {
+		if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_refs (kind, id, field, ref_kind, ref_id) VALUES (?, ?, ?, ?, ?)`), kind, ri.id, field, r.kind, r.id); err != nil {
+			return fmt.Errorf("index %s.%s: %w", kind, field, err)
+		}
+	}
+	return nil
+}
+
+func (t sqlTx) del(ctx context.Context, kind, id string) error {
+	for _, table := range []string{"kiln_entities", "kiln_uniques", "kiln_refs"} {
+		if _, err := t.tx.ExecContext(ctx, t.s.q(`DELETE FROM `+table+` WHERE kind = ? AND id = ?`), kind, id); err != nil {
+			return fmt.Errorf("delete %s %s: %w", kind, id, err)
+		}
+	}
+	return nil
+}
+
+func (t sqlTx) referrers(ctx context.Context, refKind, refID string) ([]ref, error) {
+	rows, err := t.tx.QueryContext(ctx, t.s.q(`SELECT kind, id, field FROM kiln_refs WHERE ref_kind = ? AND ref_id = ? ORDER BY kind, id`), refKind, refID)
+	if err != nil {
+		return nil, fmt.Errorf("find references to %s %s: %w", refKind, refID, err)
+	}
+	defer rows.Close()
+	var out []ref
+	for rows.Next() {
+		var r ref
+		if err := rows.Scan(&r.kind, &r.id, &r.field); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+func (t sqlTx) list(ctx context.Context, kind string, q Query, after string, limit int) ([]map[string]any, error) {
+	query := `SELECT e.body FROM kiln_entities e`
+	var args []any
+	if q.ForeignField != "" {
+		query += ` JOIN kiln_refs r ON r.kind = e.kind AND r.id = e.id AND r.field = ? AND r.ref_id = ?`
+		args = append(args, q.ForeignField, q.ForeignID)
+	}
+	query += ` WHERE e.kind = ? AND e.id > ?`
+	args = append(args, kind, after)
+	if len(q.Tags) > 0 {
+		conds := make([]string, len(q.Tags))
+		for i, tag := range q.Tags {
+			conds[i] = `e.tags LIKE ? ESCAPE '\'`
+			args = append(args, "%,"+likeEscape(tag)+",%")
+		}
+		op := " AND "
+		if q.TagsOr {
+			op = " OR "
+		}
+		query += ` AND (` + strings.Join(conds, op) + `)`
+	}
+	query += ` ORDER BY e.id LIMIT ?`
+	args = append(args, limit)
+	rows, err := t.tx.QueryContext(ctx, t.s.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
+	}
+	defer rows.Close()
+	var out []map[string]any
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, err
+		}
+		rec, err := decodeBody(body)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, rows.Err()
+}
+
+func (t sqlTx) truncate(ctx context.Context) error {
+	for _, table := range []string{"kiln_entities", "kiln_uniques", "kiln_refs"} {
+		if _, err := t.tx.ExecContext(ctx, `DELETE FROM `+table); err != nil {
+			return fmt.Errorf("empty %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// read runs fn in a read-only transaction.
+func (s *SQL) read(ctx context.Context, fn func(sqlTx) error) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: s.dialect == "postgres"})
+	if err != nil {
+		return fmt.Errorf("begin %s transaction: %w", s.dialect, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	return fn(sqlTx{s: s, tx: tx})
+}
+
+// writeTx runs fn after bumping the version, and commits on success.
+func (s *SQL) writeTx(ctx context.Context, fn func(sqlTx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin %s transaction: %w", s.dialect, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var v uint64
+	if err := tx.QueryRowContext(ctx, `UPDATE kiln_meta SET v = v + 1 WHERE k = 'version' RETURNING v`).Scan(&v); err != nil {
+		return fmt.Errorf("bump config version: %w", err)
+	}
+	if err := fn(sqlTx{s: s, tx: tx}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit %s transaction: %w", s.dialect, err)
+	}
+	s.mu.Lock()
+	s.seen = v
+	s.mu.Unlock()
+	s.notify()
+	return nil
+}
+
+// Get implements Store.
+func (s *SQL) Get(ctx context.Context, kind, id string) (map[string]any, error) {
+	var rec map[string]any
+	err := s.read(ctx, func(t sqlTx) error {
+		var err error
+		rec, err = t.get(ctx, kind, id)
+		return err
+	})
+	if err == nil && rec == nil {
+		err = ErrNotFound
+	}
+	return rec, err
+}
+
+// GetByUnique implements Store.
+func (s *SQL) GetByUnique(ctx context.Context, kind, fields, value string) (map[string]any, error) {
+	var rec map[string]any
+	err := s.read(ctx, func(t sqlTx) error {
+		id, err := t.uniqueOwner(ctx, kind, fields, value)
+		if err != nil || id == "" {
+			return err
+		}
+		rec, err = t.get(ctx, kind, id)
+		return err
+	})
+	if err == nil && rec == nil {
+		err = ErrNotFound
+	}
+	return rec, err
+}
+
+// List implements Store.
+func (s *SQL) List(ctx context.Context, kind string, q Query) (Page, error) {
+	var p Page
+	err := s.read(ctx, func(t sqlTx) error {
+		var err error
+		p, err = listPage(ctx, t, kind, q)
+		return err
+	})
+	return p, err
+}
+
+// Insert implements Store.
+func (s *SQL) Insert(ctx context.Context, kind string, rec map[string]any) error {
+	return s.writeTx(ctx, func(t sqlTx) error { return write(ctx, t, kind, rec, true) })
+}
+
+// Update implements Store.
+func (s *SQL) Update(ctx context.Context, kind string, rec map[string]any) error {
+	return s.writeTx(ctx, func(t sqlTx) error { return write(ctx, t, kind, rec, false) })
+}
+
+// Delete implements Store.
+func (s *SQL) Delete(ctx context.Context, kind, id string) error {
+	if _, err := s.Get(ctx, kind, id); errors.Is(err, ErrNotFound) {
+		_, kerr := kindOf(kind)
+		return kerr
+	}
+	return s.writeTx(ctx, func(t sqlTx) error { return remove(ctx, t, kind, id) })
+}
+
+// Replace implements Store.
+func (s *SQL) Replace(ctx context.Context, recs entity.Records) error {
+	return s.writeTx(ctx, func(t sqlTx) error { return replaceAll(ctx, t, recs) })
+}
+
+// Snapshot implements Store.
+func (s *SQL) Snapshot(ctx context.Context) (*entity.Config, error) {
+	var (
+		cfg *entity.Config
+		v   uint64
+	)
+	err := s.read(ctx, func(t sqlTx) error {
+		if err := t.tx.QueryRowContext(ctx, `SELECT v FROM kiln_meta WHERE k = 'version'`).Scan(&v); err != nil {
+			return fmt.Errorf("read config version: %w", err)
+		}
+		s.mu.Lock()
+		cached := s.cfg
+		s.mu.Unlock()
+		if cached != nil && cached.Version == v {
+			cfg = cached
+			return nil
+		}
+		rows, err := t.tx.QueryContext(ctx, `SELECT kind, body FROM kiln_entities`)
+		if err != nil {
+			return fmt.Errorf("read configuration: %w", err)
+		}
+		defer rows.Close()
+		recs := entity.Records{}
+		for rows.Next() {
+			var kind, body string
+			if err := rows.Scan(&kind, &body); err != nil {
+				return err
+			}
+			rec, err := decodeBody(body)
+			if err != nil {
+				return err
+			}
+			recs[kind] = append(recs[kind], rec)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		cfg, err = entity.NewConfig(v, recs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.cfg = cfg
+	s.mu.Unlock()
+	return cfg, nil
+}
+
+// Version implements Store.
+func (s *SQL) Version(ctx context.Context) (uint64, error) {
+	var v uint64
+	if err := s.db.QueryRowContext(ctx, `SELECT v FROM kiln_meta WHERE k = 'version'`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read config version from %s: %w", s.dialect, err)
+	}
+	return v, nil
+}
+
+// Ping implements Store.
+func (s *SQL) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Database implements Store.
+func (s *SQL) Database() string { return s.dialect }
+
+// Close implements Store.
+func (s *SQL) Close() error {
+	if s.stop != nil {
+		s.stop()
+		<-s.stopped
+	}
+	return s.db.Close()
+}
