@@ -116,6 +116,8 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newVersionCommand(streams),
 		newGenerateCommand(streams),
 		newServeCommand(streams),
+		newBuildCommand(streams),
+		newLabCommand(streams),
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
 	)
@@ -142,7 +144,10 @@ func newServeCommand(streams Streams) *cobra.Command {
 		Short: "Run kiln's provisioning services in the foreground",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand()
+	cmd.AddCommand(
+		newServeNetbootCommand(streams),
+		newServeWorkflowCommand(streams),
+	)
 	return cmd
 }
 
