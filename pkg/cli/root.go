@@ -120,6 +120,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newLabCommand(streams),
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
+		newGatewayCommand(streams),
 	)
 	return root
 }
