@@ -114,6 +114,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 
 	root.AddCommand(
 		newVersionCommand(streams),
+		newValidateCommand(streams),
 		newGenerateCommand(streams),
 		newServeCommand(streams),
 		newBuildCommand(streams),
@@ -133,7 +134,10 @@ func newGenerateCommand(streams Streams) *cobra.Command {
 		Short: "Generate starting configuration and Kubernetes objects",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand()
+	cmd.AddCommand(
+		newGenerateClusterConfigCommand(streams),
+		newGenerateHardwareCommand(streams),
+	)
 	return cmd
 }
 
