@@ -171,7 +171,13 @@ func parse(r io.Reader, name string) (*table, diag.List) {
 	}
 	for _, c := range RequiredColumns {
 		if !t.columns[c] {
-			fileProblem(headerLine, c, "required column %q is missing from the header", c)
+			hint := ""
+			for h := range t.columns {
+				if strings.EqualFold(strings.ReplaceAll(h, " ", "_"), c) {
+					hint = fmt.Sprintf(" (the header has %q: column names are lower-case with underscores)", h)
+				}
+			}
+			fileProblem(headerLine, c, "required column %q is missing from the header%s", c, hint)
 		}
 	}
 

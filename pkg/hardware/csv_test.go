@@ -24,6 +24,7 @@ func TestReadFileInvalid(t *testing.T) {
 		want []wantProblem
 	}{
 		{"missing-column", []wantProblem{{1, "disk", `required column "disk" is missing`}}},
+		{"column-name-case", []wantProblem{{1, "hostname", `required column "hostname" is missing from the header (the header has "Hostname"`}}},
 		{"duplicate-header", []wantProblem{{1, "mac", `column "mac" appears twice`}}},
 		{"empty-header-field", []wantProblem{{1, "", "header field 13 is empty"}}},
 		{"field-count", []wantProblem{{3, "", "the row has 13 fields but the header has 12"}}},
