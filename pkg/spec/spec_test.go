@@ -108,7 +108,8 @@ func TestLoadValid(t *testing.T) {
 		t.Errorf("node groups = %+v", groups)
 	}
 	action := s.TemplateConfig("lab-template").Spec.Template.Tasks[0].Actions[0]
-	if action.Environment["DEST_DISK"] != "{{ index .Hardware.Disks 0 }}" || action.Timeout != 600 {
+	if action.Environment["DEST_DISK"] != "{{ index .Hardware.Disks 0 }}" || action.Environment["COMPRESSED"] != "true" ||
+		action.Environment["RETRY_DURATION_MINUTES"] != "10" || action.Timeout != 600 {
 		t.Errorf("template action = %+v", action)
 	}
 	if got := s.OSImageURL(s.MachineConfig("lab-worker")); got != "http://10.0.50.5:8080/ubuntu-2204-kube-1-33.gz" {
