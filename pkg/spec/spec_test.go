@@ -115,6 +115,10 @@ func TestLoadValid(t *testing.T) {
 	if got := s.OSImageURL(s.MachineConfig("lab-worker")); got != "http://10.0.50.5:8080/ubuntu-2204-kube-1-33.gz" {
 		t.Errorf("OSImageURL = %q", got)
 	}
+	if s.KubernetesVersion() != "1.33" || s.ControlPlaneEndpoint() != "10.0.50.100" || s.PodCIDR() != "192.168.0.0/16" ||
+		s.ServiceCIDR() != "10.96.0.0/12" || s.TinkerbellIP() != "10.0.50.101" {
+		t.Errorf("accessors: %s %s %s %s %s", s.KubernetesVersion(), s.ControlPlaneEndpoint(), s.PodCIDR(), s.ServiceCIDR(), s.TinkerbellIP())
+	}
 }
 
 func TestDefaults(t *testing.T) {
