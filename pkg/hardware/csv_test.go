@@ -28,7 +28,7 @@ func TestReadFileInvalid(t *testing.T) {
 		{"duplicate-header", []wantProblem{{1, "mac", `column "mac" appears twice`}}},
 		{"empty-header-field", []wantProblem{{1, "", "header field 13 is empty"}}},
 		{"field-count", []wantProblem{{3, "", "the row has 13 fields but the header has 12"}}},
-		{"bad-quote", []wantProblem{{3, "", "not valid CSV"}}},
+		{"bad-quote", []wantProblem{{3, "", "not valid CSV"}, {4, "mac", "is not a MAC address"}}},
 		{"empty-file", []wantProblem{{0, "", "the file is empty"}}},
 		{"header-only", []wantProblem{{1, "", "no machines"}}},
 		{"hostname-empty", []wantProblem{{3, "hostname", "hostname is empty"}}},
