@@ -2,17 +2,21 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/iana"
 	"github.com/insomniacslk/dhcp/netboot"
 	"github.com/jsimonetti/rtnetlink/rtnl"
 	"golang.org/x/sys/unix"
@@ -204,20 +208,63 @@ func dhcpOnce(ctx context.Context, hwAddr, resolvConf string, log *slog.Logger) 
 		return nil, fmt.Errorf("DHCP client on %s: %w", ifname, err)
 	}
 	defer c.Close()
-	lease, err := c.Request(ctx)
+	ack, err := dora(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("DHCP on %s: %w", ifname, err)
 	}
-	nc, err := netboot.GetNetConfFromPacketv4(lease.ACK)
+	nc, err := netboot.GetNetConfFromPacketv4(ack)
 	if err != nil {
 		return nil, fmt.Errorf("DHCP reply on %s: %w", ifname, err)
 	}
 	if err := configure(ifname, nc, resolvConf); err != nil {
 		return nil, fmt.Errorf("configuring %s: %w", ifname, err)
 	}
-	ip := lease.ACK.YourIPAddr
-	log.Info("network up", "interface", ifname, "address", ip, "dhcp_server", lease.ACK.ServerIdentifier(), "routers", nc.Routers)
+	ip := ack.YourIPAddr
+	log.Info("network up", "interface", ifname, "address", ip, "dhcp_server", ack.ServerIdentifier(), "routers", nc.Routers)
 	return ip, nil
+}
+
+// dora runs DISCOVER/OFFER/REQUEST/ACK. It builds the packets itself because
+// the library's constructors draw the transaction id from the kernel's
+// CSPRNG, which blocks for minutes early in the boot of a VM without a
+// hardware RNG (seen under QEMU TCG); a DHCP transaction id needs no
+// cryptographic strength, so the runtime's non-blocking generator is used.
+func dora(ctx context.Context, c *nclient4.Client) (*dhcpv4.DHCPv4, error) {
+	var xid dhcpv4.TransactionID
+	binary.BigEndian.PutUint32(xid[:], mrand.Uint32())
+	params := dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainName, dhcpv4.OptionDomainNameServer)
+	size := dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize))
+	discover := packet(xid, dhcpv4.WithHwAddr(c.InterfaceAddr()), params, size, dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))
+	offer, err := c.SendAndRead(ctx, c.RemoteAddr(), discover, nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
+	if err != nil {
+		return nil, fmt.Errorf("no DHCP offer: %w", err)
+	}
+	request := packet(xid, dhcpv4.WithReply(offer), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithClientIP(offer.ClientIPAddr), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr)),
+		dhcpv4.WithOptionCopied(offer, dhcpv4.OptionServerIdentifier), params, size)
+	ack, err := c.SendAndRead(ctx, c.RemoteAddr(), request, nclient4.IsAll(
+		nclient4.IsCorrectServer(offer.ServerIdentifier()),
+		nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)))
+	if err != nil {
+		return nil, fmt.Errorf("no DHCP acknowledgement: %w", err)
+	}
+	if ack.MessageType() == dhcpv4.MessageTypeNak {
+		return nil, fmt.Errorf("DHCP server %s refused the address %s: %s", offer.ServerIdentifier(), offer.YourIPAddr, ack.Message())
+	}
+	return ack, nil
+}
+
+// packet is a BOOTREQUEST with the given transaction id and modifiers.
+func packet(xid dhcpv4.TransactionID, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	d := &dhcpv4.DHCPv4{
+		OpCode: dhcpv4.OpcodeBootRequest, HWType: iana.HWTypeEthernet, ClientHWAddr: make(net.HardwareAddr, 6),
+		TransactionID: xid, ClientIPAddr: net.IPv4zero, YourIPAddr: net.IPv4zero, ServerIPAddr: net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero, Options: make(dhcpv4.Options),
+	}
+	for _, m := range mods {
+		m(d)
+	}
+	return d
 }
 
 // configure applies a DHCP lease: addresses, default route via the first
