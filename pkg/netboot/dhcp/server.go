@@ -313,6 +313,9 @@ func (s *Server) proxyReply(req *dhcpv4.DHCPv4, boot Boot) (*dhcpv4.DHCPv4, erro
 		return nil, err
 	}
 	reply.YourIPAddr = net.IPv4zero
+	// The proxy offer is iPXE's only source of the script URL: no
+	// no-pxedhcp here, iPXE must still take (and confirm on 4011) this offer.
+	reply.Options.Del(dhcpv4.GenericOptionCode(175))
 	// PXE ROMs must see a class identifier even if the boot file is HTTP.
 	if boot.ClassID == "" {
 		reply.UpdateOption(dhcpv4.OptClassIdentifier(string(ClientPXE)))

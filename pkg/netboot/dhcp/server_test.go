@@ -269,6 +269,9 @@ func checkReply(t *testing.T, req, reply *dhcpv4.DHCPv4, dst *net.UDPAddr, mode 
 	if w.file == "" && !reply.ServerIPAddr.IsUnspecified() {
 		t.Errorf("siaddr %s set without a boot file", reply.ServerIPAddr)
 	}
+	if got := reply.Options.Has(dhcpv4.GenericOptionCode(175)); got != (mode == ModeReservation && strings.HasSuffix(w.file, "auto.ipxe")) {
+		t.Errorf("option 175 (no-pxedhcp) present=%v in %s mode for file %q", got, mode, w.file)
+	}
 	if mode == ModeProxy {
 		if reply.Options.Get(dhcpv4.OptionIPAddressLeaseTime) != nil || reply.SubnetMask() != nil {
 			t.Error("proxy reply carries address options")
