@@ -9,9 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -134,6 +136,17 @@ func TestNetbootQEMU(t *testing.T) {
 	for i, err := range results {
 		if err != nil {
 			t.Errorf("%s: %v", vmCases[i].name, err)
+		}
+	}
+	// The counters operators scrape saw the same boots. (The handler is
+	// called directly: net/http dials from goroutines outside the namespace.)
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	metrics := rec.Body.String()
+	for _, re := range []string{`kiln_dhcp_replies_total\{type="ACK"\} ([4-9]|\d\d)`, `kiln_bytes_served_total\{protocol="tftp"\} [1-9]`,
+		`kiln_bytes_served_total\{protocol="http"\} [1-9]`, `kiln_http_requests_total\{code="200",route="/ipxe/"\} [1-9]`} {
+		if !regexp.MustCompile(re).MatchString(metrics) {
+			t.Errorf("/metrics does not match %s:\n%s", re, metrics)
 		}
 	}
 }
