@@ -101,24 +101,7 @@ func TestNetbootQEMU(t *testing.T) {
 		inv.Machines = append(inv.Machines, hardware.Machine{Hostname: "e2e-" + c.name, IPAddress: c.ip, Netmask: "255.255.255.0",
 			Gateway: "10.79.0.1", Nameservers: []string{"10.79.0.1"}, MAC: c.mac})
 	}
-	logs := &lockedBuffer{}
-	var srv *netboot.Server
-	if err := ns.Do(func() error {
-		var err error
-		srv, err = netboot.Start(ctx, netboot.Config{
-			BindIP: net.IPv4(10, 79, 0, 1), Machines: inv, HookDir: hook,
-			LeaseTime: time.Hour, RunIn: ns.Do, Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		srv.Shutdown()
-		if t.Failed() {
-			t.Logf("kiln log:\n%s", logs.String())
-		}
-	}()
+	srv, _ := startKiln(ctx, t, ns, netboot.Config{BindIP: net.IPv4(10, 79, 0, 1), Machines: inv, HookDir: hook, LeaseTime: time.Hour}, nil)
 
 	dir := t.TempDir()
 	var wg sync.WaitGroup
@@ -149,6 +132,35 @@ func TestNetbootQEMU(t *testing.T) {
 			t.Errorf("/metrics does not match %s:\n%s", re, metrics)
 		}
 	}
+}
+
+// startKiln starts the netboot stack inside ns (sockets and service loops)
+// with an info-level log that is printed if the test fails, together with
+// extra().
+func startKiln(ctx context.Context, t *testing.T, ns *netns.Namespace, cfg netboot.Config, extra func() string) (*netboot.Server, *lockedBuffer) {
+	t.Helper()
+	logs := &lockedBuffer{}
+	cfg.RunIn = ns.Do
+	cfg.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var srv *netboot.Server
+	if err := ns.Do(func() error {
+		var err error
+		srv, err = netboot.Start(ctx, cfg)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		if t.Failed() {
+			msg := "kiln log:\n" + logs.String()
+			if extra != nil {
+				msg += "\n" + extra()
+			}
+			t.Log(msg)
+		}
+	})
+	return srv, logs
 }
 
 // hookDir writes the in-memory OS: Debian's kernel and a marker initramfs.
@@ -279,30 +291,14 @@ func TestProxyNextToDnsmasq(t *testing.T) {
 
 	inv := &hardware.Inventory{Machines: []hardware.Machine{{Hostname: "e2e-proxy", IPAddress: c.ip, Netmask: "255.255.255.0",
 		Gateway: "10.82.0.254", Nameservers: []string{"10.82.0.254"}, MAC: c.mac}}}
-	logs := &lockedBuffer{}
-	var srv *netboot.Server
-	if err := ns.Do(func() error {
-		var err error
-		srv, err = netboot.Start(ctx, netboot.Config{
-			BindIP: net.IPv4(10, 82, 0, 1), DHCPMode: "proxy", Machines: inv, HookDir: hookDir(t, kernel), RunIn: ns.Do,
-			Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		srv.Shutdown()
-		if t.Failed() {
-			t.Logf("kiln log:\n%s\ndnsmasq:\n%s", logs.String(), dnsmasqOut.String())
-		}
-	}()
+	srv, logs := startKiln(ctx, t, ns, netboot.Config{BindIP: net.IPv4(10, 82, 0, 1), DHCPMode: "proxy", Machines: inv, HookDir: hookDir(t, kernel)},
+		func() string { return "dnsmasq:\n" + dnsmasqOut.String() })
 	start := time.Now()
 	if err := bootOne(ctx, t, ns, t.TempDir(), 9, c, srv); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("booted through proxy DHCP in %s", time.Since(start).Round(time.Second))
-	if !strings.Contains(logs.String(), "ip=0.0.0.0") {
+	if l := logs.String(); !strings.Contains(l, "reply=OFFER ip=0.0.0.0") || strings.Contains(l, "ip=10.82.0.21 arch") {
 		t.Error("kiln's proxy replies carried an address")
 	}
 }
