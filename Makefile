@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot hook lab-image test-compat bench-proxy
+.PHONY: all build test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot hook lab-image test-compat bench-proxy bench-image2disk
 
 all: lint build test
 
@@ -94,3 +94,11 @@ generate:
 # CI; needs wrk nginx-light haproxy caddy). Knobs: DURATION CONNS THREADS ROUNDS.
 bench-proxy: build
 	KILN=$(BIN) bench/bench-proxy.sh
+
+# image2disk throughput against a bare decoder+io.Copy peer in the same run
+# (3 rounds, best of each, to damp a shared machine's noise); prints MB/s for
+# both and the kiln/peer ratio per compression format.
+bench-image2disk:
+	@$(GO) test -run '^$$' -bench '^BenchmarkImage2Disk$$' -benchtime 5x -count 3 ./pkg/agent/actions/ | tee /dev/stderr | \
+	  awk '/MB\/s/ { split($$1, p, "/"); f=p[3]; sub(/-[0-9]+$$/, "", f); for (i=1;i<=NF;i++) if ($$i=="MB/s") v=$$(i-1); k=p[2] "/" f; if (v+0 > r[k]+0) r[k]=v; fs[f]=1 } \
+	  END { for (f in fs) printf "image2disk %-5s kiln %8.1f MB/s  peer %8.1f MB/s  ratio kiln/peer %.2f\n", f, r["kiln/" f], r["peer/" f], r["kiln/" f]/r["peer/" f] }'

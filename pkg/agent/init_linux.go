@@ -41,6 +41,51 @@ func MountKernelFS() error {
 	return errors.Join(errs...)
 }
 
+// ModuleList is where kiln's in-memory OS image (pkg/hook) lists the modules
+// it carries: one path per line relative to /lib/modules/<release>,
+// dependencies first.
+const ModuleList = "/etc/kiln/modules"
+
+func moduleDir() (string, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return "", err
+	}
+	return filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])), nil
+}
+
+// LoadModuleList loads every module listed in the file at path (see
+// ModuleList), in order. A missing file is not an error. Modules that fail
+// to load (no such hardware, CPU feature missing) are reported together; the
+// rest still load.
+func LoadModuleList(path string, log *slog.Logger) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	dir, err := moduleDir()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	loaded := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if err := loadModuleFile(filepath.Join(dir, filepath.Clean("/"+line))); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		loaded++
+	}
+	log.Info("modules loaded", "list", path, "loaded", loaded, "failed", len(errs))
+	return errors.Join(errs...)
+}
+
 // LoadModules loads each named module (in order; list dependencies first)
 // from /lib/modules/<release>/ with finit_module. Compressed modules
 // (.ko.xz, .ko.zst, .ko.gz) are handed to the kernel to decompress.
@@ -48,11 +93,10 @@ func LoadModules(names []string, log *slog.Logger) error {
 	if len(names) == 0 {
 		return nil
 	}
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
+	dir, err := moduleDir()
+	if err != nil {
 		return err
 	}
-	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
 	found := map[string]string{}
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -74,26 +118,30 @@ func LoadModules(names []string, log *slog.Logger) error {
 			errs = append(errs, fmt.Errorf("module %s: not found under %s", n, dir))
 			continue
 		}
-		f, err := os.Open(path)
-		if err != nil {
+		if err := loadModuleFile(path); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		flags := 0
-		if !strings.HasSuffix(path, ".ko") {
-			flags |= unix.MODULE_INIT_COMPRESSED_FILE
-		}
-		err = unix.FinitModule(int(f.Fd()), "", flags)
-		_ = f.Close()
-		switch {
-		case err == nil:
-			log.Info("module loaded", "module", n)
-		case errors.Is(err, unix.EEXIST):
-		default:
-			errs = append(errs, fmt.Errorf("loading module %s (%s): %w", n, path, err))
-		}
+		log.Info("module loaded", "module", n)
 	}
 	return errors.Join(errs...)
+}
+
+// loadModuleFile loads one module file; an already loaded module is fine.
+func loadModuleFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("module %s: %w", path, err)
+	}
+	defer f.Close()
+	flags := 0
+	if !strings.HasSuffix(path, ".ko") {
+		flags |= unix.MODULE_INIT_COMPRESSED_FILE
+	}
+	if err := unix.FinitModule(int(f.Fd()), "", flags); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("loading module %s: %w", path, err)
+	}
+	return nil
 }
 
 // InterfaceByMAC returns the name of the interface with the given MAC.
