@@ -377,7 +377,7 @@ func writePerformance(path, table string) error {
 		s = s[:i] + section + s[j+len(perfEnd)+1:]
 	} else {
 		if s == "" {
-			s = "# Performance\n\n"
+			s = "# Performance\n"
 		}
 		s += "\n" + section
 	}
