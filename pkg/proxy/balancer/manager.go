@@ -130,6 +130,22 @@ func (m *Manager) SetHealth(upstreamID, target string, healthy bool) error {
 	return nil
 }
 
+// UpstreamHealth reports one upstream's targets (by target name) and the
+// balancer's overall state, for GET /upstreams/{u}/health.
+func (m *Manager) UpstreamHealth(upstreamID string) (map[string]string, string) {
+	m.mu.Lock()
+	b := m.current[upstreamID]
+	m.mu.Unlock()
+	out := map[string]string{}
+	if b == nil {
+		return out, Unhealthy
+	}
+	for _, t := range b.targets {
+		out[t.Name] = b.TargetHealth(t)
+	}
+	return out, b.Health()
+}
+
 // Health reports every target's state, for GET /upstreams/{u}/health and
 // the kong_upstream_target_health metric.
 func (m *Manager) Health() map[string]map[string]string {

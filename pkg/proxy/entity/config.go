@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
+	"time"
 )
 
 // Config is an immutable snapshot of the whole gateway configuration, as the
@@ -30,6 +32,8 @@ type Config struct {
 	KeyAuthCredentials   []*KeyAuthCredential
 	BasicAuthCredentials []*BasicAuthCredential
 	ACLGroups            []*ACLGroup
+	KeySets              []*KeySet
+	Keys                 []*Key
 
 	services  map[string]*Service
 	consumers map[string]*Consumer
@@ -126,6 +130,10 @@ func (c *Config) decode(kind string, raw []byte) error {
 		dst = &c.BasicAuthCredentials
 	case "acls":
 		dst = &c.ACLGroups
+	case "key_sets":
+		dst = &c.KeySets
+	case "keys":
+		dst = &c.Keys
 	default:
 		return fmt.Errorf("unknown kind %q", kind)
 	}
@@ -154,3 +162,21 @@ func (c *Config) UpstreamByName(host string) *Upstream {
 
 // Certificate returns the certificate with the given id, or nil.
 func (c *Config) Certificate(id string) *Certificate { return c.certs[id] }
+
+// KeyAuthRemainingTTL returns the seconds a key-auth credential created at
+// createdAt (epoch seconds) with a ttl has left at now, as Kong reports it
+// (rounded down), and false when the credential has no ttl.
+func KeyAuthRemainingTTL(createdAt float64, ttl *int, now time.Time) (int, bool) {
+	if ttl == nil || *ttl <= 0 {
+		return 0, false
+	}
+	left := createdAt + float64(*ttl) - float64(now.UnixNano())/1e9
+	return int(math.Floor(left)), true
+}
+
+// Expired reports whether the credential's ttl has run out at now; the data
+// plane must not accept an expired key.
+func (k *KeyAuthCredential) Expired(now time.Time) bool {
+	left, ok := KeyAuthRemainingTTL(float64(k.CreatedAt), k.TTL, now)
+	return ok && left <= 0
+}

@@ -260,3 +260,31 @@ type ACLGroup struct {
 	Group     string   `json:"group"`
 	Tags      []string `json:"tags"`
 }
+
+// KeySet groups keys (table key_sets).
+type KeySet struct {
+	ID        string   `json:"id"`
+	CreatedAt int64    `json:"created_at"`
+	UpdatedAt int64    `json:"updated_at"`
+	Name      *string  `json:"name"`
+	Tags      []string `json:"tags"`
+}
+
+// Key is a JWK or PEM key (table keys).
+type Key struct {
+	ID        string   `json:"id"`
+	CreatedAt int64    `json:"created_at"`
+	UpdatedAt int64    `json:"updated_at"`
+	Set       *FK      `json:"set"`
+	Name      *string  `json:"name"`
+	KID       string   `json:"kid"`
+	JWK       *string  `json:"jwk"`
+	PEM       *KeyPEM  `json:"pem"`
+	Tags      []string `json:"tags"`
+}
+
+// KeyPEM is a key in PEM form.
+type KeyPEM struct {
+	PrivateKey *string `json:"private_key"`
+	PublicKey  *string `json:"public_key"`
+}

@@ -164,3 +164,15 @@ func TestTransformServiceURL(t *testing.T) {
 		}
 	}
 }
+
+func TestRateLimitingRedisShorthands(t *testing.T) {
+	out, errs := Validate(KindByName("plugins"), map[string]any{"name": "rate-limiting",
+		"config": map[string]any{"minute": 1.0, "policy": "redis", "redis_host": "localhost", "redis_port": 6380.0}})
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	redis := out["config"].(map[string]any)["redis"].(map[string]any)
+	if redis["host"] != "localhost" || redis["port"] != 6380.0 || out["config"].(map[string]any)["redis_host"] != nil {
+		t.Fatalf("redis: %v", out["config"])
+	}
+}

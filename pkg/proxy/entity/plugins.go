@@ -27,6 +27,21 @@ func cfg(checks []schema.Check, fields ...schema.Field) schema.Field {
 	return schema.Field{Name: "config", Type: schema.Record, Required: true, Fields: fields, EntityChecks: checks}
 }
 
+// redisShorthands are rate-limiting's deprecated flat redis_* inputs.
+func redisShorthands(plugin string) []schema.Shorthand {
+	var out []schema.Shorthand
+	for _, f := range []struct {
+		name string
+		typ  schema.Type
+	}{{"host", schema.String}, {"port", schema.Integer}, {"password", schema.String}, {"username", schema.String},
+		{"ssl", schema.Boolean}, {"ssl_verify", schema.Boolean}, {"server_name", schema.String},
+		{"timeout", schema.Integer}, {"database", schema.Integer}} {
+		out = append(out, schema.Shorthand{Name: "redis_" + f.name, Type: f.typ, Path: []string{"redis", f.name},
+			Message: plugin + ": config.redis_" + f.name + " is deprecated, please use config.redis." + f.name + " instead"})
+	}
+	return out
+}
+
 func strArrayDef(name string, def ...string) schema.Field {
 	f := strArray(name)
 	f.Default = append([]string{}, def...)
@@ -190,7 +205,7 @@ var Plugins = map[string]*PluginDef{
 		optBool("hide_groups_header", false),
 		optBool("always_use_authenticated_groups", false),
 	)},
-	"rate-limiting": {Name: "rate-limiting", Priority: 910, Config: cfg([]schema.Check{checkRateLimits},
+	"rate-limiting": {Name: "rate-limiting", Priority: 910, Config: withShorthands(redisShorthands("rate-limiting"), []schema.Check{checkRateLimits},
 		num("second"), num("minute"), num("hour"), num("day"), num("month"), num("year"),
 		oneOf("limit_by", "consumer", "consumer", "credential", "ip", "service", "header", "path", "consumer-group"),
 		str("header_name"),
@@ -235,6 +250,12 @@ var Plugins = map[string]*PluginDef{
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func withShorthands(sh []schema.Shorthand, checks []schema.Check, fields ...schema.Field) schema.Field {
+	f := cfg(checks, fields...)
+	f.Shorthands = sh
+	return f
+}
 
 func atLeastOneOfCfg(a, b string) schema.Check {
 	return func(rec map[string]any) []string {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -680,4 +681,88 @@ func checkUpstreamHash(rec map[string]any) []string {
 		errs = append(errs, "failed conditional validation given value of field 'hash_fallback'")
 	}
 	return errs
+}
+
+// TagSchema describes the read-only /tags collection (GET /schemas/tags).
+var TagSchema = &schema.Schema{
+	Name: "tags",
+	Fields: []schema.Field{
+		{Name: "entity_name", Type: schema.String, Required: true},
+		{Name: "entity_id", Type: schema.String, Required: true, UUID: true},
+		{Name: "tag", Type: schema.String, Required: true},
+	},
+}
+
+// KeySetSchema and KeySchema are Kong's key storage (/key-sets, /keys):
+// JWK or PEM keys that plugins can reference.
+var (
+	KeySetSchema = &schema.Schema{
+		Name: "key_sets", EndpointKey: "name",
+		Fields: []schema.Field{
+			idField, createdAtField, updatedAtField,
+			{Name: "name", Type: schema.String, Unique: true},
+			tagsField,
+		},
+	}
+	KeySchema = &schema.Schema{
+		Name: "keys", EndpointKey: "name",
+		Fields: []schema.Field{
+			idField, createdAtField, updatedAtField,
+			foreign("set", "key_sets", false),
+			{Name: "name", Type: schema.String, Unique: true},
+			{Name: "kid", Type: schema.String, Required: true},
+			{Name: "jwk", Type: schema.String, Check: checkJWK},
+			{Name: "pem", Type: schema.Record, Nullable: true, Fields: []schema.Field{
+				{Name: "private_key", Type: schema.String, Check: checkPEMKey},
+				{Name: "public_key", Type: schema.String, Check: checkPEMPublic},
+			}},
+			tagsField,
+		},
+		Checks: []schema.Check{checkKeyMaterial},
+	}
+)
+
+func checkJWK(v any) string {
+	s, _ := v.(string)
+	var jwk map[string]any
+	if err := json.Unmarshal([]byte(s), &jwk); err != nil {
+		return "could not json decode jwk string"
+	}
+	if _, ok := jwk["kty"].(string); !ok {
+		return "could not load JWK, likely not a valid key"
+	}
+	return ""
+}
+
+func checkPEMPublic(v any) string {
+	s, _ := v.(string)
+	b, _ := pem.Decode([]byte(s))
+	if b == nil {
+		return "could not load public key"
+	}
+	if _, err := x509.ParsePKIXPublicKey(b.Bytes); err != nil {
+		if _, err := x509.ParsePKCS1PublicKey(b.Bytes); err != nil {
+			return "could not load public key"
+		}
+	}
+	return ""
+}
+
+func checkKeyMaterial(rec map[string]any) []string {
+	jwk, hasJWK := rec["jwk"].(string)
+	pemRec, _ := rec["pem"].(map[string]any)
+	hasPEM := pemRec != nil && (!isEmpty(pemRec["private_key"]) || !isEmpty(pemRec["public_key"]))
+	switch {
+	case hasJWK && hasPEM:
+		return []string{"only one of these fields must be non-empty: 'jwk', 'pem'"}
+	case !hasJWK && !hasPEM:
+		return []string{"at least one of these fields must be non-empty: 'jwk', 'pem'"}
+	case hasJWK:
+		var parsed map[string]any
+		_ = json.Unmarshal([]byte(jwk), &parsed)
+		if kid, ok := parsed["kid"].(string); ok && kid != rec["kid"] {
+			return []string{"kid in jwk.kid must be equal to keys.kid"}
+		}
+	}
+	return nil
 }

@@ -24,7 +24,9 @@ func describeFields(fields []Field) []any {
 
 func describeField(f *Field) map[string]any {
 	d := map[string]any{"type": string(f.Type)}
-	if f.Required {
+	// Kong makes non-nullable records required; clients (go-kong, decK)
+	// only fill a record's defaults when it is marked so.
+	if f.Required || (f.Type == Record && !f.Nullable) {
 		d["required"] = true
 	}
 	if f.Default != nil {
@@ -68,6 +70,21 @@ func describeField(f *Field) map[string]any {
 	}
 	if f.Type == Record {
 		d["fields"] = describeFields(f.Fields)
+		if len(f.Shorthands) > 0 {
+			list := make([]any, 0, len(f.Shorthands))
+			for _, sh := range f.Shorthands {
+				path := make([]any, len(sh.Path))
+				for i, p := range sh.Path {
+					path[i] = p
+				}
+				list = append(list, map[string]any{sh.Name: map[string]any{
+					"type": string(sh.Type),
+					"deprecation": map[string]any{"message": sh.Message, "removal_in_version": "4.0",
+						"replaced_with": []any{map[string]any{"path": path}}},
+				}})
+			}
+			d["shorthand_fields"] = list
+		}
 	}
 	return d
 }

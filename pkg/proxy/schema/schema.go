@@ -69,6 +69,56 @@ type Field struct {
 	Reference string
 	// EntityChecks run on a record value once its fields are valid.
 	EntityChecks []Check
+	// Shorthands are deprecated input aliases of a record's nested fields
+	// (Kong's shorthand_fields), e.g. redis_host → redis.host.
+	Shorthands []Shorthand
+}
+
+// Shorthand is a deprecated record input that sets the field at Path.
+type Shorthand struct {
+	Name    string
+	Type    Type
+	Path    []string
+	Message string
+}
+
+// applyShorthands moves shorthand inputs to their paths; a value given at
+// the new path wins over its deprecated alias.
+func applyShorthands(f *Field, input map[string]any) map[string]any {
+	if len(f.Shorthands) == 0 {
+		return input
+	}
+	var out map[string]any
+	for _, sh := range f.Shorthands {
+		v, ok := input[sh.Name]
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = DeepCopy(input).(map[string]any)
+		}
+		delete(out, sh.Name)
+		if v == nil {
+			continue
+		}
+		cur := out
+		for _, p := range sh.Path[:len(sh.Path)-1] {
+			next, ok := cur[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				cur[p] = next
+			}
+			cur = next
+		}
+		last := sh.Path[len(sh.Path)-1]
+		if _, set := cur[last]; !set {
+			cur[last] = v
+		}
+	}
+	if out == nil {
+		return input
+	}
+	return out
 }
 
 // Check validates a whole record and returns entity-level messages.
@@ -121,9 +171,10 @@ func (e Errors) Flatten() []string {
 				}
 			}
 		case []any:
-			for _, s := range t {
+			// Kong numbers array elements from 1: "paths.2: invalid regex".
+			for i, s := range t {
 				if s != nil {
-					walk(prefix, s)
+					walk(prefix+"."+strconv.Itoa(i+1), s)
 				}
 			}
 		case string:
@@ -181,6 +232,7 @@ func (s *Schema) Process(input map[string]any, opt Options) (map[string]any, Err
 }
 
 func processRecord(f *Field, input map[string]any, opt Options) (map[string]any, Errors) {
+	input = applyShorthands(f, input)
 	errs := Errors{}
 	out := make(map[string]any, len(f.Fields))
 	for k := range input {
@@ -552,3 +604,6 @@ func coerceValue(f *Field, v any) any {
 func ProcessField(f *Field, v any) (any, any) {
 	return processValue(f, v, Options{})
 }
+
+// Error makes Errors an error; it returns Message.
+func (e Errors) Error() string { return e.Message() }

@@ -57,8 +57,6 @@ type Engine struct {
 	accessMu sync.Mutex
 
 	updateMu sync.Mutex
-	// draining is set by POST /status {"status":"draining"}.
-	draining atomic.Bool
 }
 
 // New returns an Engine with an empty configuration (every request gets
@@ -113,6 +111,9 @@ func (e *Engine) Update(cfg *entity.Config) error {
 	e.log.Info("configuration applied", "version", cfg.Version, "hash", cfg.Hash, "routes", s.router.Len())
 	return nil
 }
+
+// NodeID identifies this node.
+func (e *Engine) NodeID() string { return e.opts.NodeID }
 
 // Config returns the configuration being served.
 func (e *Engine) Config() *entity.Config { return e.snap.Load().cfg }

@@ -8,13 +8,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -89,9 +87,15 @@ func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 		ErrorLog:          nil,
 	}
 	if spec.SSL {
-		srv.TLSConfig = &tls.Config{GetCertificate: e.GetCertificate, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = e.TLSConfig()
 	}
 	return srv
+}
+
+// TLSConfig serves the configuration's certificates by SNI (the default
+// certificate otherwise).
+func (e *Engine) TLSConfig() *tls.Config {
+	return &tls.Config{GetCertificate: e.GetCertificate, MinVersion: tls.VersionTLS12}
 }
 
 // Serve runs srv on ln until ctx ends, then shuts it down gracefully.
@@ -121,43 +125,6 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, tlsOn bool) e
 	}
 }
 
-// Readiness reports whether the gateway is ready; reason explains a 503.
-type Readiness func() (ready bool, reason string)
-
-// StatusHandler serves Kong's status listener endpoints: /status,
-// /status/ready and /metrics. dbReachable may be nil (DB-less).
-func (e *Engine) StatusHandler(ready Readiness, dbReachable func() bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/status/ready", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			var body struct {
-				Status string `json:"status"`
-			}
-			_ = json.NewDecoder(r.Body).Decode(&body)
-			if body.Status == "draining" {
-				e.draining.Store(true)
-			}
-		}
-		if e.draining.Load() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"message": "draining"})
-			return
-		}
-		if ok, reason := ready(); !ok {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"message": reason})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"message": "ready"})
-	})
-	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, e.StatusBody(dbReachable))
-	})
-	mux.Handle("/metrics", e.MetricsHandler())
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not found"})
-	})
-	return mux
-}
-
 // MetricsHandler serves the Prometheus metrics (Kong's prometheus plugin
 // output, on the status and admin listeners).
 func (e *Engine) MetricsHandler() http.Handler {
@@ -165,34 +132,6 @@ func (e *Engine) MetricsHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		_ = e.state.Metrics.WriteText(w)
 	})
-}
-
-// StatusBody is Kong's GET /status document.
-func (e *Engine) StatusBody(dbReachable func() bool) map[string]any {
-	m := e.state.Metrics
-	body := map[string]any{
-		"memory": map[string]any{"workers_lua_vms": []any{}, "lua_shared_dicts": map[string]any{}},
-		"server": map[string]any{
-			"connections_accepted": m.ConnsAccepted.Load(), "connections_active": m.ConnsActive.Load(),
-			"connections_handled": m.ConnsAccepted.Load(), "connections_reading": 0,
-			"connections_waiting": m.ConnsActive.Load(), "connections_writing": 0,
-			"total_requests": m.TotalRequests.Load(),
-		},
-	}
-	if dbReachable != nil {
-		body["database"] = map[string]any{"reachable": dbReachable()}
-	} else {
-		body["configuration_hash"] = e.Config().Hash
-	}
-	return body
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
 }
 
 // selfSigned makes the default certificate served when no SNI matches.

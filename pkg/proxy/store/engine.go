@@ -9,32 +9,42 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 )
 
-// txn is what a backend offers the shared engine inside one transaction.
-type txn interface {
-	get(ctx context.Context, kind, id string) (map[string]any, error) // nil when absent
-	uniqueOwner(ctx context.Context, kind, name, value string) (string, error)
-	put(ctx context.Context, kind string, rec map[string]any, row rowIndex, insert bool) error
-	del(ctx context.Context, kind, id string) error
-	referrers(ctx context.Context, refKind, refID string) ([]ref, error)
-	list(ctx context.Context, kind string, q Query, after string, limit int) ([]map[string]any, error)
-	truncate(ctx context.Context) error
+// Txn is what a backend offers the shared engine (ExecWrite, ExecDelete,
+// ExecList, ExecReplace) inside one transaction. Backends implement only
+// storage; the engine owns Kong's key and cascade rules.
+type Txn interface {
+	// Lookup returns the record or nil when absent.
+	Lookup(ctx context.Context, kind, id string) (map[string]any, error)
+	// UniqueOwner returns the id holding a unique value, or "".
+	UniqueOwner(ctx context.Context, kind, name, value string) (string, error)
+	// Put stores rec with its index rows, replacing any previous version.
+	Put(ctx context.Context, kind string, rec map[string]any, row RowIndex, insert bool) error
+	// Remove deletes one record and its index rows.
+	Remove(ctx context.Context, kind, id string) error
+	// Referrers lists the foreign keys pointing at refKind/refID.
+	Referrers(ctx context.Context, refKind, refID string) ([]Ref, error)
+	// Scan returns up to limit records with id > after matching q, by id.
+	Scan(ctx context.Context, kind string, q Query, after string, limit int) ([]map[string]any, error)
+	// Truncate removes every record.
+	Truncate(ctx context.Context) error
 }
 
-// ref is one foreign-key edge: kind/id's field points at the referenced id.
-type ref struct {
-	kind, id, field string
+// Ref is one foreign-key edge: kind/id's field points at the referenced id.
+type Ref struct {
+	Kind, ID, Field string
 }
 
-// rowIndex is the derived index data stored with a record.
-type rowIndex struct {
-	id        string
-	createdAt float64
-	tags      []string
-	uniques   map[string]string // unique set name ("upstream,target") → value
-	refs      map[string]fkRef  // field → referenced record
+// RowIndex is the derived index data stored with a record.
+type RowIndex struct {
+	ID        string
+	CreatedAt float64
+	Tags      []string
+	Uniques   map[string]string // unique set name ("upstream,target") → value
+	Refs      map[string]FKRef  // field → referenced record
 }
 
-type fkRef struct{ kind, id string }
+// FKRef is the target of a foreign key.
+type FKRef struct{ Kind, ID string }
 
 func kindOf(name string) (*entity.Kind, error) {
 	k := entity.KindByName(name)
@@ -44,35 +54,35 @@ func kindOf(name string) (*entity.Kind, error) {
 	return k, nil
 }
 
-func indexOf(k *entity.Kind, rec map[string]any) (rowIndex, error) {
+func indexOf(k *entity.Kind, rec map[string]any) (RowIndex, error) {
 	id, _ := rec["id"].(string)
 	if id == "" {
-		return rowIndex{}, fmt.Errorf("%s record without id", k.Name)
+		return RowIndex{}, fmt.Errorf("%s record without id", k.Name)
 	}
-	ri := rowIndex{id: id, uniques: map[string]string{}, refs: map[string]fkRef{}}
-	ri.createdAt, _ = rec["created_at"].(float64)
+	ri := RowIndex{ID: id, Uniques: map[string]string{}, Refs: map[string]FKRef{}}
+	ri.CreatedAt, _ = rec["created_at"].(float64)
 	if tags, ok := rec["tags"].([]any); ok {
 		for _, t := range tags {
 			if s, ok := t.(string); ok {
-				ri.tags = append(ri.tags, s)
+				ri.Tags = append(ri.Tags, s)
 			}
 		}
 	}
 	for _, set := range k.Unique {
 		if v, ok := entity.UniqueValue(rec, set); ok {
-			ri.uniques[strings.Join(set, ",")] = v
+			ri.Uniques[strings.Join(set, ",")] = v
 		}
 	}
 	for _, fk := range k.Foreign {
 		if fid := entity.FKID(rec, fk.Field); fid != "" {
-			ri.refs[fk.Field] = fkRef{kind: fk.Ref, id: fid}
+			ri.Refs[fk.Field] = FKRef{Kind: fk.Ref, ID: fid}
 		}
 	}
 	return ri, nil
 }
 
-// write checks keys and stores rec (insert or replace).
-func write(ctx context.Context, tx txn, kindName string, rec map[string]any, insert bool) error {
+// ExecWrite checks keys and stores rec (insert or replace).
+func ExecWrite(ctx context.Context, tx Txn, kindName string, rec map[string]any, insert bool) error {
 	k, err := kindOf(kindName)
 	if err != nil {
 		return err
@@ -81,40 +91,40 @@ func write(ctx context.Context, tx txn, kindName string, rec map[string]any, ins
 	if err != nil {
 		return err
 	}
-	old, err := tx.get(ctx, k.Name, ri.id)
+	old, err := tx.Lookup(ctx, k.Name, ri.ID)
 	if err != nil {
 		return err
 	}
 	if insert && old != nil {
-		return &PrimaryKeyError{Kind: k.Name, ID: ri.id}
+		return &PrimaryKeyError{Kind: k.Name, ID: ri.ID}
 	}
 	if !insert && old == nil {
 		return ErrNotFound
 	}
 	for _, fk := range k.Foreign {
-		r, ok := ri.refs[fk.Field]
+		r, ok := ri.Refs[fk.Field]
 		if !ok {
 			continue
 		}
-		target, err := tx.get(ctx, r.kind, r.id)
+		target, err := tx.Lookup(ctx, r.Kind, r.ID)
 		if err != nil {
 			return err
 		}
 		if target == nil {
-			return &ForeignKeyError{Kind: k.Name, Field: fk.Field, Ref: r.kind, ID: r.id}
+			return &ForeignKeyError{Kind: k.Name, Field: fk.Field, Ref: r.Kind, ID: r.ID}
 		}
 	}
 	for _, set := range k.Unique {
 		name := strings.Join(set, ",")
-		v, ok := ri.uniques[name]
+		v, ok := ri.Uniques[name]
 		if !ok {
 			continue
 		}
-		owner, err := tx.uniqueOwner(ctx, k.Name, name, v)
+		owner, err := tx.UniqueOwner(ctx, k.Name, name, v)
 		if err != nil {
 			return err
 		}
-		if owner != "" && owner != ri.id {
+		if owner != "" && owner != ri.ID {
 			fields := map[string]any{}
 			for _, f := range set {
 				fields[f] = rec[f]
@@ -122,33 +132,33 @@ func write(ctx context.Context, tx txn, kindName string, rec map[string]any, ins
 			return &UniqueError{Kind: k.Name, Fields: fields}
 		}
 	}
-	return tx.put(ctx, k.Name, rec, ri, insert)
+	return tx.Put(ctx, k.Name, rec, ri, insert)
 }
 
-// remove deletes kind/id and cascades; a restricting reference fails.
-func remove(ctx context.Context, tx txn, kindName, id string) error {
+// ExecDelete deletes kind/id and cascades; a restricting reference fails.
+func ExecDelete(ctx context.Context, tx Txn, kindName, id string) error {
 	if _, err := kindOf(kindName); err != nil {
 		return err
 	}
-	rec, err := tx.get(ctx, kindName, id)
+	rec, err := tx.Lookup(ctx, kindName, id)
 	if err != nil || rec == nil {
 		return err
 	}
-	refs, err := tx.referrers(ctx, kindName, id)
+	refs, err := tx.Referrers(ctx, kindName, id)
 	if err != nil {
 		return err
 	}
 	for _, r := range refs {
-		if !cascades(r.kind, r.field) {
-			return &ReferencedError{Kind: kindName, By: r.kind}
+		if !cascades(r.Kind, r.Field) {
+			return &ReferencedError{Kind: kindName, By: r.Kind}
 		}
 	}
 	for _, r := range refs {
-		if err := remove(ctx, tx, r.kind, r.id); err != nil {
+		if err := ExecDelete(ctx, tx, r.Kind, r.ID); err != nil {
 			return err
 		}
 	}
-	return tx.del(ctx, kindName, id)
+	return tx.Remove(ctx, kindName, id)
 }
 
 func cascades(kind, field string) bool {
@@ -161,8 +171,8 @@ func cascades(kind, field string) bool {
 	return false
 }
 
-// listPage runs a paginated query using the id-keyset offset.
-func listPage(ctx context.Context, tx txn, kind string, q Query) (Page, error) {
+// ExecList runs a paginated query using the id-keyset offset.
+func ExecList(ctx context.Context, tx Txn, kind string, q Query) (Page, error) {
 	if _, err := kindOf(kind); err != nil {
 		return Page{}, err
 	}
@@ -178,7 +188,7 @@ func listPage(ctx context.Context, tx txn, kind string, q Query) (Page, error) {
 		}
 		after = string(b)
 	}
-	rows, err := tx.list(ctx, kind, q, after, size+1)
+	rows, err := tx.Scan(ctx, kind, q, after, size+1)
 	if err != nil {
 		return Page{}, err
 	}
@@ -191,14 +201,14 @@ func listPage(ctx context.Context, tx txn, kind string, q Query) (Page, error) {
 	return p, nil
 }
 
-// replaceAll loads recs into an emptied store in dependency order.
-func replaceAll(ctx context.Context, tx txn, recs entity.Records) error {
-	if err := tx.truncate(ctx); err != nil {
+// ExecReplace loads recs into an emptied store in dependency order.
+func ExecReplace(ctx context.Context, tx Txn, recs entity.Records) error {
+	if err := tx.Truncate(ctx); err != nil {
 		return err
 	}
 	for _, k := range entity.Kinds {
 		for _, rec := range recs[k.Name] {
-			if err := write(ctx, tx, k.Name, rec, true); err != nil {
+			if err := ExecWrite(ctx, tx, k.Name, rec, true); err != nil {
 				return fmt.Errorf("%s %v: %w", k.Singular, rec["id"], err)
 			}
 		}
@@ -206,8 +216,8 @@ func replaceAll(ctx context.Context, tx txn, recs entity.Records) error {
 	return nil
 }
 
-// tagsMatch applies a Query's tag filter to a record's tags.
-func tagsMatch(q Query, tags []string) bool {
+// TagsMatch applies a Query's tag filter to a record's tags.
+func TagsMatch(q Query, tags []string) bool {
 	if len(q.Tags) == 0 {
 		return true
 	}

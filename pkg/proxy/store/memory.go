@@ -16,27 +16,27 @@ type Memory struct {
 	st      *memState
 	version uint64
 	cfg     *entity.Config // cached snapshot for version
-	*notifier
+	*Notifier
 }
 
 type memRow struct {
 	rec map[string]any
-	ri  rowIndex
+	ri  RowIndex
 }
 
 type memState struct {
 	rows    map[string]map[string]memRow // kind → id → row
 	uniques map[string]string            // kind \x00 set \x00 value → id
-	refsTo  map[string]map[ref]bool      // kind \x00 id → referrers
+	refsTo  map[string]map[Ref]bool      // kind \x00 id → referrers
 }
 
 func newMemState() *memState {
-	return &memState{rows: map[string]map[string]memRow{}, uniques: map[string]string{}, refsTo: map[string]map[ref]bool{}}
+	return &memState{rows: map[string]map[string]memRow{}, uniques: map[string]string{}, refsTo: map[string]map[Ref]bool{}}
 }
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{st: newMemState(), notifier: newNotifier()}
+	return &Memory{st: newMemState(), Notifier: NewNotifier()}
 }
 
 func ukey(parts ...string) string {
@@ -47,72 +47,72 @@ func ukey(parts ...string) string {
 	return s
 }
 
-func (s *memState) get(_ context.Context, kind, id string) (map[string]any, error) {
+func (s *memState) Lookup(_ context.Context, kind, id string) (map[string]any, error) {
 	if r, ok := s.rows[kind][id]; ok {
 		return r.rec, nil
 	}
 	return nil, nil
 }
 
-func (s *memState) uniqueOwner(_ context.Context, kind, name, value string) (string, error) {
+func (s *memState) UniqueOwner(_ context.Context, kind, name, value string) (string, error) {
 	return s.uniques[ukey(kind, name, value)], nil
 }
 
-func (s *memState) put(ctx context.Context, kind string, rec map[string]any, ri rowIndex, _ bool) error {
-	if err := s.del(ctx, kind, ri.id); err != nil {
+func (s *memState) Put(ctx context.Context, kind string, rec map[string]any, ri RowIndex, _ bool) error {
+	if err := s.Remove(ctx, kind, ri.ID); err != nil {
 		return err
 	}
 	if s.rows[kind] == nil {
 		s.rows[kind] = map[string]memRow{}
 	}
-	s.rows[kind][ri.id] = memRow{rec: schema.DeepCopy(rec).(map[string]any), ri: ri}
-	for name, v := range ri.uniques {
-		s.uniques[ukey(kind, name, v)] = ri.id
+	s.rows[kind][ri.ID] = memRow{rec: schema.DeepCopy(rec).(map[string]any), ri: ri}
+	for name, v := range ri.Uniques {
+		s.uniques[ukey(kind, name, v)] = ri.ID
 	}
-	for field, r := range ri.refs {
-		key := ukey(r.kind, r.id)
+	for field, r := range ri.Refs {
+		key := ukey(r.Kind, r.ID)
 		if s.refsTo[key] == nil {
-			s.refsTo[key] = map[ref]bool{}
+			s.refsTo[key] = map[Ref]bool{}
 		}
-		s.refsTo[key][ref{kind: kind, id: ri.id, field: field}] = true
+		s.refsTo[key][Ref{Kind: kind, ID: ri.ID, Field: field}] = true
 	}
 	return nil
 }
 
-func (s *memState) del(_ context.Context, kind, id string) error {
+func (s *memState) Remove(_ context.Context, kind, id string) error {
 	old, ok := s.rows[kind][id]
 	if !ok {
 		return nil
 	}
-	for name, v := range old.ri.uniques {
+	for name, v := range old.ri.Uniques {
 		delete(s.uniques, ukey(kind, name, v))
 	}
-	for field, r := range old.ri.refs {
-		delete(s.refsTo[ukey(r.kind, r.id)], ref{kind: kind, id: id, field: field})
+	for field, r := range old.ri.Refs {
+		delete(s.refsTo[ukey(r.Kind, r.ID)], Ref{Kind: kind, ID: id, Field: field})
 	}
 	delete(s.rows[kind], id)
 	return nil
 }
 
-func (s *memState) referrers(_ context.Context, refKind, refID string) ([]ref, error) {
-	var out []ref
+func (s *memState) Referrers(_ context.Context, refKind, refID string) ([]Ref, error) {
+	var out []Ref
 	for r := range s.refsTo[ukey(refKind, refID)] {
 		out = append(out, r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].kind+out[i].id < out[j].kind+out[j].id })
+	sort.Slice(out, func(i, j int) bool { return out[i].Kind+out[i].ID < out[j].Kind+out[j].ID })
 	return out, nil
 }
 
-func (s *memState) list(_ context.Context, kind string, q Query, after string, limit int) ([]map[string]any, error) {
+func (s *memState) Scan(_ context.Context, kind string, q Query, after string, limit int) ([]map[string]any, error) {
 	ids := make([]string, 0, len(s.rows[kind]))
 	for id, r := range s.rows[kind] {
 		if id <= after {
 			continue
 		}
-		if q.ForeignField != "" && r.ri.refs[q.ForeignField].id != q.ForeignID {
+		if q.ForeignField != "" && r.ri.Refs[q.ForeignField].ID != q.ForeignID {
 			continue
 		}
-		if !tagsMatch(q, r.ri.tags) {
+		if !TagsMatch(q, r.ri.Tags) {
 			continue
 		}
 		ids = append(ids, id)
@@ -128,7 +128,7 @@ func (s *memState) list(_ context.Context, kind string, q Query, after string, l
 	return out, nil
 }
 
-func (s *memState) truncate(context.Context) error {
+func (s *memState) Truncate(context.Context) error {
 	*s = *newMemState()
 	return nil
 }
@@ -145,7 +145,7 @@ func (s *memState) clone() *memState {
 		c.uniques[k] = v
 	}
 	for k, set := range s.refsTo {
-		c.refsTo[k] = make(map[ref]bool, len(set))
+		c.refsTo[k] = make(map[Ref]bool, len(set))
 		for r := range set {
 			c.refsTo[k][r] = true
 		}
@@ -166,7 +166,7 @@ func (m *Memory) mutate(fn func(*memState) error) error {
 	m.version++
 	m.cfg = nil
 	m.mu.Unlock()
-	m.notify()
+	m.Notify()
 	return nil
 }
 
@@ -174,7 +174,7 @@ func (m *Memory) mutate(fn func(*memState) error) error {
 func (m *Memory) Get(ctx context.Context, kind, id string) (map[string]any, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	rec, _ := m.st.get(ctx, kind, id)
+	rec, _ := m.st.Lookup(ctx, kind, id)
 	if rec == nil {
 		return nil, ErrNotFound
 	}
@@ -196,17 +196,17 @@ func (m *Memory) GetByUnique(ctx context.Context, kind, fields, value string) (m
 func (m *Memory) List(ctx context.Context, kind string, q Query) (Page, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return listPage(ctx, m.st, kind, q)
+	return ExecList(ctx, m.st, kind, q)
 }
 
 // Insert implements Store.
 func (m *Memory) Insert(ctx context.Context, kind string, rec map[string]any) error {
-	return m.mutate(func(s *memState) error { return write(ctx, s, kind, rec, true) })
+	return m.mutate(func(s *memState) error { return ExecWrite(ctx, s, kind, rec, true) })
 }
 
 // Update implements Store.
 func (m *Memory) Update(ctx context.Context, kind string, rec map[string]any) error {
-	return m.mutate(func(s *memState) error { return write(ctx, s, kind, rec, false) })
+	return m.mutate(func(s *memState) error { return ExecWrite(ctx, s, kind, rec, false) })
 }
 
 // Delete implements Store.
@@ -220,12 +220,12 @@ func (m *Memory) Delete(ctx context.Context, kind, id string) error {
 		}
 		return nil
 	}
-	return m.mutate(func(s *memState) error { return remove(ctx, s, kind, id) })
+	return m.mutate(func(s *memState) error { return ExecDelete(ctx, s, kind, id) })
 }
 
 // Replace implements Store.
 func (m *Memory) Replace(ctx context.Context, recs entity.Records) error {
-	return m.mutate(func(s *memState) error { return replaceAll(ctx, s, recs) })
+	return m.mutate(func(s *memState) error { return ExecReplace(ctx, s, recs) })
 }
 
 // Snapshot implements Store.

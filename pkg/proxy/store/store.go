@@ -138,21 +138,21 @@ func (e *ReferencedError) Error() string {
 	return fmt.Sprintf("an existing '%s' entity references this '%s' entity", e.By, e.Kind)
 }
 
-// notifier hands out a channel that is closed on the next change.
-type notifier struct {
+// Notifier hands out a channel that is closed on the next change.
+type Notifier struct {
 	mu sync.Mutex
 	ch chan struct{}
 }
 
-func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
+func NewNotifier() *Notifier { return &Notifier{ch: make(chan struct{})} }
 
-func (n *notifier) Changed() <-chan struct{} {
+func (n *Notifier) Changed() <-chan struct{} {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.ch
 }
 
-func (n *notifier) notify() {
+func (n *Notifier) Notify() {
 	n.mu.Lock()
 	close(n.ch)
 	n.ch = make(chan struct{})

@@ -1,4 +1,8 @@
-package store
+// Package sqlstore implements store.Store on SQL databases: SQLite through
+// modernc.org/sqlite (pure Go, no cgo) for a single-node gateway, and
+// PostgreSQL through pgx for production. Both share one schema: a table of
+// JSON entity bodies plus index tables for unique keys and foreign keys.
+package sqlstore
 
 import (
 	"context"
@@ -17,6 +21,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
 // SQL is the database-backed store (SQLite or PostgreSQL). Every write runs
@@ -25,7 +30,7 @@ import (
 type SQL struct {
 	db      *sql.DB
 	dialect string // "sqlite" or "postgres"
-	*notifier
+	*store.Notifier
 
 	mu      sync.Mutex
 	cfg     *entity.Config
@@ -68,7 +73,7 @@ var schemaDDL = []string{
 }
 
 func openSQL(ctx context.Context, db *sql.DB, dialect string, pollEvery time.Duration) (*SQL, error) {
-	s := &SQL{db: db, dialect: dialect, notifier: newNotifier()}
+	s := &SQL{db: db, dialect: dialect, Notifier: store.NewNotifier()}
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("connect to %s: %w", dialect, err)
@@ -117,7 +122,7 @@ func (s *SQL) poll(ctx context.Context, every time.Duration) {
 		s.seen = v
 		s.mu.Unlock()
 		if changed {
-			s.notify()
+			s.Notify()
 		}
 	}
 }
@@ -145,7 +150,7 @@ type sqlTx struct {
 	tx *sql.Tx
 }
 
-func (t sqlTx) get(ctx context.Context, kind, id string) (map[string]any, error) {
+func (t sqlTx) Lookup(ctx context.Context, kind, id string) (map[string]any, error) {
 	var body string
 	err := t.tx.QueryRowContext(ctx, t.s.q(`SELECT body FROM kiln_entities WHERE kind = ? AND id = ?`), kind, id).Scan(&body)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -165,7 +170,7 @@ func decodeBody(body string) (map[string]any, error) {
 	return rec, nil
 }
 
-func (t sqlTx) uniqueOwner(ctx context.Context, kind, name, value string) (string, error) {
+func (t sqlTx) UniqueOwner(ctx context.Context, kind, name, value string) (string, error) {
 	var id string
 	err := t.tx.QueryRowContext(ctx, t.s.q(`SELECT id FROM kiln_uniques WHERE kind = ? AND name = ? AND value = ?`), kind, name, value).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -174,38 +179,38 @@ func (t sqlTx) uniqueOwner(ctx context.Context, kind, name, value string) (strin
 	return id, err
 }
 
-func (t sqlTx) put(ctx context.Context, kind string, rec map[string]any, ri rowIndex, insert bool) error {
+func (t sqlTx) Put(ctx context.Context, kind string, rec map[string]any, ri store.RowIndex, insert bool) error {
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", kind, err)
 	}
 	if !insert {
-		if err := t.del(ctx, kind, ri.id); err != nil {
+		if err := t.Remove(ctx, kind, ri.ID); err != nil {
 			return err
 		}
 	}
 	tags := ","
-	if len(ri.tags) > 0 {
-		tags = "," + strings.Join(ri.tags, ",") + ","
+	if len(ri.Tags) > 0 {
+		tags = "," + strings.Join(ri.Tags, ",") + ","
 	}
 	if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_entities (kind, id, created_at, tags, body) VALUES (?, ?, ?, ?, ?)`),
-		kind, ri.id, ri.createdAt, tags, string(body)); err != nil {
+		kind, ri.ID, ri.CreatedAt, tags, string(body)); err != nil {
 		return fmt.Errorf("insert %s: %w", kind, err)
 	}
-	for name, v := range ri.uniques {
-		if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_uniques (kind, name, value, id) VALUES (?, ?, ?, ?)`), kind, name, v, ri.id); err != nil {
+	for name, v := range ri.Uniques {
+		if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_uniques (kind, name, value, id) VALUES (?, ?, ?, ?)`), kind, name, v, ri.ID); err != nil {
 			return fmt.Errorf("index %s.%s: %w", kind, name, err)
 		}
 	}
-	for field, r := range ri.refs {
-		if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_refs (kind, id, field, ref_kind, ref_id) VALUES (?, ?, ?, ?, ?)`), kind, ri.id, field, r.kind, r.id); err != nil {
+	for field, r := range ri.Refs {
+		if _, err := t.tx.ExecContext(ctx, t.s.q(`INSERT INTO kiln_refs (kind, id, field, ref_kind, ref_id) VALUES (?, ?, ?, ?, ?)`), kind, ri.ID, field, r.Kind, r.ID); err != nil {
 			return fmt.Errorf("index %s.%s: %w", kind, field, err)
 		}
 	}
 	return nil
 }
 
-func (t sqlTx) del(ctx context.Context, kind, id string) error {
+func (t sqlTx) Remove(ctx context.Context, kind, id string) error {
 	for _, table := range []string{"kiln_entities", "kiln_uniques", "kiln_refs"} {
 		if _, err := t.tx.ExecContext(ctx, t.s.q(`DELETE FROM `+table+` WHERE kind = ? AND id = ?`), kind, id); err != nil {
 			return fmt.Errorf("delete %s %s: %w", kind, id, err)
@@ -214,16 +219,16 @@ func (t sqlTx) del(ctx context.Context, kind, id string) error {
 	return nil
 }
 
-func (t sqlTx) referrers(ctx context.Context, refKind, refID string) ([]ref, error) {
+func (t sqlTx) Referrers(ctx context.Context, refKind, refID string) ([]store.Ref, error) {
 	rows, err := t.tx.QueryContext(ctx, t.s.q(`SELECT kind, id, field FROM kiln_refs WHERE ref_kind = ? AND ref_id = ? ORDER BY kind, id`), refKind, refID)
 	if err != nil {
 		return nil, fmt.Errorf("find references to %s %s: %w", refKind, refID, err)
 	}
 	defer rows.Close()
-	var out []ref
+	var out []store.Ref
 	for rows.Next() {
-		var r ref
-		if err := rows.Scan(&r.kind, &r.id, &r.field); err != nil {
+		var r store.Ref
+		if err := rows.Scan(&r.Kind, &r.ID, &r.Field); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -235,11 +240,11 @@ func likeEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
-func (t sqlTx) list(ctx context.Context, kind string, q Query, after string, limit int) ([]map[string]any, error) {
+func (t sqlTx) Scan(ctx context.Context, kind string, q store.Query, after string, limit int) ([]map[string]any, error) {
 	query := `SELECT e.body FROM kiln_entities e`
 	var args []any
 	if q.ForeignField != "" {
-		query += ` JOIN kiln_refs r ON r.kind = e.kind AND r.id = e.id AND r.field = ? AND r.ref_id = ?`
+		query += ` JOIN kiln_refs r ON r.Kind = e.kind AND r.ID = e.id AND r.Field = ? AND r.ref_id = ?`
 		args = append(args, q.ForeignField, q.ForeignID)
 	}
 	query += ` WHERE e.kind = ? AND e.id > ?`
@@ -278,7 +283,7 @@ func (t sqlTx) list(ctx context.Context, kind string, q Query, after string, lim
 	return out, rows.Err()
 }
 
-func (t sqlTx) truncate(ctx context.Context) error {
+func (t sqlTx) Truncate(ctx context.Context) error {
 	for _, table := range []string{"kiln_entities", "kiln_uniques", "kiln_refs"} {
 		if _, err := t.tx.ExecContext(ctx, `DELETE FROM `+table); err != nil {
 			return fmt.Errorf("empty %s: %w", table, err)
@@ -317,7 +322,7 @@ func (s *SQL) writeTx(ctx context.Context, fn func(sqlTx) error) error {
 	s.mu.Lock()
 	s.seen = v
 	s.mu.Unlock()
-	s.notify()
+	s.Notify()
 	return nil
 }
 
@@ -326,11 +331,11 @@ func (s *SQL) Get(ctx context.Context, kind, id string) (map[string]any, error) 
 	var rec map[string]any
 	err := s.read(ctx, func(t sqlTx) error {
 		var err error
-		rec, err = t.get(ctx, kind, id)
+		rec, err = t.Lookup(ctx, kind, id)
 		return err
 	})
 	if err == nil && rec == nil {
-		err = ErrNotFound
+		err = store.ErrNotFound
 	}
 	return rec, err
 }
@@ -339,25 +344,25 @@ func (s *SQL) Get(ctx context.Context, kind, id string) (map[string]any, error) 
 func (s *SQL) GetByUnique(ctx context.Context, kind, fields, value string) (map[string]any, error) {
 	var rec map[string]any
 	err := s.read(ctx, func(t sqlTx) error {
-		id, err := t.uniqueOwner(ctx, kind, fields, value)
+		id, err := t.UniqueOwner(ctx, kind, fields, value)
 		if err != nil || id == "" {
 			return err
 		}
-		rec, err = t.get(ctx, kind, id)
+		rec, err = t.Lookup(ctx, kind, id)
 		return err
 	})
 	if err == nil && rec == nil {
-		err = ErrNotFound
+		err = store.ErrNotFound
 	}
 	return rec, err
 }
 
 // List implements Store.
-func (s *SQL) List(ctx context.Context, kind string, q Query) (Page, error) {
-	var p Page
+func (s *SQL) List(ctx context.Context, kind string, q store.Query) (store.Page, error) {
+	var p store.Page
 	err := s.read(ctx, func(t sqlTx) error {
 		var err error
-		p, err = listPage(ctx, t, kind, q)
+		p, err = store.ExecList(ctx, t, kind, q)
 		return err
 	})
 	return p, err
@@ -365,26 +370,26 @@ func (s *SQL) List(ctx context.Context, kind string, q Query) (Page, error) {
 
 // Insert implements Store.
 func (s *SQL) Insert(ctx context.Context, kind string, rec map[string]any) error {
-	return s.writeTx(ctx, func(t sqlTx) error { return write(ctx, t, kind, rec, true) })
+	return s.writeTx(ctx, func(t sqlTx) error { return store.ExecWrite(ctx, t, kind, rec, true) })
 }
 
 // Update implements Store.
 func (s *SQL) Update(ctx context.Context, kind string, rec map[string]any) error {
-	return s.writeTx(ctx, func(t sqlTx) error { return write(ctx, t, kind, rec, false) })
+	return s.writeTx(ctx, func(t sqlTx) error { return store.ExecWrite(ctx, t, kind, rec, false) })
 }
 
 // Delete implements Store.
 func (s *SQL) Delete(ctx context.Context, kind, id string) error {
-	if _, err := s.Get(ctx, kind, id); errors.Is(err, ErrNotFound) {
-		_, kerr := kindOf(kind)
+	if _, err := s.Get(ctx, kind, id); errors.Is(err, store.ErrNotFound) {
+		_, kerr := kindCheck(kind)
 		return kerr
 	}
-	return s.writeTx(ctx, func(t sqlTx) error { return remove(ctx, t, kind, id) })
+	return s.writeTx(ctx, func(t sqlTx) error { return store.ExecDelete(ctx, t, kind, id) })
 }
 
 // Replace implements Store.
 func (s *SQL) Replace(ctx context.Context, recs entity.Records) error {
-	return s.writeTx(ctx, func(t sqlTx) error { return replaceAll(ctx, t, recs) })
+	return s.writeTx(ctx, func(t sqlTx) error { return store.ExecReplace(ctx, t, recs) })
 }
 
 // Snapshot implements Store.
@@ -458,4 +463,12 @@ func (s *SQL) Close() error {
 		<-s.stopped
 	}
 	return s.db.Close()
+}
+
+func kindCheck(kind string) (*entity.Kind, error) {
+	k := entity.KindByName(kind)
+	if k == nil {
+		return nil, fmt.Errorf("unknown entity kind %q", kind)
+	}
+	return k, nil
 }

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# bench-proxy: wrk against kiln's gateway, nginx, haproxy and caddy, each
+# proxying the same loopback upstream (an nginx worker serving a 1 KiB file),
+# all with keep-alive on both sides, same connections and duration; then kiln
+# again with key-auth + rate-limiting. Prints one table with RPS, p50, p99 and
+# the ratio to nginx. Needs: wrk nginx haproxy caddy (Debian packages) and a
+# kiln binary (KILN=path, default bin/kiln built by `make build`).
+#
+# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KILN=${KILN:-bin/kiln}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-3s}
+ROUNDS=${ROUNDS:-1}
+
+for bin in wrk nginx haproxy caddy curl; do
+  command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl)" >&2; exit 1; }
+done
+[ -x "$KILN" ] || { echo "bench-proxy: $KILN not found; run make build or set KILN=" >&2; exit 1; }
+
+TMP=$(mktemp -d /tmp/kiln-bench-proxy.XXXXXX)
+chmod 755 "$TMP" # nginx workers run unprivileged and must read the upstream file
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# free_port prints a loopback TCP port nobody listens on.
+free_port() {
+  local p
+  while :; do
+    p=$(( 10000 + RANDOM % 20000 )) # below the ephemeral range (32768+)
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+
+wait_http() { # url [header]
+  for _ in $(seq 1 100); do
+    if curl -fsS -o /dev/null ${2:+-H "$2"} "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench-proxy: $1 did not come up" >&2; return 1
+}
+
+UP=$(free_port)
+mkdir -p "$TMP/up/www" "$TMP/up/logs"
+head -c 1024 /dev/zero | tr '\0' 'k' > "$TMP/up/www/1k"
+cat > "$TMP/up/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/up/nginx.pid;
+error_log $TMP/up/logs/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $TMP/up/tmp; proxy_temp_path $TMP/up/tmp; fastcgi_temp_path $TMP/up/tmp;
+  uwsgi_temp_path $TMP/up/tmp; scgi_temp_path $TMP/up/tmp;
+  server { listen 127.0.0.1:$UP; root $TMP/up/www; location / { default_type text/plain; } }
+}
+EOF
+nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+wait_http "http://127.0.0.1:$UP/1k"
+
+start_nginx() {
+  local port=$1 d="$TMP/nginx"
+  mkdir -p "$d/logs" "$d/tmp"
+  cat > "$d/nginx.conf" <<EOF
+worker_processes auto;
+pid $d/nginx.pid;
+error_log $d/logs/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+  upstream up { server 127.0.0.1:$UP; keepalive 512; }
+  server {
+    listen 127.0.0.1:$port;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+  nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+}
+
+start_haproxy() {
+  local port=$1 d="$TMP/haproxy"
+  mkdir -p "$d"
+  cat > "$d/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:$port
+  default_backend b
+backend b
+  server s1 127.0.0.1:$UP
+EOF
+  haproxy -f "$d/haproxy.cfg" -db & PIDS+=($!)
+}
+
+start_caddy() {
+  local port=$1 d="$TMP/caddy"
+  mkdir -p "$d"
+  cat > "$d/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+}
+http://127.0.0.1:$port {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:$UP
+}
+EOF
+  XDG_DATA_HOME="$d" XDG_CONFIG_HOME="$d" HOME="$d" caddy run --config "$d/Caddyfile" --adapter caddyfile >"$d/log" 2>&1 & PIDS+=($!)
+}
+
+# start_kiln port [plugins]: kiln gateway, DB-less, configured by a
+# declarative file (the same way an operator would).
+start_kiln() {
+  local port=$1 plugins=${2:-} d="$TMP/kiln-$1"
+  mkdir -p "$d"
+  {
+    echo '_format_version: "3.0"'
+    echo 'services:'
+    echo "- name: bench"
+    echo "  url: http://127.0.0.1:$UP"
+    echo '  routes:'
+    echo '  - name: all'
+    echo '    paths: ["/"]'
+    if [ -n "$plugins" ]; then
+      echo 'consumers:'
+      echo '- username: bench'
+      echo '  keyauth_credentials:'
+      echo '  - key: bench-key'
+      echo 'plugins:'
+      echo '- name: key-auth'
+      echo '- name: rate-limiting'
+      echo '  config: {second: 1000000000, hour: 1000000000000, policy: local, limit_by: consumer}'
+    fi
+  } > "$d/kong.yaml"
+  "$KILN" gateway run --database off --declarative-config "$d/kong.yaml" \
+    --proxy-listen "127.0.0.1:$port" --admin-listen off --status-listen off --proxy-access-log off \
+    >"$d/log" 2>&1 & PIDS+=($!)
+}
+
+# cpu_ticks pid: user+system clock ticks used by pid and its child
+# processes (nginx workers), for CPU time per request.
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    if [ -r "/proc/$p/stat" ]; then
+      total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+    fi
+  done
+  echo "$total"
+}
+
+declare -A PORT PID HDR
+NAMES=()
+add() { NAMES+=("$1"); PORT[$1]=$2; PID[$1]=${PIDS[-1]}; HDR[$1]=${3:-}; }
+
+# run name: warm up, measure once; appends to $TMP/results.
+run() {
+  local name=$1 port=${PORT[$1]} hdr=${HDR[$1]} out
+  local args=(-t"$THREADS" -c"$CONNS" --latency)
+  if [ -n "$hdr" ]; then
+    printf 'wrk.headers["%s"] = "%s"\n' "${hdr%%:*}" "$(echo "${hdr#*:}" | sed 's/^ *//')" > "$TMP/hdr-$port.lua"
+    args+=(-s "$TMP/hdr-$port.lua")
+  fi
+  wrk "${args[@]}" -d"$WARMUP" "http://127.0.0.1:$port/1k" >/dev/null
+  local t0 t1
+  t0=$(cpu_ticks "${PID[$name]}")
+  out=$(wrk "${args[@]}" -d"$DURATION" "http://127.0.0.1:$port/1k")
+  t1=$(cpu_ticks "${PID[$name]}")
+  local rps p50 p99 non2xx reqs
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs" >> "$TMP/results"
+}
+
+P=$(free_port); start_nginx "$P"; add nginx "$P"
+P=$(free_port); start_haproxy "$P"; add haproxy "$P"
+P=$(free_port); start_caddy "$P"; add caddy "$P"
+P=$(free_port); start_kiln "$P"; add kiln "$P"
+P=$(free_port); start_kiln "$P" plugins; add "kiln+key-auth+rate-limiting" "$P" "apikey: bench-key"
+for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/1k" "${HDR[$n]}"; done
+# Rounds interleave the proxies so that load from other processes on the
+# machine spreads over all of them alike.
+for r in $(seq 1 "$ROUNDS"); do
+  for n in "${NAMES[@]}"; do run "$n"; done
+done
+
+echo
+echo "bench-proxy: wrk -t$THREADS -c$CONNS -d$DURATION (x$ROUNDS), 1 KiB responses, keep-alive, upstream nginx (1 worker) on loopback"
+echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), load before run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "(CPU µs/req: proxy process user+system CPU time per request — robust when other load shares the machine)"
+awk '
+function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
+{ n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 } }
+END {
+  base = rps["nginx"]/n["nginx"]; b99 = p99["nginx"]/n["nginx"]; bcpu = cpu["nginx"]/req["nginx"]
+  printf "%-28s %9s %8s %8s %10s %10s %11s %10s %8s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "CPU us/req", "CPU/nginx", "non-2xx"
+  for (i=1; i<=k; i++) { x=order[i]; c = cpu[x]/req[x]
+    printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %11.1f %10.2f %8d\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x] }
+}' "$TMP/results"

@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startGatewayCLI runs `kiln gateway run` in-process on ephemeral loopback
+// ports and returns the proxy, admin and status base URLs.
+func startGatewayCLI(t *testing.T, extra ...string) (proxy, admin, status string) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	args := append([]string{"gateway", "run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--status-listen", "127.0.0.1:0", "--proxy-access-log", "off"}, extra...)
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, args, strings.NewReader(""), io.Discard, pw)
+		_ = pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("gateway did not stop")
+		}
+	})
+	re := regexp.MustCompile(`proxy (\S+), admin (\S+), status (\S+)`)
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			go func() { _, _ = io.Copy(io.Discard, pr) }()
+			return m[1], m[2], m[3]
+		}
+	}
+	t.Fatalf("gateway did not start (exit %v)", <-done)
+	return
+}
+
+func upstreamEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"uri": r.RequestURI, "headers": r.Header})
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+func TestGatewayRunSeedExample(t *testing.T) {
+	up := upstreamEcho(t)
+	proxy, admin, status := startGatewayCLI(t, "--database", "sqlite", "--sqlite-path", filepath.Join(t.TempDir(), "gw.db"))
+
+	// The seed's commands: with httpie when it is installed (CI installs
+	// it), and the form-encoded variant with a plain client.
+	if httpie, err := exec.LookPath("http"); err == nil {
+		a := strings.TrimPrefix(admin, "http://127.0.0.1")
+		for _, args := range [][]string{
+			{"--ignore-stdin", "--check-status", a + "/services", "name=httpservice", "url=http://" + up},
+			{"--ignore-stdin", "--check-status", a + "/services/httpservice/routes", "name=httpbinroute", `paths:=["/httpbin"]`},
+		} {
+			out, err := exec.Command(httpie, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("http %v: %v\n%s", args, err, out)
+			}
+		}
+	} else {
+		t.Logf("httpie is not installed (apt-get install httpie); creating the service with net/http")
+		resp, err := http.PostForm(admin+"/services", url.Values{"name": {"httpservice"}, "url": {"http://" + up}})
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("POST /services: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.PostForm(admin+"/services/httpservice/routes", url.Values{"name": {"r"}, "paths[]": {"/formpath"}})
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("POST route with a form body: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	// The proxy follows the store without a restart.
+	var body []byte
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err = http.Get(proxy + "/formpath/get")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /formpath/get: %d %s", resp.StatusCode, body)
+	}
+	if _, err := exec.LookPath("http"); err == nil {
+		resp, err = http.Get(proxy + "/httpbin/get")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	var got struct {
+		URI     string      `json:"uri"`
+		Headers http.Header `json:"headers"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("upstream answer %q: %v", body, err)
+	}
+	if got.URI != "/get" {
+		t.Errorf("upstream saw %q, want /get", got.URI)
+	}
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Path", "X-Forwarded-Prefix", "X-Real-Ip", "Via", "X-Kong-Request-Id"} {
+		if got.Headers.Get(h) == "" {
+			t.Errorf("upstream request lacks %s: %v", h, got.Headers)
+		}
+	}
+	for _, h := range []string{"Via", "X-Kong-Upstream-Latency", "X-Kong-Proxy-Latency", "X-Kong-Request-Id"} {
+		if resp.Header.Get(h) == "" {
+			t.Errorf("client response lacks %s", h)
+		}
+	}
+	resp, err = http.Get(status + "/status/ready")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/status/ready: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+func TestGatewayRunDeclarative(t *testing.T) {
+	up := upstreamEcho(t)
+	file := filepath.Join(t.TempDir(), "kong.yaml")
+	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "/base\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file)
+	resp, err := http.Get(proxy + "/api/items")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"uri":"/base/items"`) {
+		t.Fatalf("declarative route: %d %s", resp.StatusCode, body)
+	}
+	// DB-less: writes are refused as in Kong.
+	resp, err = http.PostForm(admin+"/services", url.Values{"name": {"x"}, "url": {"http://" + up}})
+	if err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("write in DB-less mode: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+func TestGatewayRunUsageErrors(t *testing.T) {
+	var stderr strings.Builder
+	code := Run(context.Background(), []string{"gateway", "run", "--database", "sqlite", "--declarative-config", "x.yaml"}, strings.NewReader(""), io.Discard, &stderr)
+	if code != ExitUsage || !strings.Contains(stderr.String(), "--declarative-config needs --database off") {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	stderr.Reset()
+	code = Run(context.Background(), []string{"gateway", "run", "--database", "mysql"}, strings.NewReader(""), io.Discard, &stderr)
+	if code == ExitOK || !strings.Contains(stderr.String(), "mysql") {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+}
