@@ -27,7 +27,7 @@ func TestHookBoots(t *testing.T) {
 	buildTime := time.Since(start)
 
 	v := startVM(t, ctx, "hook", "-machine", "q35", "-m", "1024", "-kernel", res.Kernel, "-initrd", res.Initramfs,
-		"-append", "console=ttyS0,115200 panic=-1")
+		"-append", "console=ttyS0,115200 panic=-1 no_timer_check")
 	i, initAt := v.waitLine(ctx, 0, "the kernel starting /init", contains("Run /init as init process"))
 	// kiln's first output: the first line after that which is not a kernel message.
 	_, firstAt := v.waitLine(ctx, i+1, "kiln's first output line", func(l string) bool {

@@ -155,7 +155,7 @@ func TestProvisionLab(t *testing.T) {
 		nb, err = netboot.Start(ctx, netboot.Config{
 			BindIP: net.ParseIP(adminIP), Interface: l.State.AdminLink, Machines: inv,
 			HookDir: hookDir, ImageDir: imageDir, GRPCAuthority: grpcAddr,
-			ExtraKernelArgs: []string{"kiln_modules=" + labModules(t, hres)},
+			ExtraKernelArgs: []string{"kiln_modules=" + labModules(t, hres), "no_timer_check"},
 			Mounts:          []netboot.Mount{{Prefix: phonehome.Path, Handler: l.PhoneHome}},
 			Log:             log,
 		})
