@@ -15,6 +15,7 @@ import (
 // -initrd, measuring the time until the kernel starts /init and until kiln
 // (as /init) prints its first line on the serial console.
 func TestHookBoots(t *testing.T) {
+	t.Parallel() // one single-CPU VM each; they overlap with each other, not with the provisioning test
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
