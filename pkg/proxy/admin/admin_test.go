@@ -145,6 +145,10 @@ func TestPutPatchUpsert(t *testing.T) {
 	if replaced["id"] != created["id"] || replaced["port"] != 80.0 || replaced["created_at"] != created["created_at"] {
 		t.Fatalf("put replace: %v", replaced)
 	}
+	// PUT by name without a name in the body keeps the URL's name.
+	if kept := c.expect(c.json("PUT", "/services/upserted", `{"host":"d.example"}`), 200).body; kept["name"] != "upserted" || kept["id"] != created["id"] {
+		t.Fatalf("put by name: %v", kept)
+	}
 	id := "9748f662-7711-4a90-8186-dc02f10eb0f5"
 	byID := c.expect(c.json("PUT", "/services/"+id, `{"host":"c.example","name":"byid"}`), 200).body
 	if byID["id"] != id {
