@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
@@ -374,9 +375,15 @@ func TestDBless(t *testing.T) {
 
 func TestLoadDeclarativeForStartup(t *testing.T) {
 	st := store.NewMemory()
-	srv := New(Options{Store: st})
-	if _, err := srv.LoadDeclarative(context.Background(), []byte(dbless)); err != nil {
+	// A file loaded at start-up (before the Admin API exists) counts for
+	// check_hash and configuration_hash like one posted to /config.
+	if _, err := declarative.Load(context.Background(), st, []byte(dbless), time.Now()); err != nil {
 		t.Fatal(err)
+	}
+	c, _ := newClient(t, st)
+	c.expect(c.do("POST", "/config?check_hash=1", "application/yaml", dbless), 304)
+	if h := c.expect(c.json("GET", "/status", ""), 200).body["configuration_hash"]; h != declarative.SourceHash([]byte(dbless)) {
+		t.Fatalf("configuration_hash %v", h)
 	}
 	cfg, _ := st.Snapshot(context.Background())
 	if len(cfg.Routes) != 1 || cfg.Routes[0].Paths[0] != "/s" {
