@@ -158,45 +158,66 @@ start_kiln() {
     >"$d/log" 2>&1 & PIDS+=($!)
 }
 
-# run name port [header]: warm up, then measure; appends to $TMP/results.
-run() {
-  local name=$1 port=$2 hdr=${3:-} out
-  wait_http "http://127.0.0.1:$port/1k" "$hdr"
-  local args=(-t"$THREADS" -c"$CONNS" --latency)
-  local lua="$TMP/hdr.lua"
-  if [ -n "$hdr" ]; then
-    printf 'wrk.headers["%s"] = "%s"\n' "${hdr%%:*}" "$(echo "${hdr#*:}" | sed 's/^ *//')" > "$lua"
-    args+=(-s "$lua")
-  fi
-  wrk "${args[@]}" -d"$WARMUP" "http://127.0.0.1:$port/1k" >/dev/null
-  for r in $(seq 1 "$ROUNDS"); do
-    out=$(wrk "${args[@]}" -d"$DURATION" "http://127.0.0.1:$port/1k")
-    local rps p50 p99 non2xx
-    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    echo "$name $rps $p50 $p99 ${non2xx:-0}" >> "$TMP/results"
+# cpu_ticks pid: user+system clock ticks used by pid and its child
+# processes (nginx workers), for CPU time per request.
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    if [ -r "/proc/$p/stat" ]; then
+      total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+    fi
   done
+  echo "$total"
 }
 
-stop_last() { local p=${PIDS[-1]}; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; unset 'PIDS[-1]'; sleep 0.5; }
+declare -A PORT PID HDR
+NAMES=()
+add() { NAMES+=("$1"); PORT[$1]=$2; PID[$1]=${PIDS[-1]}; HDR[$1]=${3:-}; }
 
-P=$(free_port); start_nginx "$P"; run nginx "$P"; stop_last
-P=$(free_port); start_haproxy "$P"; run haproxy "$P"; stop_last
-P=$(free_port); start_caddy "$P"; run caddy "$P"; stop_last
-P=$(free_port); start_kiln "$P"; run kiln "$P"; stop_last
-P=$(free_port); start_kiln "$P" plugins; run "kiln+key-auth+rate-limiting" "$P" "apikey: bench-key"; stop_last
+# run name: warm up, measure once; appends to $TMP/results.
+run() {
+  local name=$1 port=${PORT[$1]} hdr=${HDR[$1]} out
+  local args=(-t"$THREADS" -c"$CONNS" --latency)
+  if [ -n "$hdr" ]; then
+    printf 'wrk.headers["%s"] = "%s"\n' "${hdr%%:*}" "$(echo "${hdr#*:}" | sed 's/^ *//')" > "$TMP/hdr-$port.lua"
+    args+=(-s "$TMP/hdr-$port.lua")
+  fi
+  wrk "${args[@]}" -d"$WARMUP" "http://127.0.0.1:$port/1k" >/dev/null
+  local t0 t1
+  t0=$(cpu_ticks "${PID[$name]}")
+  out=$(wrk "${args[@]}" -d"$DURATION" "http://127.0.0.1:$port/1k")
+  t1=$(cpu_ticks "${PID[$name]}")
+  local rps p50 p99 non2xx reqs
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs" >> "$TMP/results"
+}
+
+P=$(free_port); start_nginx "$P"; add nginx "$P"
+P=$(free_port); start_haproxy "$P"; add haproxy "$P"
+P=$(free_port); start_caddy "$P"; add caddy "$P"
+P=$(free_port); start_kiln "$P"; add kiln "$P"
+P=$(free_port); start_kiln "$P" plugins; add "kiln+key-auth+rate-limiting" "$P" "apikey: bench-key"
+for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/1k" "${HDR[$n]}"; done
+# Rounds interleave the proxies so that load from other processes on the
+# machine spreads over all of them alike.
+for r in $(seq 1 "$ROUNDS"); do
+  for n in "${NAMES[@]}"; do run "$n"; done
+done
 
 echo
 echo "bench-proxy: wrk -t$THREADS -c$CONNS -d$DURATION (x$ROUNDS), 1 KiB responses, keep-alive, upstream nginx (1 worker) on loopback"
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), load before run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "(CPU µs/req: proxy process user+system CPU time per request — robust when other load shares the machine)"
 awk '
 function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
-{ n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 } }
+{ n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 } }
 END {
-  base = rps["nginx"]/n["nginx"]; b99 = p99["nginx"]/n["nginx"]
-  printf "%-30s %12s %10s %10s %10s %10s %8s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "non-2xx"
-  for (i=1; i<=k; i++) { x=order[i]
-    printf "%-30s %12.0f %10.2f %10.2f %10.2f %10.2f %8d\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, bad[x] }
+  base = rps["nginx"]/n["nginx"]; b99 = p99["nginx"]/n["nginx"]; bcpu = cpu["nginx"]/req["nginx"]
+  printf "%-28s %9s %8s %8s %10s %10s %11s %10s %8s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "CPU us/req", "CPU/nginx", "non-2xx"
+  for (i=1; i<=k; i++) { x=order[i]; c = cpu[x]/req[x]
+    printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %11.1f %10.2f %8d\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x] }
 }' "$TMP/results"

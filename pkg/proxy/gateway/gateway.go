@@ -48,6 +48,7 @@ type listener struct {
 	srv  *http.Server
 	tls  bool
 	kind string
+	spec server.ListenSpec
 }
 
 // Run serves until ctx ends or a listener fails.
@@ -99,7 +100,7 @@ func Run(ctx context.Context, o Options) error {
 			closeAll()
 			return fmt.Errorf("proxy listener %s: %w (is another gateway running? change --proxy-listen)", sp.Addr, err)
 		}
-		lns = append(lns, listener{ln: ln, srv: e.NewHTTPServer(ln, sp), tls: sp.SSL, kind: "proxy"})
+		lns = append(lns, listener{ln: ln, tls: sp.SSL, kind: "proxy", spec: sp})
 		proxyAddrs = append(proxyAddrs, scheme(sp.SSL)+ln.Addr().String())
 	}
 	adm := admin.New(admin.Options{
@@ -158,7 +159,13 @@ func Run(ctx context.Context, o Options) error {
 		wg.Add(1)
 		go func(l listener) {
 			defer wg.Done()
-			if err := server.Serve(ctx, l.srv, l.ln, l.tls); err != nil {
+			var err error
+			if l.kind == "proxy" {
+				err = e.ServeProxy(ctx, l.ln, l.spec)
+			} else {
+				err = server.Serve(ctx, l.srv, l.ln, l.tls)
+			}
+			if err != nil {
 				errc <- fmt.Errorf("%s listener %s: %w", l.kind, l.ln.Addr(), err)
 			}
 		}(l)

@@ -103,10 +103,9 @@ func StartGateway(t testing.TB, reg plugin.Registry) (*server.Engine, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := e.NewHTTPServer(ln, server.ListenSpec{Addr: ln.Addr().String()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = server.Serve(ctx, srv, ln, false); close(done) }()
+	go func() { _ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String()}); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; e.Close() })
 	return e, "http://" + ln.Addr().String()
 }

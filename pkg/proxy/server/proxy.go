@@ -288,7 +288,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	}
 	var (
 		uc      *upConn
-		resp    *http.Response
+		resp    *upResponse
 		try     upstreamTry
 		lastErr error
 		timeout bool
@@ -338,12 +338,16 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 				continue
 			}
 		}
-		uc.dc.read, uc.dc.write = si.read, si.write
-		c.ProxyLatency = time.Since(c.Start)
+		uc.dc.arm(si.read, si.write)
 		sent := time.Now()
+		c.ProxyLatency = sent.Sub(c.Start)
 		err := writeRequest(uc.bw, r, c, ri, try.host, port, body, upgrade)
 		if err == nil {
-			resp, err = http.ReadResponse(uc.br, r)
+			method := r.Method
+			if c.UpstreamMethod != "" {
+				method = c.UpstreamMethod
+			}
+			resp, err = uc.readResponse(method)
 		}
 		if err != nil {
 			reused := uc.reused
@@ -383,9 +387,9 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 		return
 	}
 	if try.target != nil {
-		si.bal.Report(try.target, resp.StatusCode, false, false)
+		si.bal.Report(try.target, resp.status, false, false)
 	}
-	if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
+	if upgrade && resp.status == http.StatusSwitchingProtocols {
 		e.tunnel(w, r, c, uc, resp)
 		return
 	}
@@ -520,7 +524,7 @@ func containsFold(list []string, s string) bool {
 func writeHeader(bw *bufio.Writer, k, v string) {
 	bw.WriteString(k)
 	bw.WriteString(": ")
-	if strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
 		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
 	}
 	bw.WriteString(v)
@@ -546,19 +550,26 @@ func (cw *chunkedWriter) Write(p []byte) (int, error) {
 }
 
 // respond streams the upstream response to the client.
-func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *http.Response) {
+func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
 	h := w.Header()
 	var connTokens []string
-	for _, v := range resp.Header["Connection"] {
+	for _, v := range resp.header["Connection"] {
 		for _, t := range strings.Split(v, ",") {
 			if t = strings.TrimSpace(t); t != "" {
 				connTokens = append(connTokens, t)
 			}
 		}
 	}
-	for k, vs := range resp.Header {
+	// The upstream header values live in the upstream connection's reused
+	// arena: the fast path writes them before the connection is released,
+	// net/http may write them later, so it gets copies.
+	_, direct := w.(*h1Writer)
+	for k, vs := range resp.header {
 		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
 			continue
+		}
+		if !direct {
+			vs = append([]string(nil), vs...)
 		}
 		h[k] = vs
 	}
@@ -573,7 +584,7 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	h["X-Kong-Upstream-Latency"] = []string{strconv.FormatInt(c.UpstreamLatency.Milliseconds(), 10)}
 	h["X-Kong-Proxy-Latency"] = []string{strconv.FormatInt(c.ProxyLatency.Milliseconds(), 10)}
 	h["X-Kong-Request-Id"] = []string{c.RequestID}
-	c.Status, c.ResponseHeader, c.Proxied = resp.StatusCode, h, true
+	c.Status, c.ResponseHeader, c.Proxied = resp.status, h, true
 	c.RunHeaderFilter()
 	bufp := e.bufPool.Get().(*[]byte)
 	defer e.bufPool.Put(bufp)
@@ -581,7 +592,7 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	var sent int64
 	var copyErr error
 	if c.WantsBody() {
-		data, err := io.ReadAll(resp.Body)
+		data, err := io.ReadAll(resp.body)
 		copyErr = err
 		data = c.RunBodyFilter(data)
 		h.Del("Content-Length")
@@ -591,10 +602,10 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 		sent = int64(n)
 	} else {
 		w.WriteHeader(c.Status)
-		flush := resp.ContentLength < 0
+		flush := resp.contentLength < 0
 		fl, _ := w.(http.Flusher)
 		for {
-			n, err := resp.Body.Read(buf)
+			n, err := resp.body.Read(buf)
 			if n > 0 {
 				wn, werr := w.Write(buf[:n])
 				sent += int64(wn)
@@ -615,7 +626,7 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 		}
 	}
 	c.BytesSent = sent
-	if copyErr == nil && !resp.Close {
+	if copyErr == nil && !resp.close {
 		e.pool.put(uc)
 	} else {
 		e.pool.close(uc)
@@ -631,7 +642,7 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 
 // tunnel completes a WebSocket (or other Upgrade) handshake and pipes bytes
 // both ways until either side closes.
-func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *http.Response) {
+func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		e.pool.close(uc)
@@ -645,15 +656,15 @@ func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Contex
 	}
 	defer cc.Close()
 	defer uc.nc.Close()
-	resp.Header["Via"] = []string{viaValue}
-	resp.Header["X-Kong-Request-Id"] = []string{c.RequestID}
+	resp.header["Via"] = []string{viaValue}
+	resp.header["X-Kong-Request-Id"] = []string{c.RequestID}
 	_, _ = cbuf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	_ = resp.Header.Write(cbuf)
+	_ = resp.header.Write(cbuf)
 	_, _ = cbuf.WriteString("\r\n")
 	if err := cbuf.Flush(); err != nil {
 		return
 	}
-	uc.dc.read, uc.dc.write = 0, 0
+	uc.dc.arm(0, 0)
 	_ = uc.nc.SetDeadline(time.Time{})
 	done := make(chan struct{}, 2)
 	go func() {

@@ -29,25 +29,43 @@ type upConn struct {
 	idleAt   time.Time
 	// reused is true when the connection served a request before.
 	reused bool
+	hb     headerBlock
+	resp   upResponse
 }
 
 // deadlineConn applies Kong's per-operation timeouts: the read timeout
-// between two successive reads, the write timeout between two writes.
+// between two successive reads, the write timeout between two writes. To
+// keep timer updates off the hot path, a deadline is moved only when it is
+// more than 1/8 of the timeout old, so a timeout fires between 7/8 and 8/8
+// of its configured value after the last progress.
 type deadlineConn struct {
 	net.Conn
-	read, write time.Duration
+	read, write         time.Duration
+	readSet, writeSet   time.Time
+	readUsed, writeUsed time.Duration
+}
+
+// arm sets the timeouts for the next request on this connection.
+func (c *deadlineConn) arm(read, write time.Duration) {
+	c.read, c.write = read, write
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
 	if c.read > 0 {
-		_ = c.Conn.SetReadDeadline(time.Now().Add(c.read))
+		if now := time.Now(); now.Sub(c.readSet) > c.read/8 || c.readUsed != c.read {
+			_ = c.Conn.SetReadDeadline(now.Add(c.read))
+			c.readSet, c.readUsed = now, c.read
+		}
 	}
 	return c.Conn.Read(p)
 }
 
 func (c *deadlineConn) Write(p []byte) (int, error) {
 	if c.write > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.write))
+		if now := time.Now(); now.Sub(c.writeSet) > c.write/8 || c.writeUsed != c.write {
+			_ = c.Conn.SetWriteDeadline(now.Add(c.write))
+			c.writeSet, c.writeUsed = now, c.write
+		}
 	}
 	return c.Conn.Write(p)
 }

@@ -1,0 +1,249 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
+)
+
+const svc = "cccccccc-0000-4000-8000-000000000001"
+
+func echoGateway(t *testing.T) (*server.Engine, string, string) {
+	t.Helper()
+	up := proxytest.StartEcho(t, "up")
+	host, port := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": svc, "host": host, "port": port}},
+		"routes":   {{"paths": []any{"/"}, "strip_path": false, "service": map[string]any{"id": svc}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	return e, gw, up
+}
+
+// raw sends bytes on a fresh connection and returns everything read until
+// the server closes or the deadline passes.
+func raw(t *testing.T, addr, data string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, data); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+func TestHTTP1FastPath(t *testing.T) {
+	_, gw, _ := echoGateway(t)
+	addr := strings.TrimPrefix(gw, "http://")
+	cases := []struct {
+		name, req string
+		want      []string
+	}{
+		{"pipelined requests answered in order",
+			"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+			[]string{`"uri":"/a"`, `"uri":"/b"`}},
+		{"HTTP/1.0 closes by default", "GET /ten HTTP/1.0\r\n\r\n", []string{"HTTP/1.0 200 OK", `"uri":"/ten"`}},
+		{"chunked request body", "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+			[]string{`"body":"hello world"`}},
+		{"expect 100-continue", "POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nok",
+			[]string{"HTTP/1.1 100 Continue", `"body":"ok"`}},
+		{"HEAD has no body", "HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", []string{"HTTP/1.1 200 OK"}},
+		{"malformed request line", "NOT A REQUEST\r\n\r\n", []string{"HTTP/1.1 400 Bad Request"}},
+		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", []string{"HTTP/1.1 400 Bad Request"}},
+		{"header too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", []string{"431"}},
+		{"header line folding rejected", "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", []string{"HTTP/1.1 400"}},
+		{"unsupported HTTP version", "GET / HTTP/3.0\r\nHost: x\r\n\r\n", []string{"505"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out := raw(t, addr, c.req)
+			last := 0
+			for _, w := range c.want {
+				i := strings.Index(out[last:], w)
+				if i < 0 {
+					t.Fatalf("answer lacks %q (in order):\n%s", w, out)
+				}
+				last += i
+			}
+			if c.name == "HEAD has no body" && strings.Contains(out, `"uri"`) {
+				t.Fatalf("HEAD answer has a body:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestH2CPriorKnowledge(t *testing.T) {
+	_, gw, _ := echoGateway(t)
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: p}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	resp, err := client.Get(gw + "/h2c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.Contains(string(body), `"uri":"/h2c"`) {
+		t.Fatalf("proto %s body %s", resp.Proto, body)
+	}
+	got := proxytest.DecodeEcho(t, body)
+	if v := http.Header(got.Header).Get("Via"); v != "2 kong/3.10.0" {
+		t.Fatalf("Via for an HTTP/2 request: %q", v)
+	}
+}
+
+func selfSignedPEM(t *testing.T, names ...string) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+}
+
+func TestTLSTerminationSNIAndHTTP2(t *testing.T) {
+	up := proxytest.StartEcho(t, "up")
+	host, port := proxytest.HostPort(t, up)
+	e, err := server.New(server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	certPEM, keyPEM := selfSignedPEM(t, "api.example.test")
+	wildPEM, wildKey := selfSignedPEM(t, "*.wild.test")
+	const certID, wildID = "cccccccc-0000-4000-8000-0000000000c1", "cccccccc-0000-4000-8000-0000000000c2"
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"certificates": {{"id": certID, "cert": certPEM, "key": keyPEM}, {"id": wildID, "cert": wildPEM, "key": wildKey}},
+		"snis":         {{"name": "api.example.test", "certificate": map[string]any{"id": certID}}, {"name": "*.wild.test", "certificate": map[string]any{"id": wildID}}},
+		"services":     {{"id": svc, "host": host, "port": port}},
+		"routes": {
+			{"name": "secure", "paths": []any{"/"}, "protocols": []any{"https"}, "snis": []any{"api.example.test"}, "service": map[string]any{"id": svc}},
+		},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		_ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String(), SSL: true, HTTP2: true})
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+
+	for _, c := range []struct {
+		sni, wantCN string
+	}{{"api.example.test", "api.example.test"}, {"x.wild.test", "*.wild.test"}, {"other.test", "localhost"}} {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: c.sni, InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) //nolint:gosec // test inspects the served certificate
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := conn.ConnectionState()
+		conn.Close()
+		if cn := st.PeerCertificates[0].Subject.CommonName; cn != c.wantCN {
+			t.Errorf("SNI %s: served %q, want %q", c.sni, cn, c.wantCN)
+		}
+		if st.NegotiatedProtocol != "h2" {
+			t.Errorf("ALPN %q, want h2", st.NegotiatedProtocol)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(certPEM))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.test"}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	resp, err := client.Get(fmt.Sprintf("https://%s/tls", ln.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := proxytest.DecodeEcho(t, body)
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || http.Header(got.Header).Get("X-Forwarded-Proto") != "https" {
+		t.Fatalf("https request: %d %s %v", resp.StatusCode, resp.Proto, got.Header)
+	}
+}
+
+func TestStreamingRequestBody(t *testing.T) {
+	// The upstream must see the first part of an upload before the client
+	// has sent the rest: request bodies are streamed, not buffered.
+	got := make(chan string, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		line, _ := bufio.NewReader(r.Body).ReadString('\n')
+		got <- line
+		_, _ = io.Copy(io.Discard, r.Body)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	host, port := proxytest.HostPort(t, ln.Addr().String())
+	e, gw := proxytest.StartGateway(t, nil)
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": svc, "host": host, "port": port}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": svc}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	streamed := make(chan bool, 1)
+	go func() {
+		_, _ = io.WriteString(pw, "first line\n")
+		select {
+		case line := <-got:
+			streamed <- line == "first line\n"
+		case <-time.After(3 * time.Second):
+			streamed <- false
+		}
+		_, _ = io.WriteString(pw, "rest")
+		_ = pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, gw+"/upload", pr)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !<-streamed {
+		t.Fatal("the upstream did not see the first part before the upload finished")
+	}
+}

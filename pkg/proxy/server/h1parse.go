@@ -1,0 +1,321 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+)
+
+// maxHeaderBytes bounds a request's or response's header block.
+const maxHeaderBytes = 64 << 10
+
+var (
+	errHeaderTooLarge = errors.New("header block too large")
+	errMalformed      = errors.New("malformed HTTP message")
+)
+
+// headerBlock reads an HTTP header block (start line, fields, empty line)
+// and parses it without per-field allocations: the block is converted to
+// one string and every name and value is a substring of it; header value
+// slices come from a reused arena. It is reused across messages on one
+// connection, so parsed values must not be retained after the message.
+type headerBlock struct {
+	buf  []byte
+	vals []string
+}
+
+// read reads the block into hb.buf (lines without their line endings are
+// parsed later). It returns io.EOF when the connection closed cleanly
+// before a message started.
+func (hb *headerBlock) read(br *bufio.Reader) error {
+	hb.buf = hb.buf[:0]
+	first := true
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if err == bufio.ErrBufferFull {
+				return errHeaderTooLarge
+			}
+			if first && len(line) == 0 && err == io.EOF {
+				return io.EOF
+			}
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if first && (len(line) == 2 && line[0] == '\r' || len(line) == 1) {
+			// Tolerate empty lines before a request (RFC 9112 §2.2).
+			continue
+		}
+		first = false
+		if len(hb.buf)+len(line) > maxHeaderBytes {
+			return errHeaderTooLarge
+		}
+		hb.buf = append(hb.buf, line...)
+		if len(line) == 2 && line[0] == '\r' || len(line) == 1 {
+			return nil
+		}
+	}
+}
+
+func isTokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// canonicalize rewrites the field names of the block in place to Go's
+// canonical form (same length, so offsets stay valid) and reports whether
+// every field line is well formed.
+func (hb *headerBlock) canonicalize() bool {
+	b := hb.buf
+	// Skip the start line.
+	i := 0
+	for i < len(b) && b[i] != '\n' {
+		i++
+	}
+	i++
+	for i < len(b) {
+		if b[i] == '\n' || (b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n') {
+			return true // end of block
+		}
+		if b[i] == ' ' || b[i] == '\t' {
+			return false // obsolete line folding is rejected
+		}
+		start := i
+		upper := true
+		for i < len(b) && b[i] != ':' {
+			c := b[i]
+			if !isTokenByte(c) {
+				return false
+			}
+			if upper && c >= 'a' && c <= 'z' {
+				b[i] = c - ('a' - 'A')
+			} else if !upper && c >= 'A' && c <= 'Z' {
+				b[i] = c + ('a' - 'A')
+			}
+			upper = c == '-'
+			i++
+		}
+		if i == start || i >= len(b) {
+			return false
+		}
+		for i < len(b) && b[i] != '\n' {
+			if c := b[i]; c == 0 || (c == '\r' && (i+1 >= len(b) || b[i+1] != '\n')) {
+				return false
+			}
+			i++
+		}
+		i++
+	}
+	return true
+}
+
+// parse converts the block to fields in h (cleared first) and returns the
+// start line.
+func (hb *headerBlock) parse(h http.Header) (string, bool) {
+	if !hb.canonicalize() {
+		return "", false
+	}
+	clear(h)
+	hb.vals = hb.vals[:0]
+	s := string(hb.buf)
+	nl := strings.IndexByte(s, '\n')
+	if nl < 0 {
+		return "", false
+	}
+	start := strings.TrimRight(s[:nl], "\r")
+	s = s[nl+1:]
+	for len(s) > 0 {
+		nl = strings.IndexByte(s, '\n')
+		if nl < 0 {
+			return "", false
+		}
+		line := strings.TrimRight(s[:nl], "\r")
+		s = s[nl+1:]
+		if line == "" {
+			break
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 {
+			return "", false
+		}
+		name := line[:colon]
+		value := strings.Trim(line[colon+1:], " \t")
+		if cur, ok := h[name]; ok {
+			h[name] = append(cur, value)
+			continue
+		}
+		n := len(hb.vals)
+		hb.vals = append(hb.vals, value)
+		h[name] = hb.vals[n : n+1 : n+1]
+	}
+	return start, true
+}
+
+// upResponse is an upstream response head plus its body reader.
+type upResponse struct {
+	status        int
+	reason        string
+	header        http.Header
+	contentLength int64 // -1 when unknown
+	chunked       bool
+	close         bool
+	body          io.Reader
+	lr            lengthReader
+	eof           eofReader
+}
+
+// lengthReader reads exactly n bytes.
+type lengthReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *lengthReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	if err == io.EOF && l.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if l.n == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// chunkedBody decodes a chunked body and consumes the trailer section, so
+// the connection is positioned at the next response.
+type chunkedBody struct {
+	cr   io.Reader
+	br   *bufio.Reader
+	done bool
+}
+
+func (c *chunkedBody) Read(p []byte) (int, error) {
+	if c.done {
+		return 0, io.EOF
+	}
+	n, err := c.cr.Read(p)
+	if err == io.EOF {
+		for {
+			line, lerr := c.br.ReadSlice('\n')
+			if lerr != nil {
+				return n, io.ErrUnexpectedEOF
+			}
+			if len(line) <= 2 {
+				break
+			}
+		}
+		c.done = true
+	}
+	return n, err
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// readResponse parses an upstream response head from uc and prepares its
+// body reader. Interim 1xx responses (other than 101) are skipped.
+func (uc *upConn) readResponse(method string) (*upResponse, error) {
+	resp := &uc.resp
+	if resp.header == nil {
+		resp.header = make(http.Header, 16)
+	}
+	for {
+		if err := uc.hb.read(uc.br); err != nil {
+			if err == io.EOF {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		start, ok := uc.hb.parse(resp.header)
+		if !ok {
+			return nil, errMalformed
+		}
+		// HTTP/1.x SP 3DIGIT [SP reason]
+		if len(start) < 12 || !strings.HasPrefix(start, "HTTP/1.") || start[8] != ' ' || (len(start) > 12 && start[12] != ' ') {
+			return nil, errMalformed
+		}
+		code, err := strconv.Atoi(start[9:12])
+		if err != nil || code < 100 || code > 999 {
+			return nil, errMalformed
+		}
+		resp.status, resp.reason = code, strings.TrimSpace(start[12:])
+		resp.close = start[7] == '0' && !hasToken(resp.header["Connection"], "keep-alive")
+		if hasToken(resp.header["Connection"], "close") {
+			resp.close = true
+		}
+		if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+			continue
+		}
+		break
+	}
+	resp.contentLength, resp.chunked = -1, false
+	h := resp.header
+	switch {
+	case resp.status == http.StatusSwitchingProtocols:
+		resp.body = eofReader{}
+		return resp, nil
+	case method == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified:
+		resp.body = eofReader{}
+		if cl := h["Content-Length"]; len(cl) > 0 {
+			resp.contentLength, _ = strconv.ParseInt(cl[0], 10, 64)
+		}
+		resp.lr.n = 0
+		return resp, nil
+	}
+	if te := h["Transfer-Encoding"]; len(te) > 0 {
+		if !hasToken(te, "chunked") {
+			return nil, errMalformed
+		}
+		resp.chunked = true
+		delete(h, "Content-Length")
+		resp.body = &chunkedBody{cr: httputil.NewChunkedReader(uc.br), br: uc.br}
+		return resp, nil
+	}
+	if cl := h["Content-Length"]; len(cl) > 0 {
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		if err != nil || n < 0 {
+			return nil, errMalformed
+		}
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				return nil, errMalformed
+			}
+		}
+		resp.contentLength = n
+		resp.lr = lengthReader{r: uc.br, n: n}
+		resp.body = &resp.lr
+		return resp, nil
+	}
+	// Delimited by the connection closing.
+	resp.close = true
+	resp.body = uc.br
+	return resp, nil
+}
+
+// hasToken reports whether a comma-separated header contains token.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestHeaderBlockParse(t *testing.T) {
+	var hb headerBlock
+	h := http.Header{}
+	in := "GET /x HTTP/1.1\r\nhost: a\r\ncontent-TYPE:  text/plain \r\nX-Dup: 1\r\nx-dup: 2\r\n\r\nrest"
+	br := bufio.NewReader(strings.NewReader(in))
+	if err := hb.read(br); err != nil {
+		t.Fatal(err)
+	}
+	start, ok := hb.parse(h)
+	if !ok || start != "GET /x HTTP/1.1" {
+		t.Fatalf("start %q ok %v", start, ok)
+	}
+	if h.Get("Host") != "a" || h["Content-Type"][0] != "text/plain" || strings.Join(h["X-Dup"], ",") != "1,2" {
+		t.Fatalf("headers %v", h)
+	}
+	if rest, _ := io.ReadAll(br); string(rest) != "rest" {
+		t.Fatalf("reader left at %q", rest)
+	}
+}
+
+func TestReadResponseFraming(t *testing.T) {
+	cases := []struct {
+		name, in, method, body string
+		status                 int
+		keep                   bool
+	}{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "GET", "hello", 200, true},
+		{"chunked with trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", "GET", "abc", 200, true},
+		{"interim 100 skipped", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", "POST", "", 204, true},
+		{"HEAD ignores length", "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", "HEAD", "", 200, true},
+		{"close-delimited", "HTTP/1.0 200 OK\r\n\r\nuntil close", "GET", "until close", 200, false},
+		{"connection close", "HTTP/1.1 500 Oops\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", "GET", "", 500, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			uc := &upConn{br: bufio.NewReader(strings.NewReader(c.in + "NEXT"))}
+			resp, err := uc.readResponse(c.method)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := string(b)
+			if c.keep {
+				rest, _ := io.ReadAll(uc.br)
+				if string(rest) != "NEXT" {
+					t.Fatalf("connection left at %q", rest)
+				}
+			} else {
+				body = strings.TrimSuffix(body, "NEXT")
+			}
+			if resp.status != c.status || body != c.body || resp.close == c.keep {
+				t.Fatalf("status %d body %q close %v", resp.status, body, resp.close)
+			}
+		})
+	}
+	for _, bad := range []string{"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"} {
+		uc := &upConn{br: bufio.NewReader(strings.NewReader(bad))}
+		if _, err := uc.readResponse("GET"); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+// FuzzHeaderBlock feeds arbitrary bytes to the request/response head
+// parser: it must never panic, and parsed names must be canonical tokens.
+func FuzzHeaderBlock(f *testing.F) {
+	f.Add("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	f.Add("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	f.Add("\r\n\r\nPOST /a?b HTTP/1.0\r\nA:b\r\n c\r\n\r\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		var hb headerBlock
+		h := http.Header{}
+		if err := hb.read(bufio.NewReader(strings.NewReader(in))); err == nil {
+			if _, ok := hb.parse(h); ok {
+				for k := range h {
+					if k != http.CanonicalHeaderKey(k) || k == "" {
+						t.Fatalf("non-canonical name %q", k)
+					}
+				}
+			}
+		}
+		uc := &upConn{br: bufio.NewReader(strings.NewReader(in))}
+		if resp, err := uc.readResponse("GET"); err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.body, 1<<20))
+		}
+	})
+}

@@ -1,0 +1,701 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The proxy's cleartext listeners use their own HTTP/1.x server: requests,
+// header maps and response writers are reused per connection, headers are
+// written unsorted straight into the connection's buffer, and pipelined
+// responses are flushed together. Connections that open with the HTTP/2
+// preface (h2c with prior knowledge) are handed to net/http's server.
+
+const (
+	h1IdleTimeout   = 75 * time.Second
+	h1HeaderTimeout = 60 * time.Second // for the first request's preface check
+	h1BodyTimeout   = 60 * time.Second
+	maxDiscard      = 256 << 10
+)
+
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// h1Server serves HTTP/1.x on one listener.
+type h1Server struct {
+	e       *Engine
+	handler http.Handler
+	h2      *http.Server
+	h2ln    *handoffListener
+
+	mu       sync.Mutex
+	conns    map[*h1Conn]struct{}
+	closing  atomic.Bool
+	wg       sync.WaitGroup
+	dateNow  atomic.Pointer[string]
+	dateUnix atomic.Int64
+}
+
+// ServeProxy serves a proxy listener until ctx ends: TLS listeners through
+// net/http (HTTP/1.1 and h2), cleartext ones through the HTTP/1.x fast path
+// with h2c handed to net/http.
+func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpec) error {
+	srv := e.NewHTTPServer(ln, spec)
+	if spec.SSL {
+		return Serve(ctx, srv, ln, true)
+	}
+	s := &h1Server{e: e, handler: srv.Handler, conns: map[*h1Conn]struct{}{}}
+	s.h2 = srv
+	s.h2ln = newHandoffListener(ln.Addr())
+	h2done := make(chan struct{})
+	go func() { _ = srv.Serve(s.h2ln); close(h2done) }()
+	err := s.serve(ctx, ln)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = srv.Shutdown(sctx)
+	cancel()
+	<-h2done
+	return err
+}
+
+func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.closing.Store(true)
+		_ = ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			if c.idle.Load() {
+				_ = c.nc.SetReadDeadline(time.Now())
+			}
+		}
+		s.mu.Unlock()
+	})
+	defer stop()
+	var tempDelay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				s.waitConns()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				time.Sleep(tempDelay)
+				continue
+			}
+			return err
+		}
+		tempDelay = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		c := newH1Conn(s, nc)
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go c.serve()
+	}
+}
+
+func (s *h1Server) waitConns() {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+}
+
+// date returns the cached Date header value.
+func (s *h1Server) date() string {
+	now := time.Now().Unix()
+	if p := s.dateNow.Load(); p != nil && s.dateUnix.Load() == now {
+		return *p
+	}
+	d := time.Unix(now, 0).UTC().Format(http.TimeFormat)
+	s.dateNow.Store(&d)
+	s.dateUnix.Store(now)
+	return d
+}
+
+var (
+	h1Readers sync.Pool
+	h1Writers sync.Pool
+)
+
+// h1Conn is one client connection and the per-request state it reuses.
+type h1Conn struct {
+	s          *h1Server
+	nc         net.Conn
+	br         *bufio.Reader
+	bw         *bufio.Writer
+	remoteAddr string
+	idle       atomic.Bool
+	hb         headerBlock
+	req        http.Request
+	url        url.URL
+	hdr        http.Header
+	w          h1Writer
+	body       h1Body
+}
+
+func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
+	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: make(http.Header, 16)}
+	if br, ok := h1Readers.Get().(*bufio.Reader); ok {
+		br.Reset(nc)
+		c.br = br
+	} else {
+		c.br = bufio.NewReaderSize(nc, 8<<10)
+	}
+	if bw, ok := h1Writers.Get().(*bufio.Writer); ok {
+		bw.Reset(nc)
+		c.bw = bw
+	} else {
+		c.bw = bufio.NewWriterSize(nc, 8<<10)
+	}
+	c.w.hdr = make(http.Header, 16)
+	c.w.c = c
+	return c
+}
+
+func (c *h1Conn) release(closeConn bool) {
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	if closeConn {
+		_ = c.nc.Close()
+		c.s.e.ConnState(c.nc, http.StateClosed)
+	}
+	if c.br != nil {
+		c.br.Reset(nil)
+		h1Readers.Put(c.br)
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		h1Writers.Put(c.bw)
+	}
+	c.s.wg.Done()
+}
+
+func (c *h1Conn) serve() {
+	c.s.e.ConnState(c.nc, http.StateNew)
+	hijacked := false
+	defer func() {
+		if p := recover(); p != nil && p != http.ErrAbortHandler {
+			c.s.e.log.Error("proxy handler panic", "panic", fmt.Sprint(p), "remote", c.remoteAddr)
+		}
+		c.release(!hijacked)
+	}()
+	_ = c.nc.SetReadDeadline(time.Now().Add(h1HeaderTimeout))
+	if peek, err := c.br.Peek(3); err == nil && string(peek) == "PRI" {
+		if full, err := c.br.Peek(len(h2Preface)); err == nil && bytes.Equal(full, h2Preface) {
+			_ = c.nc.SetReadDeadline(time.Time{})
+			buffered, _ := c.br.Peek(c.br.Buffered())
+			pc := &prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}
+			hijacked = true // net/http owns the connection now
+			c.s.e.ConnState(c.nc, http.StateHijacked)
+			c.s.h2ln.handoff(pc)
+			return
+		}
+	}
+	var deadlineSet time.Time
+	for {
+		c.idle.Store(true)
+		if c.s.closing.Load() {
+			return
+		}
+		// One deadline covers waiting for the next request and reading its
+		// head; it is refreshed only when an eighth of it has elapsed, to
+		// keep timer updates off the per-request path.
+		if now := time.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
+			_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
+			deadlineSet = now
+		}
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		c.idle.Store(false)
+		status, err := c.readRequest()
+		if err != nil {
+			if status != 0 {
+				c.writeSimple(status, err.Error())
+			}
+			return
+		}
+		if c.body.mode != bodyNone {
+			_ = c.nc.SetReadDeadline(time.Now().Add(h1BodyTimeout))
+			deadlineSet = time.Time{}
+		}
+		c.w.reset(&c.req)
+		c.s.handler.ServeHTTP(&c.w, &c.req)
+		if c.w.hijacked {
+			hijacked = true
+			c.s.mu.Lock()
+			delete(c.s.conns, c)
+			c.s.mu.Unlock()
+			return
+		}
+		c.w.finish()
+		keep := !c.w.closeAfter && !c.req.Close
+		if keep && !c.body.drain() {
+			keep = false
+		}
+		if !keep || c.br.Buffered() == 0 {
+			if err := c.bw.Flush(); err != nil {
+				return
+			}
+		}
+		if !keep {
+			return
+		}
+	}
+}
+
+// writeSimple answers a request that could not be parsed.
+func (c *h1Conn) writeSimple(status int, msg string) {
+	body := msg + "\n"
+	fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
+	_ = c.bw.Flush()
+}
+
+// readRequest parses the next request into c.req. On error, status is the
+// answer to send (0: just close).
+func (c *h1Conn) readRequest() (int, error) {
+	if err := c.hb.read(c.br); err != nil {
+		if err == errHeaderTooLarge {
+			return http.StatusRequestHeaderFieldsTooLarge, errors.New("Request header or cookie too large")
+		}
+		return 0, err
+	}
+	start, ok := c.hb.parse(c.hdr)
+	if !ok {
+		return http.StatusBadRequest, errors.New("Bad request")
+	}
+	method, rest, ok1 := strings.Cut(start, " ")
+	uri, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || uri == "" {
+		return http.StatusBadRequest, errors.New("Bad request")
+	}
+	if !strings.HasPrefix(proto, "HTTP/") {
+		return http.StatusBadRequest, errors.New("Bad request")
+	}
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok || major != 1 {
+		return http.StatusHTTPVersionNotSupported, errors.New("HTTP version not supported")
+	}
+	for i := 0; i < len(method); i++ {
+		if !isTokenByte(method[i]) {
+			return http.StatusBadRequest, errors.New("Bad request")
+		}
+	}
+	r := &c.req
+	*r = http.Request{Method: method, Proto: proto, ProtoMajor: major, ProtoMinor: minor, Header: c.hdr,
+		RemoteAddr: c.remoteAddr, RequestURI: uri}
+	if err := c.parseURI(uri); err != nil {
+		return http.StatusBadRequest, errors.New("Bad request")
+	}
+	h := c.hdr
+	if hv := h["Host"]; len(hv) > 0 {
+		if len(hv) > 1 {
+			return http.StatusBadRequest, errors.New("Bad request")
+		}
+		r.Host = hv[0]
+		delete(h, "Host")
+	} else if minor >= 1 {
+		return http.StatusBadRequest, errors.New("Bad request")
+	}
+	if c.url.Host != "" {
+		r.Host = c.url.Host
+	}
+	conn := h["Connection"]
+	if minor == 0 {
+		r.Close = !hasToken(conn, "keep-alive")
+	} else {
+		r.Close = hasToken(conn, "close")
+	}
+	// Body framing.
+	c.body = h1Body{c: c}
+	if te := h["Transfer-Encoding"]; len(te) > 0 {
+		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") || minor == 0 {
+			return http.StatusNotImplemented, errors.New("Unsupported transfer encoding")
+		}
+		delete(h, "Transfer-Encoding")
+		delete(h, "Content-Length")
+		r.TransferEncoding = []string{"chunked"}
+		r.ContentLength = -1
+		c.body.mode = bodyChunked
+		c.body.cr = httputil.NewChunkedReader(c.br)
+	} else if cl := h["Content-Length"]; len(cl) > 0 {
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				err = errMalformed
+			}
+		}
+		if err != nil || n < 0 {
+			return http.StatusBadRequest, errors.New("Bad request")
+		}
+		r.ContentLength = n
+		if n > 0 {
+			c.body.mode = bodyLength
+			c.body.lr = lengthReader{r: c.br, n: n}
+		}
+	}
+	if c.body.mode == bodyNone {
+		r.Body = http.NoBody
+	} else {
+		c.body.expect = hasToken(h["Expect"], "100-continue")
+		r.Body = &c.body
+	}
+	return 0, nil
+}
+
+func (c *h1Conn) parseURI(uri string) error {
+	c.url = url.URL{}
+	c.req.URL = &c.url
+	switch {
+	case uri == "*":
+		c.url.Path = "*"
+		return nil
+	case uri[0] != '/':
+		u, err := url.ParseRequestURI(uri)
+		if err != nil {
+			return err
+		}
+		c.url = *u
+		return nil
+	}
+	p, q, _ := strings.Cut(uri, "?")
+	c.url.RawQuery = q
+	if strings.IndexByte(p, '%') < 0 {
+		c.url.Path = p
+		return nil
+	}
+	up, err := url.PathUnescape(p)
+	if err != nil {
+		return err
+	}
+	c.url.Path, c.url.RawPath = up, p
+	return nil
+}
+
+const (
+	bodyNone = iota
+	bodyLength
+	bodyChunked
+)
+
+// h1Body is a request body: fixed length or chunked.
+type h1Body struct {
+	c      *h1Conn
+	mode   int
+	lr     lengthReader
+	cr     io.Reader
+	expect bool
+	eof    bool
+	closed bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.eof || b.mode == bodyNone {
+		return 0, io.EOF
+	}
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.expect {
+		b.expect = false
+		_, _ = b.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		_ = b.c.bw.Flush()
+	}
+	var n int
+	var err error
+	if b.mode == bodyLength {
+		n, err = b.lr.Read(p)
+	} else {
+		n, err = b.cr.Read(p)
+		if err == io.EOF {
+			// Consume the trailer section.
+			for {
+				line, lerr := b.c.br.ReadSlice('\n')
+				if lerr != nil {
+					err = io.ErrUnexpectedEOF
+					break
+				}
+				if len(line) <= 2 {
+					break
+				}
+			}
+		}
+	}
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	b.closed = true
+	return nil
+}
+
+// drain discards what the handler left of the body so the connection can
+// be reused; it reports false when the connection must be closed instead.
+func (b *h1Body) drain() bool {
+	if b.mode == bodyNone || b.eof {
+		return true
+	}
+	if b.expect {
+		// The client waits for 100-continue that never came: close.
+		return false
+	}
+	b.closed = false
+	n, err := io.CopyN(io.Discard, b, maxDiscard)
+	return err == io.EOF || (err == nil && n < maxDiscard && b.eof)
+}
+
+// h1Writer is the http.ResponseWriter of the fast path.
+type h1Writer struct {
+	c          *h1Conn
+	req        *http.Request
+	hdr        http.Header
+	status     int
+	wrote      bool
+	chunked    bool
+	noBody     bool
+	cl         int64
+	written    int64
+	closeAfter bool
+	hijacked   bool
+}
+
+func (w *h1Writer) reset(r *http.Request) {
+	clear(w.hdr)
+	*w = h1Writer{c: w.c, req: r, hdr: w.hdr, cl: -1}
+}
+
+func (w *h1Writer) Header() http.Header { return w.hdr }
+
+func (w *h1Writer) WriteHeader(code int) {
+	if w.wrote || w.hijacked {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	bw := w.c.bw
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		writeStatusLine(bw, w.req.ProtoMinor, code)
+		writeHeaders(bw, w.hdr)
+		_, _ = bw.WriteString("\r\n")
+		return
+	}
+	w.wrote, w.status = true, code
+	h := w.hdr
+	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if cl := h["Content-Length"]; len(cl) > 0 {
+		if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
+			w.cl = n
+		} else {
+			delete(h, "Content-Length")
+		}
+	}
+	delete(h, "Transfer-Encoding")
+	if w.cl < 0 && !w.noBody {
+		if w.req.ProtoMinor >= 1 {
+			w.chunked = true
+		} else {
+			w.closeAfter = true
+		}
+	}
+	if code == http.StatusNoContent || (code >= 100 && code < 200) {
+		delete(h, "Content-Length")
+	}
+	if w.req.Close || w.c.s.closing.Load() {
+		w.closeAfter = true
+	}
+	if hasToken(h["Connection"], "close") {
+		w.closeAfter = true
+	}
+	writeStatusLine(bw, w.req.ProtoMinor, code)
+	if _, ok := h["Date"]; !ok {
+		_, _ = bw.WriteString("Date: ")
+		_, _ = bw.WriteString(w.c.s.date())
+		_, _ = bw.WriteString("\r\n")
+	}
+	writeHeaders(bw, h)
+	if w.chunked {
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if w.closeAfter && len(h["Connection"]) == 0 {
+		_, _ = bw.WriteString("Connection: close\r\n")
+	} else if !w.closeAfter && w.req.ProtoMinor == 0 {
+		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+	}
+	_, _ = bw.WriteString("\r\n")
+}
+
+func writeStatusLine(bw *bufio.Writer, minor, code int) {
+	if minor == 0 {
+		_, _ = bw.WriteString("HTTP/1.0 ")
+	} else {
+		_, _ = bw.WriteString("HTTP/1.1 ")
+	}
+	var b [3]byte
+	_, _ = bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	_ = bw.WriteByte(' ')
+	_, _ = bw.WriteString(http.StatusText(code))
+	_, _ = bw.WriteString("\r\n")
+}
+
+func writeHeaders(bw *bufio.Writer, h http.Header) {
+	for k, vs := range h {
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+}
+
+func (w *h1Writer) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if !w.wrote {
+		if _, ok := w.hdr["Content-Type"]; !ok && len(p) > 0 {
+			w.hdr["Content-Type"] = []string{http.DetectContentType(p)}
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.noBody {
+		return len(p), nil
+	}
+	if w.cl >= 0 && w.written+int64(len(p)) > w.cl {
+		return 0, http.ErrContentLength
+	}
+	w.written += int64(len(p))
+	bw := w.c.bw
+	if w.chunked {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		var b [16]byte
+		_, _ = bw.Write(strconv.AppendInt(b[:0], int64(len(p)), 16))
+		_, _ = bw.WriteString("\r\n")
+		n, err := bw.Write(p)
+		if err != nil {
+			return n, err
+		}
+		_, err = bw.WriteString("\r\n")
+		return n, err
+	}
+	return bw.Write(p)
+}
+
+// Flush sends what is buffered to the client.
+func (w *h1Writer) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = w.c.bw.Flush()
+}
+
+// Hijack hands the connection to the caller (WebSocket tunnels).
+func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.wrote {
+		return nil, nil, errors.New("hijack after the response started")
+	}
+	w.hijacked = true
+	_ = w.c.nc.SetDeadline(time.Time{})
+	w.c.s.e.ConnState(w.c.nc, http.StateHijacked)
+	// The connection's buffers are handed over; they are not pooled.
+	br, bw := w.c.br, w.c.bw
+	w.c.br, w.c.bw = nil, nil
+	return w.c.nc, bufio.NewReadWriter(br, bw), nil
+}
+
+// finish completes the response after the handler returned.
+func (w *h1Writer) finish() {
+	if !w.wrote {
+		w.hdr["Content-Length"] = []string{"0"}
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.chunked {
+		_, _ = w.c.bw.WriteString("0\r\n\r\n")
+	}
+	if w.cl >= 0 && !w.noBody && w.written < w.cl {
+		// A truncated body: the client must not reuse the connection.
+		w.closeAfter = true
+	}
+}
+
+// prefixConn replays bytes already read from a connection.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// handoffListener feeds connections to net/http's server.
+type handoffListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *handoffListener) handoff(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.closed:
+		_ = c.Close()
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
