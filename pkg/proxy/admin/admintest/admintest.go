@@ -125,6 +125,10 @@ func testServicesAndRoutes(t *testing.T, st store.Store) {
 	}
 	c.Expect(c.JSON("POST", "/services/httpservice/routes", `{"name":"r2","paths":["/x"],"methods":["GET"]}`), 201)
 	c.Expect(c.JSON("GET", "/routes/r/service", ""), 200)
+	if via := c.Expect(c.JSON("PATCH", "/routes/r/service", `{"retries":3}`), 200).Body; via["retries"] != 3.0 || via["id"] != svc["id"] {
+		t.Fatalf("PATCH /routes/r/service: %v", via)
+	}
+	c.Expect(c.JSON("DELETE", "/routes/r/service", ""), 405)
 	list := c.Expect(c.JSON("GET", "/services/httpservice/routes", ""), 200).Body
 	if n := len(list["data"].([]any)); n != 2 {
 		t.Fatalf("nested list: %d", n)
