@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/kiln-dev/kiln/pkg/buildinfo.version=$(VERSION) -X
 FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean generate test-compat bench-proxy
+.PHONY: all build test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot hook lab-image test-compat bench-proxy
 
 all: lint build test
 
@@ -25,6 +25,12 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# Netboot benchmark: kiln vs dnsmasq on DHCP (perfdhcp) and TFTP (1 MiB),
+# printed as a ratio table. Needs root, dnsmasq, kea-admin (perfdhcp), curl.
+bench-netboot:
+	$(GO) build -o bin/kiln-bench ./cmd/kiln
+	KILN_BIN=$(CURDIR)/bin/kiln-bench bash scripts/bench-netboot.sh
 
 # Runs every Fuzz* target in the module for $(FUZZTIME) each.
 fuzz-smoke:
@@ -49,8 +55,25 @@ release-snapshot:
 	@if command -v goreleaser >/dev/null 2>&1; then goreleaser release --snapshot --clean --config goreleaser.yaml; \
 	else echo "goreleaser is not installed; install it (go install github.com/goreleaser/goreleaser/v2@<version>) to build release archives"; exit 1; fi
 
+# The in-memory OS (kernel + initramfs with kiln as /init) and the lab's test
+# disk image; both need a Debian kernel (linux-image-amd64), see docs/lab.md.
+HOOK_DIR ?= out/hook
+LAB_IMAGE ?= out/lab-image.raw
+hook: build
+	$(BIN) build hook --kiln-binary $(BIN) --output-dir $(HOOK_DIR)
+
+lab-image: build
+	$(BIN) build lab-image --output-file $(LAB_IMAGE)
+
+# End-to-end tests: QEMU (TCG) VMs netbooting from kiln inside network
+# namespaces, and the lab's full provisioning run. Need root and the apt
+# packages in .ci/packages.txt (.ci/run installs them).
+E2E_TIMEOUT ?= 20m
+e2e:
+	$(GO) test -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./e2e/...
+
 clean:
-	rm -rf bin dist
+	rm -rf bin dist out
 
 # Regenerates committed gRPC code from pkg/workerapi/*/*.proto. Needs protoc
 # and the well-known types (apt: protobuf-compiler libprotobuf-dev); the Go
@@ -60,7 +83,7 @@ PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.0
 generate:
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
-	for d in pkg/workerapi/proto pkg/workerapi/kilnpb; do \
+	for d in pkg/workerapi/proto pkg/workerapi/kilnpb pkg/workerapi/legacypb; do \
 	  PATH=$(CURDIR)/bin:$$PATH protoc -I $$d -I /usr/include \
 	    --go_out=$$d --go_opt=paths=source_relative \
 	    --go-grpc_out=$$d --go-grpc_opt=paths=source_relative \

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -60,6 +61,12 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Reconnect as quickly as the agent polls (gRPC's default backs off to
+	// 2 minutes), so an agent comes back within PollMax of its server.
+	dial = append(dial, grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: opts.PollMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: opts.PollMax},
+		MinConnectTimeout: 5 * time.Second,
+	}))
 	conn, err := grpc.NewClient(opts.Config.Authority, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("worker API address %q: %w", opts.Config.Authority, err)

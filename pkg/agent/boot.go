@@ -30,7 +30,8 @@ func Boot(ctx context.Context, log *slog.Logger) (Config, error) {
 		log.Warn("loading kiln_modules", "err", err)
 	}
 	if cfg.HWAddr != "" {
-		if err := BringUpDHCP(ctx, cfg.HWAddr, log); err != nil {
+		_ = os.MkdirAll("/etc", 0o755)
+		if _, err := BringUpDHCP(ctx, cfg.HWAddr, "/etc/resolv.conf", log); err != nil {
 			return cfg, err
 		}
 	} else {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/netboot"
+	"github.com/jsimonetti/rtnetlink/rtnl"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,48 +119,93 @@ func InterfaceByMAC(mac string) (string, error) {
 }
 
 // BringUpDHCP brings the interface with MAC hwAddr up, obtains a DHCPv4
-// lease on it and configures address, default route and resolv.conf. It
-// retries until ctx ends (links can take a while, drivers load late).
-func BringUpDHCP(ctx context.Context, hwAddr string, log *slog.Logger) error {
-	_, _ = netboot.IfUp("lo", 2*time.Second)
+// lease on it and configures its address and default route, and writes the
+// lease's name servers to resolvConf (skipped when empty). It retries until
+// ctx ends (links can take a while, drivers load late).
+func BringUpDHCP(ctx context.Context, hwAddr, resolvConf string, log *slog.Logger) (net.IP, error) {
+	if lo, err := net.InterfaceByName("lo"); err == nil {
+		if rt, err := rtnl.Dial(nil); err == nil {
+			_ = rt.LinkUp(lo)
+			_ = rt.Close()
+		}
+	}
 	wait := time.Second
 	for {
-		err := dhcpOnce(ctx, hwAddr, log)
+		ip, err := dhcpOnce(ctx, hwAddr, resolvConf, log)
 		if err == nil {
-			return nil
+			return ip, nil
 		}
 		log.Warn("network not ready; retrying", "hw_addr", hwAddr, "err", err)
 		if !sleep(ctx, wait) {
-			return fmt.Errorf("bringing up %s: %w", hwAddr, err)
+			return nil, fmt.Errorf("bringing up %s: %w", hwAddr, err)
 		}
 		wait = min(2*wait, 10*time.Second)
 	}
 }
 
-func dhcpOnce(ctx context.Context, hwAddr string, log *slog.Logger) error {
+func dhcpOnce(ctx context.Context, hwAddr, resolvConf string, log *slog.Logger) (net.IP, error) {
 	ifname, err := InterfaceByMAC(hwAddr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := netboot.IfUp(ifname, 20*time.Second); err != nil {
-		return err
+		return nil, err
 	}
-	c, err := nclient4.New(ifname, nclient4.WithTimeout(5*time.Second), nclient4.WithRetry(3))
+	c, err := nclient4.New(ifname, nclient4.WithTimeout(3*time.Second), nclient4.WithRetry(3))
 	if err != nil {
-		return fmt.Errorf("DHCP client on %s: %w", ifname, err)
+		return nil, fmt.Errorf("DHCP client on %s: %w", ifname, err)
 	}
 	defer c.Close()
 	lease, err := c.Request(ctx)
 	if err != nil {
-		return fmt.Errorf("DHCP on %s: %w", ifname, err)
+		return nil, fmt.Errorf("DHCP on %s: %w", ifname, err)
 	}
 	nc, err := netboot.GetNetConfFromPacketv4(lease.ACK)
 	if err != nil {
-		return fmt.Errorf("DHCP reply on %s: %w", ifname, err)
+		return nil, fmt.Errorf("DHCP reply on %s: %w", ifname, err)
 	}
-	if err := netboot.ConfigureInterface(ifname, nc); err != nil {
-		return fmt.Errorf("configuring %s: %w", ifname, err)
+	if err := configure(ifname, nc, resolvConf); err != nil {
+		return nil, fmt.Errorf("configuring %s: %w", ifname, err)
 	}
-	log.Info("network up", "interface", ifname, "address", lease.ACK.YourIPAddr, "server", lease.ACK.ServerIdentifier())
-	return nil
+	ip := lease.ACK.YourIPAddr
+	log.Info("network up", "interface", ifname, "address", ip, "dhcp_server", lease.ACK.ServerIdentifier(), "routers", nc.Routers)
+	return ip, nil
+}
+
+// configure applies a DHCP lease: addresses, default route via the first
+// router, and name servers.
+func configure(ifname string, nc *netboot.NetConf, resolvConf string) error {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return err
+	}
+	rt, err := rtnl.Dial(nil)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	for _, a := range nc.Addresses {
+		ipn := a.IPNet
+		if err := rt.AddrAdd(iface, &ipn); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("adding %s: %w", ipn.String(), err)
+		}
+	}
+	if len(nc.Routers) > 0 && len(nc.Addresses) > 0 {
+		src := nc.Addresses[0].IPNet
+		dst := net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
+		if err := rt.RouteReplace(iface, dst, nc.Routers[0], rtnl.WithRouteSrc(&src)); err != nil {
+			return fmt.Errorf("default route via %s: %w", nc.Routers[0], err)
+		}
+	}
+	if resolvConf == "" || len(nc.DNSServers) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, ns := range nc.DNSServers {
+		fmt.Fprintf(&b, "nameserver %s\n", ns)
+	}
+	if len(nc.DNSSearchList) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(nc.DNSSearchList, " "))
+	}
+	return os.WriteFile(resolvConf, []byte(b.String()), 0o644)
 }

@@ -7,11 +7,13 @@ package bmc
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +97,9 @@ type Config struct {
 	RootCAs *x509.CertPool
 	// PollInterval is how often power changes are verified; zero means 1s.
 	PollInterval time.Duration
+	// Dial, when set, opens the TCP connections to a Redfish BMC, e.g.
+	// inside a network namespace.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // LogValue keeps the password out of structured logs.
@@ -314,6 +319,16 @@ func (c *Client) newBMCLib() *bmclib.Client {
 	if c.port != 0 {
 		p := strconv.Itoa(c.port)
 		opts = append(opts, bmclib.WithRedfishPort(p), bmclib.WithIpmitoolPort(p))
+	}
+	if c.cfg.Dial != nil {
+		tr := &http.Transport{
+			DialContext:           c.cfg.Dial,
+			TLSClientConfig:       &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // BMCs use self-signed certificates; RootCAs turns verification on
+			DisableKeepAlives:     true,
+			TLSHandshakeTimeout:   30 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+		}
+		opts = append(opts, bmclib.WithHTTPClient(&http.Client{Transport: tr, Timeout: 2 * time.Minute}))
 	}
 	if c.cfg.RootCAs != nil {
 		opts = append(opts, bmclib.WithSecureTLS(c.cfg.RootCAs))

@@ -114,8 +114,11 @@ func NewRootCommand(streams Streams) *cobra.Command {
 
 	root.AddCommand(
 		newVersionCommand(streams),
+		newValidateCommand(streams),
 		newGenerateCommand(streams),
 		newServeCommand(streams),
+		newBuildCommand(streams),
+		newLabCommand(streams),
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
 		newGatewayCommand(streams),
@@ -131,7 +134,10 @@ func newGenerateCommand(streams Streams) *cobra.Command {
 		Short: "Generate starting configuration and Kubernetes objects",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand()
+	cmd.AddCommand(
+		newGenerateClusterConfigCommand(streams),
+		newGenerateHardwareCommand(streams),
+	)
 	return cmd
 }
 
@@ -143,7 +149,10 @@ func newServeCommand(streams Streams) *cobra.Command {
 		Short: "Run kiln's provisioning services in the foreground",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand()
+	cmd.AddCommand(
+		newServeNetbootCommand(streams),
+		newServeWorkflowCommand(streams),
+	)
 	return cmd
 }
 

@@ -203,9 +203,6 @@ func TestSelect(t *testing.T) {
 			t.Errorf("Select(%v) = %v, want %v", tt.selector, got, tt.want)
 		}
 	}
-	if s := FormatSelector(map[string]string{"type": "cp", "rack": "r1"}); s != "rack=r1,type=cp" {
-		t.Errorf("FormatSelector = %q", s)
-	}
 }
 
 func FuzzRead(f *testing.F) {

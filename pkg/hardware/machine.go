@@ -4,7 +4,6 @@ package hardware
 
 import (
 	"net"
-	"sort"
 	"strings"
 
 	"github.com/kiln-dev/kiln/pkg/diag"
@@ -113,18 +112,4 @@ func Hostnames(machines []Machine) []string {
 		names[i] = m.Hostname
 	}
 	return names
-}
-
-// FormatSelector renders a selector as "k=v,k2=v2" with sorted keys.
-func FormatSelector(selector map[string]string) string {
-	keys := make([]string, 0, len(selector))
-	for k := range selector {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + selector[k]
-	}
-	return strings.Join(parts, ",")
 }

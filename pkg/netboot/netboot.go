@@ -90,6 +90,11 @@ type Config struct {
 	Metadata metadata.Source
 	Mounts   []Mount
 	Log      *slog.Logger
+	// RunIn, when set, wraps every service loop, e.g. netns.Namespace.Do
+	// when kiln runs in-process inside a network namespace (tests, lab):
+	// TFTP opens a socket per transfer, which must land in the same
+	// namespace as the listener. Call Start itself inside the namespace too.
+	RunIn func(fn func() error) error
 }
 
 // Server is a running netboot stack.
@@ -105,6 +110,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	errs     chan error
 	cancel   context.CancelFunc
+	done     <-chan struct{}
 	closers  []func()
 }
 
@@ -115,6 +121,9 @@ func (c *Config) defaults() error {
 	c.BindIP = c.BindIP.To4()
 	if c.Machines == nil {
 		return errors.New("netboot needs a machine inventory (--hardware-csv)")
+	}
+	if inv, ok := c.Machines.(*hardware.Inventory); ok {
+		c.Machines = newIndex(inv)
 	}
 	if c.DHCPMode == "" {
 		c.DHCPMode = string(dhcp.ModeReservation)
@@ -166,7 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		log.Warn("optional iPXE binaries not found; clients that need them get no boot file", "dir", cfg.IPXEDir, "missing", missing)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Server{cfg: cfg, log: log, Journal: NewJournal(64), Metrics: metrics.New(), errs: make(chan error, 8), cancel: cancel}
+	s := &Server{cfg: cfg, log: log, Journal: NewJournal(64), Metrics: metrics.New(), errs: make(chan error, 8), cancel: cancel, done: ctx.Done()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -344,6 +353,10 @@ func (s *Server) countRequests(mux *http.ServeMux) http.Handler {
 }
 
 func (s *Server) run(name string, fn func() error) {
+	if s.cfg.RunIn != nil {
+		inner := fn
+		fn = func() error { return s.cfg.RunIn(inner) }
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -361,6 +374,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) HTTPAddr() *net.TCPAddr   { return s.httpAddr }
 func (s *Server) TFTPAddr() *net.UDPAddr   { return s.tftpAddr }
 func (s *Server) SyslogAddr() *net.UDPAddr { return s.sysAddr }
+
+// Done is closed when the stack is stopping: its context ended, Shutdown
+// was called or a service failed (Wait then returns the error).
+func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Wait blocks until every service stopped and returns the first error.
 func (s *Server) Wait() error {

@@ -164,3 +164,53 @@ func TestStartFailsClearly(t *testing.T) {
 		})
 	}
 }
+
+func TestIndexMatchesInventory(t *testing.T) {
+	inv := &hardware.Inventory{Machines: []hardware.Machine{
+		{Hostname: "a", MAC: "52:54:00:AA:00:01", IPAddress: "10.0.0.1"},
+		{Hostname: "b", MAC: "52:54:00:aa:00:02", IPAddress: "10.0.0.2"},
+	}}
+	ix := newIndex(inv)
+	for _, q := range []string{"52:54:00:aa:00:01", "52-54-00-AA-00-01", "52:54:00:AA:00:02", "52:54:00:aa:00:03", "junk"} {
+		m1, ok1 := inv.ByMAC(q)
+		m2, ok2 := ix.ByMAC(q)
+		if ok1 != ok2 || m1.Hostname != m2.Hostname {
+			t.Errorf("ByMAC(%q): inventory %v %q, index %v %q", q, ok1, m1.Hostname, ok2, m2.Hostname)
+		}
+	}
+	for _, q := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "::ffff:10.0.0.1", "x"} {
+		m1, ok1 := inv.ByIP(q)
+		m2, ok2 := ix.ByIP(q)
+		if ok1 != ok2 || m1.Hostname != m2.Hostname {
+			t.Errorf("ByIP(%q): inventory %v %q, index %v %q", q, ok1, m1.Hostname, ok2, m2.Hostname)
+		}
+	}
+}
+
+func TestToggle(t *testing.T) {
+	tg := NewToggle(true)
+	m := hardware.Machine{MAC: "52:54:00:AA:00:01"}
+	if !tg.NetbootAllowed(m) {
+		t.Fatal("default not applied")
+	}
+	tg.Set("52-54-00-aa-00-01", false)
+	if tg.NetbootAllowed(m) {
+		t.Fatal("override by another MAC spelling not applied")
+	}
+	tg.Set("52:54:00:aa:00:01", true)
+	if !tg.NetbootAllowed(m) {
+		t.Fatal("re-enable not applied")
+	}
+}
+
+// TestDisabledMachineGetsExitScript: with the toggle off, the stack serves
+// a script that only exits non-zero.
+func TestDisabledMachineGetsExitScript(t *testing.T) {
+	tg := NewToggle(true)
+	tg.Set("52:54:00:aa:00:01", false)
+	s := startLoopback(t, func(c *Config) { c.Policy = tg })
+	_, body, _ := get(t, "http://"+s.HTTPAddr().String()+"/ipxe/52:54:00:aa:00:01/auto.ipxe")
+	if !strings.Contains(body, "exit 1") || strings.Contains(body, "kernel") {
+		t.Fatalf("script for a disabled machine: %s", body)
+	}
+}

@@ -58,6 +58,10 @@ type Config struct {
 	Tap string
 	// NICModel is the QEMU device model; default virtio-net-pci.
 	NICModel string
+	// NoOptionROM leaves the NIC without QEMU's iPXE option ROM, so UEFI
+	// firmware uses its own driver and PXE client (a vendor PXE ROM's
+	// behaviour: DHCP, then TFTP of the boot file).
+	NoOptionROM bool
 	// Netns, when set, runs QEMU inside that named network namespace.
 	Netns string
 	// MemoryMiB defaults to 512, CPUs to 1.
@@ -171,6 +175,9 @@ func (c Config) Args(varsCopy string) ([]string, error) {
 		"-netdev", "tap,id=net0,ifname=" + c.Tap + ",script=no,downscript=no",
 	}
 	nic := c.NICModel + ",netdev=net0,mac=" + strings.ToLower(c.MAC)
+	if c.NoOptionROM {
+		nic += ",romfile="
+	}
 	if c.NetbootFirst || c.Disk == "" {
 		nic += ",bootindex=1"
 	}

@@ -34,6 +34,7 @@ func TestArgs(t *testing.T) {
 			want: []string{"if=none,id=disk0,format=raw,file=/d/disk.img", "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:01,bootindex=1"}},
 		{name: "qmp and memory", mod: func(c *Config) { c.QMPSocket = "/tmp/x/qmp.sock"; c.MemoryMiB = 1024; c.CPUs = 2 },
 			want: []string{"unix:/tmp/x/qmp.sock,server=on,wait=off", "1024"}},
+		{name: "no option rom", mod: func(c *Config) { c.NoOptionROM = true }, want: []string{"virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:01,romfile=,bootindex=1"}},
 		{name: "kvm only when asked", mod: func(c *Config) { c.Accel = "kvm" }, want: []string{"q35,accel=kvm"}},
 		{name: "bad mac", mod: func(c *Config) { c.MAC = "nope" }, wantErr: "not a MAC"},
 		{name: "no tap", mod: func(c *Config) { c.Tap = "" }, wantErr: "tap device"},

@@ -76,9 +76,10 @@ func New(st store.Store, opts Options) *Server {
 	return &Server{store: st, opts: opts, log: opts.Logger}
 }
 
-// Register adds every service to g.
+// Register adds every service to g: proto.WorkflowService with both
+// Tinkerbell worker APIs (see legacy.go), and kiln's AgentLog and Admin.
 func (s *Server) Register(g *grpc.Server) {
-	pb.RegisterWorkflowServiceServer(g, s)
+	g.RegisterService(&workflowServiceDesc, s)
 	kilnpb.RegisterAgentLogServer(g, s)
 	kilnpb.RegisterAdminServer(g, s)
 }

@@ -222,8 +222,12 @@ func Funcs() template.FuncMap {
 }
 
 // FormatPartition names partition n of disk: /dev/sda,1 → /dev/sda1;
-// /dev/nvme0n1,1 → /dev/nvme0n1p1 (a "p" when the disk name ends in a digit).
+// /dev/nvme0n1,1 → /dev/nvme0n1p1 (a "p" when the disk name ends in a
+// digit); udev links /dev/disk/by-id/X,1 → /dev/disk/by-id/X-part1.
 func FormatPartition(disk string, n int) string {
+	if strings.HasPrefix(disk, "/dev/disk/by-") {
+		return fmt.Sprintf("%s-part%d", disk, n)
+	}
 	if disk != "" && disk[len(disk)-1] >= '0' && disk[len(disk)-1] <= '9' {
 		return fmt.Sprintf("%sp%d", disk, n)
 	}

@@ -237,15 +237,15 @@ func (w *Workflow) Apply(r Report, now time.Time) error {
 	if w.State.Terminal() {
 		return fmt.Errorf("%w: %s is already %s; reset it to run again", ErrNotRunnable, w.ID(), w.State)
 	}
+	for _, earlier := range w.before(ref) {
+		if earlier.State != StateSuccess {
+			return fmt.Errorf("%w: action %q cannot run before %q succeeded", ErrBadReport, a.Name, earlier.Name)
+		}
+	}
 	switch r.State {
 	case StateRunning:
 		if a.State != StatePending {
 			return fmt.Errorf("%w: action %q is %s, cannot become RUNNING", ErrBadReport, a.Name, a.State)
-		}
-		for _, earlier := range w.before(ref) {
-			if earlier.State != StateSuccess {
-				return fmt.Errorf("%w: action %q cannot start before %q succeeded", ErrBadReport, a.Name, earlier.Name)
-			}
 		}
 		start := r.Start
 		if start.IsZero() {

@@ -94,6 +94,7 @@ func TestIllegalTransitions(t *testing.T) {
 	}{
 		{"pending report", nil, Ref{0, 0}, StatePending, ErrBadReport},
 		{"skip ahead", nil, Ref{0, 1}, StateRunning, ErrBadReport},
+		{"finish ahead", nil, Ref{0, 1}, StateSuccess, ErrBadReport},
 		{"success to running", func(w *Workflow) {
 			_ = report(w, Ref{0, 0}, StateRunning, "", tplNow)
 			_ = report(w, Ref{0, 0}, StateSuccess, "", tplNow)

@@ -124,6 +124,8 @@ func TestHelpers(t *testing.T) {
 		{"/dev/nvme0n1", 2, "/dev/nvme0n1p2"},
 		{"/dev/loop7", 1, "/dev/loop7p1"},
 		{"/dev/vda", 12, "/dev/vda12"},
+		{"/dev/mmcblk0", 1, "/dev/mmcblk0p1"},
+		{"/dev/disk/by-id/nvme-SAMSUNG_MZQL2960HCJR-00A07_S64FNE0R123456", 2, "/dev/disk/by-id/nvme-SAMSUNG_MZQL2960HCJR-00A07_S64FNE0R123456-part2"},
 	}
 	for _, p := range parts {
 		if got := FormatPartition(p.disk, p.n); got != p.want {

@@ -1,72 +1,26 @@
-package actions
+package actions_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
+	"github.com/kiln-dev/kiln/pkg/agent/actions"
+	"github.com/kiln-dev/kiln/pkg/agent/actions/compresstest"
 )
-
-// Compress returns data compressed with c (bzip2 through the bzip2 program,
-// as Go has no bzip2 writer).
-func Compress(t testing.TB, c Compression, data []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	switch c {
-	case Raw:
-		return data
-	case Gzip:
-		w := gzip.NewWriter(&buf)
-		_, _ = w.Write(data)
-		_ = w.Close()
-	case XZ:
-		if _, err := exec.LookPath("xz"); err == nil { // much faster than the Go encoder
-			cmd := exec.Command("xz", "-c", "-1", "-T1")
-			cmd.Stdin = bytes.NewReader(data)
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return out
-		}
-		w, err := xz.NewWriter(&buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = w.Write(data)
-		_ = w.Close()
-	case Zstd:
-		w, err := zstd.NewWriter(&buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = w.Write(data)
-		_ = w.Close()
-	case Bzip2:
-		cmd := exec.Command("bzip2", "-c")
-		cmd.Stdin = bytes.NewReader(data)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Skipf("bzip2 program not available (apt install bzip2): %v", err)
-		}
-		return out
-	}
-	return buf.Bytes()
-}
 
 func randomData(n int) []byte {
 	r := rand.New(rand.NewPCG(1, 2))
@@ -82,8 +36,8 @@ func randomData(n int) []byte {
 
 func TestSniff(t *testing.T) {
 	data := randomData(4096)
-	for _, c := range []Compression{Raw, Gzip, XZ, Zstd, Bzip2} {
-		if got := Sniff(Compress(t, c, data)); got != c {
+	for _, c := range []actions.Compression{actions.Raw, actions.Gzip, actions.XZ, actions.Zstd, actions.Bzip2} {
+		if got := actions.Sniff(compresstest.Compress(t, c, data)); got != c {
 			t.Errorf("Sniff(%s data) = %s", c, got)
 		}
 	}
@@ -114,30 +68,30 @@ func TestImage2DiskToFile(t *testing.T) {
 	sum := sha256.Sum256(data)
 	cases := []struct {
 		name     string
-		c        Compression
+		c        actions.Compression
 		env      map[string]string
 		truncate bool
 		path     string
 		wantErr  string
 	}{
-		{name: "raw", c: Raw},
-		{name: "gzip", c: Gzip, env: map[string]string{"COMPRESSED": "true"}},
-		{name: "xz", c: XZ, env: map[string]string{"COMPRESSED": "true"}},
-		{name: "zstd", c: Zstd, env: map[string]string{"COMPRESSED": "true"}},
-		{name: "bzip2", c: Bzip2, env: map[string]string{"COMPRESSED": "true"}},
-		{name: "gzip by magic only", c: Gzip},
-		{name: "compressed flag on raw", c: Raw, env: map[string]string{"COMPRESSED": "true"}, wantErr: "no gzip, xz, zstd or bzip2 magic"},
-		{name: "truncated gzip", c: Gzip, env: map[string]string{"COMPRESSED": "true"}, truncate: true, wantErr: "truncated"},
-		{name: "truncated raw", c: Raw, truncate: true, wantErr: "truncated"},
-		{name: "truncated zstd", c: Zstd, truncate: true, wantErr: "truncated"},
-		{name: "truncated xz", c: XZ, truncate: true, wantErr: "truncated"},
-		{name: "not found", c: Raw, path: "/nope", wantErr: "404"},
-		{name: "bad checksum", c: Raw, env: map[string]string{"IMG_SHA256": strings.Repeat("0", 64)}, wantErr: "IMG_SHA256 wants"},
-		{name: "good checksum", c: Raw, env: map[string]string{"IMG_SHA256": "sha256:" + hex.EncodeToString(sum[:])}},
+		{name: "raw", c: actions.Raw},
+		{name: "gzip", c: actions.Gzip, env: map[string]string{"COMPRESSED": "true"}},
+		{name: "xz", c: actions.XZ, env: map[string]string{"COMPRESSED": "true"}},
+		{name: "zstd", c: actions.Zstd, env: map[string]string{"COMPRESSED": "true"}},
+		{name: "bzip2", c: actions.Bzip2, env: map[string]string{"COMPRESSED": "true"}},
+		{name: "gzip by magic only", c: actions.Gzip},
+		{name: "compressed flag on raw", c: actions.Raw, env: map[string]string{"COMPRESSED": "true"}, wantErr: "no gzip, xz, zstd or bzip2 magic"},
+		{name: "truncated gzip", c: actions.Gzip, env: map[string]string{"COMPRESSED": "true"}, truncate: true, wantErr: "truncated"},
+		{name: "truncated raw", c: actions.Raw, truncate: true, wantErr: "truncated"},
+		{name: "truncated zstd", c: actions.Zstd, truncate: true, wantErr: "truncated"},
+		{name: "truncated xz", c: actions.XZ, truncate: true, wantErr: "truncated"},
+		{name: "not found", c: actions.Raw, path: "/nope", wantErr: "404"},
+		{name: "bad checksum", c: actions.Raw, env: map[string]string{"IMG_SHA256": strings.Repeat("0", 64)}, wantErr: "IMG_SHA256 wants"},
+		{name: "good checksum", c: actions.Raw, env: map[string]string{"IMG_SHA256": "sha256:" + hex.EncodeToString(sum[:])}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			body := Compress(t, tc.c, data)
+			body := compresstest.Compress(t, tc.c, data)
 			cut := 0
 			if tc.truncate {
 				cut = len(body) * 2 / 3
@@ -151,12 +105,12 @@ func TestImage2DiskToFile(t *testing.T) {
 			if err := os.WriteFile(dest, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			env := Env{"IMG_URL": url + path, "DEST_DISK": dest}
+			env := actions.Env{"IMG_URL": url + path, "DEST_DISK": dest}
 			for k, v := range tc.env {
 				env[k] = v
 			}
 			var log bytes.Buffer
-			_, err := Image2Disk(context.Background(), &Runtime{Log: &log}, env, nil)
+			_, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &log}, env, nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -175,25 +129,25 @@ func TestImage2DiskToFile(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Image2Disk(context.Background(), &Runtime{}, Env{"IMG_URL": "http://127.0.0.1:1/x"}, nil); err == nil || !strings.Contains(err.Error(), "DEST_DISK is required") {
+	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{}, actions.Env{"IMG_URL": "http://127.0.0.1:1/x"}, nil); err == nil || !strings.Contains(err.Error(), "DEST_DISK is required") {
 		t.Errorf("missing DEST_DISK: %v", err)
 	}
 }
 
 func TestLookup(t *testing.T) {
 	for _, img := range []string{"quay.io/tinkerbell/actions/image2disk:latest", "127.0.0.1/embedded/writefile", "cexec", "ghcr.io/x/kexec:v1", "reboot"} {
-		if _, err := Lookup(img); err != nil {
+		if _, err := actions.Lookup(img); err != nil {
 			t.Errorf("Lookup(%q): %v", img, err)
 		}
 	}
-	_, err := Lookup("quay.io/tinkerbell/actions/oci2disk:latest")
-	if !errors.Is(err, ErrUnknownImage) || !strings.Contains(err.Error(), "oci2disk") || !strings.Contains(err.Error(), "image2disk, kexec, reboot, writefile") {
+	_, err := actions.Lookup("quay.io/tinkerbell/actions/oci2disk:latest")
+	if !errors.Is(err, actions.ErrUnknownImage) || !strings.Contains(err.Error(), "oci2disk") || !strings.Contains(err.Error(), "image2disk, kexec, reboot, writefile") {
 		t.Errorf("unknown image error = %v", err)
 	}
 }
 
 func TestEnv(t *testing.T) {
-	env := ParseEnv([]string{"MODE=0600", "UID=1000", "BAD_MODE=999", "B=yes", "EMPTY=", "EQ=a=b"})
+	env := actions.ParseEnv([]string{"MODE=0600", "UID=1000", "BAD_MODE=999", "B=yes", "EMPTY=", "EQ=a=b"})
 	if m, err := env.Octal("w", "MODE", 0); err != nil || m != 0o600 {
 		t.Errorf("MODE = %o, %v", m, err)
 	}
@@ -232,27 +186,27 @@ menuentry 'Other' {
 	_ = os.WriteFile(f, []byte(cfg), 0o600)
 	fh, _ := os.Open(f)
 	defer fh.Close()
-	e, err := ParseGrubDefault(fh)
+	e, err := actions.ParseGrubDefault(fh)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := BootEntry{Kernel: "/boot/vmlinuz-6.8.0-45-generic", Initrd: "/boot/initrd.img-6.8.0-45-generic", Cmdline: "root=LABEL=cloudimg-rootfs ro console=tty1 console=ttyS0"}
+	want := actions.BootEntry{Kernel: "/boot/vmlinuz-6.8.0-45-generic", Initrd: "/boot/initrd.img-6.8.0-45-generic", Cmdline: "root=LABEL=cloudimg-rootfs ro console=tty1 console=ttyS0"}
 	if e != want {
 		t.Fatalf("entry = %+v", e)
 	}
-	if _, err := ParseGrubDefault(strings.NewReader("set x=1\n")); err == nil {
+	if _, err := actions.ParseGrubDefault(strings.NewReader("set x=1\n")); err == nil {
 		t.Error("config without entries accepted")
 	}
 }
 
 func TestRebootDisabled(t *testing.T) {
 	var log bytes.Buffer
-	then, err := Reboot(context.Background(), &Runtime{Log: &log}, nil, nil)
+	then, err := actions.Reboot(context.Background(), &actions.Runtime{Log: &log}, nil, nil)
 	if err != nil || then != nil || !strings.Contains(log.String(), "disabled") {
 		t.Fatalf("then=%v err=%v log=%q", then != nil, err, log.String())
 	}
 	var got []int
-	then, err = Reboot(context.Background(), &Runtime{Reboot: func(c int) error { got = append(got, c); return nil }}, nil, nil)
+	then, err = actions.Reboot(context.Background(), &actions.Runtime{Reboot: func(c int) error { got = append(got, c); return nil }}, nil, nil)
 	if err != nil || then == nil || len(got) != 0 {
 		t.Fatal("reboot must wait until after the SUCCESS report")
 	}
@@ -260,4 +214,45 @@ func TestRebootDisabled(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatal("reboot not performed")
 	}
+}
+
+func TestImage2DiskReportsProgress(t *testing.T) {
+	chunk := randomData(64 << 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(4*len(chunk)))
+		for i := 0; i < 4; i++ {
+			_, _ = w.Write(chunk)
+			w.(http.Flusher).Flush()
+			time.Sleep(400 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	dest := filepath.Join(t.TempDir(), "disk")
+	_ = os.WriteFile(dest, nil, 0o600)
+	var log bytes.Buffer
+	env := actions.Env{"IMG_URL": srv.URL, "DEST_DISK": dest, "PROGRESS_INTERVAL_SECONDS": "1"}
+	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &safeWriter{w: &log}}, env, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	progress := 0
+	for _, l := range lines {
+		if strings.Contains(l, "% ") || strings.Contains(l, "%)") {
+			progress++
+		}
+	}
+	if progress < 2 || !strings.Contains(lines[len(lines)-1], "done: read 0.2 MiB of 0.2 MiB (100%)") {
+		t.Fatalf("want periodic progress lines and a final one:\n%s", log.String())
+	}
+}
+
+type safeWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *safeWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

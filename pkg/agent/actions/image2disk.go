@@ -257,11 +257,11 @@ func sizeText(n int64) string {
 func progress(read, total, written int64, d time.Duration) string {
 	rate := 0.0
 	if s := d.Seconds(); s > 0 {
-		rate = float64(read) / 1e6 / s
+		rate = float64(written) / 1e6 / s
 	}
 	pct := ""
 	if total > 0 {
 		pct = fmt.Sprintf(" (%.0f%%)", 100*float64(read)/float64(total))
 	}
-	return fmt.Sprintf("read %s of %s%s, wrote %s, %.1f MB/s, %s", mib(read), sizeText(total), pct, mib(written), rate, d.Round(time.Second))
+	return fmt.Sprintf("read %s of %s%s, wrote %s to disk at %.1f MB/s in %s", mib(read), sizeText(total), pct, mib(written), rate, d.Round(time.Millisecond))
 }

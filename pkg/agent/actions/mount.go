@@ -23,6 +23,7 @@ func mountDevice(action, tmp, dev, fstype string) (*mounted, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: creating a mount point: %w", action, err)
 	}
+	waitForDevice(dev, 5*time.Second)
 	if err := unix.Mount(dev, dir, fstype, 0, ""); err != nil {
 		_ = os.Remove(dir)
 		hint := ""
@@ -86,4 +87,16 @@ func (m *mounted) unmount() error {
 		_ = os.Remove(m.dir)
 	}
 	return errors.Join(errs...)
+}
+
+// waitForDevice gives devtmpfs a moment to create a partition node after
+// image2disk made the kernel re-read the partition table.
+func waitForDevice(dev string, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(dev); err == nil || !errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -50,6 +50,7 @@ type Boot struct {
 	File        string // the `file` header field (option 67 equivalent)
 	ClassID     string // option 60 to send back ("PXEClient" / "HTTPClient"), "" for none
 	PXEVendor   bool   // send option 43 with PXE discovery control = 8 (boot the file, no discovery)
+	IPXE        bool   // the client runs iPXE: send 175.176 (no-pxedhcp)
 	Description string // for logs: why this file
 }
 
@@ -65,7 +66,7 @@ func Decide(c Client, files BootFiles, urls URLs) (b Boot, ok bool) {
 	case !c.Netboot:
 		return Boot{Description: "not a netboot client: " + c.NotNetbootReason}, false
 	case c.IPXE:
-		return Boot{File: urls.Script(c.MAC), ClassID: string(ClientPXE), Description: "iPXE client: script"}, true
+		return Boot{File: urls.Script(c.MAC), ClassID: string(ClientPXE), IPXE: true, Description: "iPXE client: script"}, true
 	}
 	name := files.For(c.Family)
 	if name == "" {

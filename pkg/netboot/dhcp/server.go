@@ -331,6 +331,11 @@ func (s *Server) bootModifiers(_ *dhcpv4.DHCPv4, boot Boot) []dhcpv4.Modifier {
 	if boot.ClassID != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(boot.ClassID)))
 	}
+	if boot.IPXE {
+		// Option 175 (iPXE encapsulated), sub-option 176 no-pxedhcp = 1:
+		// do not wait for ProxyDHCP offers, boot the script now.
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{176, 1, 1}))
+	}
 	if boot.PXEVendor {
 		// Option 43, sub-option 6 (PXE_DISCOVERY_CONTROL) = 8: boot the
 		// file named in this reply, skip boot-server discovery.

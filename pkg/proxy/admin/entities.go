@@ -354,11 +354,11 @@ func (s *Server) single(r *http.Request, k *entity.Kind, key string, par *parent
 			id = existing["id"].(string)
 		case schema.IsUUID(key):
 			id = strings.ToLower(key)
-		default:
-			if ep := k.Schema.EndpointKey; ep != "" && k.Name != "targets" {
+		}
+		if !schema.IsUUID(key) {
+			// PUT by name: the URL's key is the entity's key.
+			if ep := k.Schema.EndpointKey; ep != "" {
 				in[ep] = key
-			} else if k.Name == "targets" {
-				in["target"] = key
 			}
 		}
 		saved, err := s.upsert(ctx, k, in, existing, id)

@@ -25,21 +25,19 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Relations", testRelations},
 		{"Listing", testListing},
 		{"SnapshotAndNotify", testSnapshotAndNotify},
+		{"ConcurrentWriters", testConcurrentWriters},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
 }
 
-var clock float64
-
-// Mk validates in as a kind record with a fresh id and increasing created_at.
+// Mk validates in as a kind record with a fresh id and the current time.
 func Mk(t *testing.T, kind string, in map[string]any) map[string]any {
 	t.Helper()
 	if in["id"] == nil {
 		in["id"] = entity.NewID()
 	}
-	clock++
-	in["created_at"] = clock
+	in["created_at"] = float64(time.Now().Unix())
 	out, errs := entity.Validate(entity.KindByName(kind), in)
 	if errs != nil {
 		t.Fatalf("invalid %s: %s", kind, errs.Message())
@@ -310,5 +308,40 @@ func testSnapshotAndNotify(t *testing.T, s store.Store) {
 		if fmt.Sprint(names) != "[b]" || len(cfg.Routes) != 1 || cfg.Routes[0].Service.ID != other["id"] {
 			t.Fatalf("after replace: %v routes=%d", names, len(cfg.Routes))
 		}
+	}
+}
+
+// testConcurrentWriters races writers on one unique name: exactly one wins,
+// the others get a UniqueError (never a database error), and the version
+// counts every committed write.
+func testConcurrentWriters(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	v0, err := s.Version(ctx)
+	Must(t, err)
+	const n = 8
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		rec := Mk(t, "services", map[string]any{"name": "contended", "host": "example.com"})
+		go func() { errs <- s.Insert(ctx, "services", rec) }()
+	}
+	wins := 0
+	for i := 0; i < n; i++ {
+		err := <-errs
+		var ue *store.UniqueError
+		switch {
+		case err == nil:
+			wins++
+		case errors.As(err, &ue):
+		default:
+			t.Errorf("concurrent insert: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d inserts of the same name succeeded", wins)
+	}
+	v1, err := s.Version(ctx)
+	Must(t, err)
+	if v1 <= v0 {
+		t.Fatalf("version %d → %d", v0, v1)
 	}
 }

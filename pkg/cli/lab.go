@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-dev/kiln/pkg/lab"
+	"github.com/kiln-dev/kiln/pkg/lab/phonehome"
+	"github.com/kiln-dev/kiln/pkg/qemu"
+)
+
+// PhoneHomePort is where `kiln lab up` serves the phone-home endpoint on the
+// lab's admin address when no kiln HTTP server mounts it.
+const labPhoneHomePort = 7171
+
+func newLabCommand(streams Streams) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "A rack in a box: QEMU machines with virtual Redfish BMCs on an isolated network",
+		Args:  cobra.NoArgs,
+	}
+	cmd.PersistentFlags().StringVar(&dir, "dir", "lab", "the lab's directory (state, disks, consoles, Hardware.csv, ClusterSpec.yml)")
+	cmd.AddCommand(newLabUpCommand(streams, &dir), newLabDownCommand(streams, &dir), newLabStatusCommand(streams, &dir), newLabConsoleCommand(streams, &dir))
+	return cmd
+}
+
+func newLabUpCommand(streams Streams, dir *string) *cobra.Command {
+	var (
+		opts     lab.Options
+		uefi     bool
+		firmware []string
+	)
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Create the lab and keep it running until interrupted (or `kiln lab down`)",
+		Long: `Creates an isolated network (namespace <prefix> with bridge <prefix>br, joined to this
+host by the veth <prefix>h carrying the admin address .1 and one address per BMC .101+),
+N powered-off QEMU machines (software emulation unless --kvm) each with a raw disk and
+a MAC on a tap, and one virtual Redfish BMC per machine on <bmc address>:443 that
+powers the machine and sets its next boot device. Writes Hardware.csv and a matching
+ClusterSpec.yml into --dir, serves the phone-home endpoint on <admin address>:7171,
+and runs until SIGINT/SIGTERM, then removes everything it created.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Dir = *dir
+			if uefi && len(firmware) > 0 {
+				return usageError("use --uefi or --firmware, not both")
+			}
+			if uefi {
+				opts.Firmware = []qemu.Firmware{qemu.UEFI}
+			}
+			for _, f := range firmware {
+				switch qemu.Firmware(strings.ToLower(f)) {
+				case qemu.BIOS, qemu.UEFI:
+					opts.Firmware = append(opts.Firmware, qemu.Firmware(strings.ToLower(f)))
+				default:
+					return usageError("--firmware %q: use bios or uefi", f)
+				}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			p := progress{streams.Out}
+			var l *lab.Lab
+			err := p.step("create lab", func() (string, error) {
+				var err error
+				l, err = lab.Up(ctx, opts)
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("%d machines on %s in %s", len(l.State.Machines), l.State.Subnet, l.Dir), nil
+			})
+			if err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			defer func() {
+				_ = p.step("remove lab", func() (string, error) {
+					c, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					return "", l.Close(c)
+				})
+			}()
+			ln, err := net.Listen("tcp", net.JoinHostPort(l.State.AdminIP, fmt.Sprint(labPhoneHomePort)))
+			if err != nil {
+				return withExitCode(ExitInvalidInput, fmt.Errorf("phone-home endpoint: %w", err))
+			}
+			mux := http.NewServeMux()
+			mux.Handle(phonehome.Path, l.PhoneHome)
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Close()
+
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MACHINE\tMAC\tIP\tBMC\tFIRMWARE")
+			for _, m := range l.State.Machines {
+				fmt.Fprintf(tw, "%s\t%s\t%s\thttps://%s\t%s\n", m.Name, m.MAC, m.IP, m.BMCIP, m.Firmware)
+			}
+			tw.Flush()
+			fmt.Fprintf(streams.Out, "Hardware.csv:    %s\nClusterSpec.yml: %s\nkiln's address:  %s (phone-home on :%d%s)\nBMC user %s; the password is in Hardware.csv.\nRunning; Ctrl-C or `kiln lab down --dir %s` removes the lab.\n",
+				l.State.HardwareCSV, l.State.ClusterSpec, l.State.AdminIP, labPhoneHomePort, phonehome.Path, l.State.BMCUser, *dir)
+			<-ctx.Done()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&opts.Machines, "machines", 2, "number of machines")
+	f.BoolVar(&uefi, "uefi", false, "boot every machine with UEFI (OVMF) instead of legacy BIOS")
+	f.StringSliceVar(&firmware, "firmware", nil, "firmware per machine, cycled (e.g. bios,uefi)")
+	f.IntVar(&opts.MemoryMiB, "memory", lab.DefaultMemory, "memory per machine in MiB")
+	f.IntVar(&opts.DiskGiB, "disk", lab.DefaultDiskGiB, "disk size per machine in GiB (sparse)")
+	f.BoolVar(&opts.KVM, "kvm", false, "use KVM instead of software emulation (only where KVM works)")
+	f.StringVar(&opts.Prefix, "prefix", lab.DefaultPrefix, "name prefix of the namespace, bridge, veth and taps (≤9 characters)")
+	f.StringVar(&opts.Subnet, "subnet", lab.DefaultSubnet, "the lab network")
+	f.StringVar(&opts.ClusterName, "cluster-name", "lab", "cluster name in ClusterSpec.yml; machines are <name>-01…")
+	return cmd
+}
+
+func newLabDownCommand(streams Streams, dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Remove every VM, tap, bridge, namespace and process of the lab (safe to run twice)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return progress{streams.Out}.step("remove lab in "+*dir, func() (string, error) {
+				found, err := lab.Down(cmd.Context(), *dir)
+				if err != nil {
+					return "", withExitCode(ExitInvalidInput, err)
+				}
+				if !found {
+					return "nothing to remove", nil
+				}
+				return "", nil
+			})
+		},
+	}
+}
+
+func newLabStatusCommand(streams Streams, dir *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the lab's machines: power, boots and phone-homes",
+		Args:  cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if err := checkOutput(output, OutputText, OutputJSON); err != nil {
+				return err
+			}
+			s, err := lab.ReadStatus(*dir)
+			if err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			if output == OutputJSON {
+				return writeJSON(streams.Out, s)
+			}
+			state := "running"
+			if !s.Running {
+				state = "not running (kiln lab up has exited; kiln lab down cleans up)"
+			}
+			fmt.Fprintf(streams.Out, "lab %s: %s, pid %d, network %s, kiln at %s\n", s.Dir, state, s.PID, s.Subnet, s.AdminIP)
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MACHINE\tFIRMWARE\tPOWER\tBOOTS\tPHONED HOME")
+			for _, m := range s.Machines {
+				home := "-"
+				if r := m.PhoneHome; r != nil {
+					home = fmt.Sprintf("%s as %s from %s (boot %d)", r.ReceivedAt.Local().Format(time.TimeOnly), r.Hostname, r.IP, r.Boot)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", m.Name, m.Firmware, m.Power, m.Boots, home)
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(cmd, &output, OutputText, OutputJSON)
+	return cmd
+}
+
+func newLabConsoleCommand(streams Streams, dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "console NAME",
+		Short: "Print a machine's serial console log (every boot)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if err := lab.Console(*dir, args[0], streams.Out); err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,135 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/kiln-dev/kiln/pkg/workerapi/proto"
+	"github.com/kiln-dev/kiln/pkg/workflow"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+func runKiln(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := Run(context.Background(), args, strings.NewReader(""), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+const testCSV = `hostname,mac,ip_address,netmask,gateway,nameservers,labels,disk,vlan_id
+cp01,cc:48:3a:00:00:01,10.10.50.11,255.255.254.0,10.10.50.1,10.10.50.2,type=cp,/dev/sda,
+wk01,cc:48:3a:00:00:02,10.10.50.21,255.255.254.0,10.10.50.1,10.10.50.2,type=worker,/dev/nvme0n1,120
+`
+
+func TestServeWorkflowAndWorkflowsCommands(t *testing.T) {
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "hw.csv")
+	if err := os.WriteFile(csv, []byte(testCSV), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "wf.db")
+
+	// A template that needs a value the operator did not give: exit 1, message names it.
+	_, stderr, code := runKiln(t, "serve", "workflow", "--hardware-csv", csv, "--db", db, "--grpc-listen", "127.0.0.1:0")
+	if code != ExitInvalidInput || !strings.Contains(stderr, "image_url") || !strings.Contains(stderr, "machine cp01") {
+		t.Fatalf("missing --image-url: code %d, stderr %q", code, stderr)
+	}
+	if _, _, code := runKiln(t, "serve", "workflow"); code != ExitUsage {
+		t.Fatalf("missing --hardware-csv: code %d", code)
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- Run(ctx, []string{"serve", "workflow", "--hardware-csv", csv, "--db", db, "--grpc-listen", addr,
+			"--image-url", "http://10.10.50.5:8080/jammy.raw.gz", "--metadata-url", "http://10.10.50.5:7172"}, strings.NewReader(""), &out, &out)
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != ExitOK {
+			t.Errorf("serve workflow exited %d:\n%s", code, out.String())
+		}
+	}()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	wf := pb.NewWorkflowServiceClient(conn)
+	var act *pb.ActionResponse
+	for i := 0; i < 100; i++ {
+		if act, err = wf.GetAction(ctx, &pb.ActionRequest{AgentId: ptr("cc:48:3a:00:00:02")}); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || act.GetWorkflowId() != "eksa-system/wk01" || act.GetName() != "stream-image" {
+		t.Fatalf("GetAction: %v, %v\n%s", act, err, out.String())
+	}
+	if !strings.Contains(out.String(), "✓ read "+csv+": 2 machines") || !strings.Contains(out.String(), "2 created, 0 resumed") {
+		t.Errorf("progress output:\n%s", out.String())
+	}
+	failed := pb.ActionStatusRequest_FAILED
+	running := pb.ActionStatusRequest_RUNNING
+	for _, st := range []*pb.ActionStatusRequest_StateType{&running, &failed} {
+		if _, err := wf.ReportActionStatus(ctx, &pb.ActionStatusRequest{WorkflowId: act.WorkflowId, TaskId: act.TaskId, ActionId: act.ActionId,
+			ActionState: st, Message: &pb.ActionMessage{Message: ptr("image2disk: GET http://10.10.50.5:8080/jammy.raw.gz: server answered 404 Not Found")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	stdout, stderr, code := runKiln(t, "workflows", "list", "--server", addr, "-o", "json")
+	var wfs []workflow.Workflow
+	if code != ExitOK || json.Unmarshal([]byte(stdout), &wfs) != nil || len(wfs) != 2 {
+		t.Fatalf("list -o json: code %d %q %q", code, stdout, stderr)
+	}
+	stdout, _, _ = runKiln(t, "workflows", "--server", addr)
+	if !strings.Contains(stdout, "eksa-system/wk01") || !strings.Contains(stdout, "stream-image FAILED (0/6 done)") {
+		t.Errorf("list:\n%s", stdout)
+	}
+	stdout, _, code = runKiln(t, "workflows", "show", "wk01", "--server", addr)
+	if code != ExitOK || !strings.Contains(stdout, "Workflow eksa-system/wk01: FAILED") || !strings.Contains(stdout, "404 Not Found") ||
+		!strings.Contains(stdout, `Action "stream-image" FAILED`) {
+		t.Errorf("show:\n%s", stdout)
+	}
+	if _, stderr, code := runKiln(t, "workflows", "show", "nope", "--server", addr); code != ExitInvalidInput || !strings.Contains(stderr, "eksa-system/cp01") {
+		t.Errorf("show unknown: %d %q", code, stderr)
+	}
+	if stdout, _, code := runKiln(t, "workflows", "reset", "wk01", "--server", addr); code != ExitOK || !strings.Contains(stdout, "reset to PENDING") {
+		t.Errorf("reset: %d %q", code, stdout)
+	}
+	if act2, err := wf.GetAction(ctx, &pb.ActionRequest{AgentId: ptr("cc:48:3a:00:00:02")}); err != nil || act2.GetName() != "stream-image" || act2.GetActionId() == act.GetActionId() {
+		t.Errorf("after reset: %v, %v", act2, err)
+	}
+	// The database is locked while the server runs.
+	if _, stderr, code := runKiln(t, "workflows", "--db", db); code != ExitInvalidInput || !strings.Contains(stderr, "use --server") {
+		t.Errorf("--db while serving: %d %q", code, stderr)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestInitArgs(t *testing.T) {
+	if got := InitArgs([]string{"/init", "console=ttyS0"}); strings.Join(got, " ") != "agent --init" {
+		t.Errorf("as /init: %v", got)
+	}
+	if got := InitArgs([]string{"/usr/bin/kiln", "workflows", "list"}); strings.Join(got, " ") != "workflows list" {
+		t.Errorf("as kiln: %v", got)
+	}
+}
