@@ -1,10 +1,11 @@
-// Command kongcompat runs go-kong's published integration tests
-// (github.com/kong/go-kong/kong at the version pinned in go.mod) against a
-// kiln gateway, once per storage mode (SQLite, PostgreSQL, DB-less), and
-// checks the number of passing tests against the floors in floors.txt.
+// Command compatrun runs go-kong's published integration tests
+// (github.com/kong/go-kong/kong at the version pinned by the separate module
+// in e2e/kongcompat) against a kiln gateway, once per storage mode (SQLite,
+// PostgreSQL, DB-less), and checks the number of passing tests against the
+// floors in e2e/kongcompat/floors.txt. Run it from the repository root.
 //
 // go-kong's tests are not copied: the test binary is built from the module
-// cache with `go test -c`. Each test runs in its own process (a go-kong test
+// cache with `go test -c` inside e2e/kongcompat. Each test runs in its own process (a go-kong test
 // that fails half-way can panic in its cleanup and would otherwise take the
 // remaining tests down with it), and the gateway is emptied through the
 // Admin API between tests so one failure does not cascade into the next.
@@ -30,8 +31,6 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/kong/go-kong/kong" // the module whose tests run against kiln
-
 	"github.com/kiln-dev/kiln/pkg/proxy/store/pgtest"
 )
 
@@ -45,19 +44,20 @@ type result struct {
 }
 
 func main() {
-	kiln := flag.String("kiln", "../../bin/kiln", "kiln binary to test")
+	kiln := flag.String("kiln", "bin/kiln", "kiln binary to test")
+	moduleDir := flag.String("module", "e2e/kongcompat", "directory of the Go module that pins go-kong")
 	modes := flag.String("modes", "sqlite,postgres,off", "storage modes to run: sqlite, postgres, off")
-	floors := flag.String("floors", "floors.txt", "file with the minimum passing count per mode")
+	floors := flag.String("floors", "e2e/kongcompat/floors.txt", "file with the minimum passing count per mode")
 	run := flag.String("run", "", "only run go-kong tests matching this regexp")
 	verbose := flag.Bool("v", false, "print every test's result")
 	flag.Parse()
-	if err := mainErr(*kiln, strings.Split(*modes, ","), *floors, *run, *verbose); err != nil {
+	if err := mainErr(*kiln, *moduleDir, strings.Split(*modes, ","), *floors, *run, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "✗", err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(kiln string, modes []string, floorsFile, run string, verbose bool) error {
+func mainErr(kiln, moduleDir string, modes []string, floorsFile, run string, verbose bool) error {
 	kilnAbs, err := filepath.Abs(kiln)
 	if err != nil {
 		return err
@@ -73,11 +73,14 @@ func mainErr(kiln string, modes []string, floorsFile, run string, verbose bool) 
 	start := time.Now()
 	bin := filepath.Join(work, "gokong.test")
 	build := exec.Command("go", "test", "-c", "-o", bin, "github.com/kong/go-kong/kong")
+	build.Dir = moduleDir
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build go-kong's test binary: %w", err)
 	}
-	dir, err := exec.Command("go", "list", "-f", "{{.Dir}}", "github.com/kong/go-kong/kong").Output()
+	locate := exec.Command("go", "list", "-f", "{{.Dir}}", "github.com/kong/go-kong/kong")
+	locate.Dir = moduleDir
+	dir, err := locate.Output()
 	if err != nil {
 		return fmt.Errorf("locate go-kong's package directory: %w", err)
 	}
