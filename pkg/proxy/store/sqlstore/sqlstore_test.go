@@ -89,3 +89,28 @@ func TestPostgresPollSeesOtherNode(t *testing.T) {
 		t.Fatalf("snapshot on A: %v %v", cfg, err)
 	}
 }
+
+// TestPostgresListenSeesOtherNode: with a poll interval far beyond the
+// test's timeout, only LISTEN/NOTIFY can deliver node B's write to node A.
+func TestPostgresListenSeesOtherNode(t *testing.T) {
+	ctx := context.Background()
+	a, dsn := openPG(t, time.Hour)
+	b, err := OpenPostgres(ctx, dsn, 0)
+	storetest.Must(t, err)
+	defer b.Close()
+	// A's LISTEN connection comes up in the background; writes committed
+	// before it listens are not delivered, so write again until one is.
+	for i := 0; i < 10; i++ {
+		ch := a.Changed()
+		start := time.Now()
+		name := fmt.Sprintf("listen-%d", i)
+		storetest.Must(t, b.Insert(ctx, "consumers", storetest.Mk(t, "consumers", map[string]any{"username": name})))
+		select {
+		case <-ch:
+			t.Logf("node A notified %s after node B's commit", time.Since(start).Round(time.Millisecond))
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	t.Fatal("node A was never notified of node B's writes")
+}
