@@ -95,6 +95,9 @@ func (c *Context) Reset() {
 		delete(c.vars, k)
 	}
 	vars := c.vars
+	if h == nil {
+		h = http.Header{}
+	}
 	*c = Context{respHdrBase: h, vars: vars}
 	c.RespHeader = h
 }
@@ -145,11 +148,13 @@ func (c *Context) Authenticate(consumer *entity.Consumer, cred *Credential) {
 	c.Consumer = consumer
 	c.Credential = cred
 	h := c.Req.Header
-	h.Del("X-Consumer-ID")
-	h.Del("X-Consumer-Custom-ID")
-	h.Del("X-Consumer-Username")
-	h.Del("X-Credential-Identifier")
-	h.Del("X-Anonymous-Consumer")
+	// Client-sent copies are never forwarded (canonical names: no
+	// per-request canonicalization).
+	delete(h, "X-Consumer-Id")
+	delete(h, "X-Consumer-Custom-Id")
+	delete(h, "X-Consumer-Username")
+	delete(h, "X-Credential-Identifier")
+	delete(h, "X-Anonymous-Consumer")
 	if consumer != nil {
 		h["X-Consumer-Id"] = []string{consumer.ID}
 		if consumer.CustomID != nil {

@@ -309,6 +309,13 @@ func (c *h1Conn) readRequest() (int, error) {
 			return http.StatusBadRequest, errors.New("Bad request")
 		}
 	}
+	// Control characters in the target would reach the upstream's request
+	// line (request splitting): refuse them.
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c == 0x7f {
+			return http.StatusBadRequest, errors.New("Bad request")
+		}
+	}
 	r := &c.req
 	*r = http.Request{Method: method, Proto: proto, ProtoMajor: major, ProtoMinor: minor, Header: c.hdr,
 		RemoteAddr: c.remoteAddr, RequestURI: uri}

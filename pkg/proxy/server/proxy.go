@@ -22,6 +22,25 @@ import (
 const viaValue = "1.1 kong/" + entity.KongVersion
 const serverValue = "kong/" + entity.KongVersion
 
+// msValues caches header values for small millisecond latencies so that the
+// hot path does not allocate them. The slices have len == cap, so an
+// append by a plugin copies instead of writing into the cache; they are
+// never modified.
+var msValues = func() [][]string {
+	v := make([][]string, 1000)
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}
+	}
+	return v
+}()
+
+func msHeader(d time.Duration) []string {
+	if ms := d.Milliseconds(); ms >= 0 && ms < int64(len(msValues)) {
+		return msValues[ms][:1:1]
+	}
+	return []string{strconv.FormatInt(d.Milliseconds(), 10)}
+}
+
 // Listener is the http.Handler for one proxy listener: it knows the
 // listener's port and scheme, which routing needs.
 type Listener struct {
@@ -581,8 +600,8 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	} else {
 		h["Via"] = []string{viaValue}
 	}
-	h["X-Kong-Upstream-Latency"] = []string{strconv.FormatInt(c.UpstreamLatency.Milliseconds(), 10)}
-	h["X-Kong-Proxy-Latency"] = []string{strconv.FormatInt(c.ProxyLatency.Milliseconds(), 10)}
+	h["X-Kong-Upstream-Latency"] = msHeader(c.UpstreamLatency)
+	h["X-Kong-Proxy-Latency"] = msHeader(c.ProxyLatency)
 	h["X-Kong-Request-Id"] = []string{c.RequestID}
 	c.Status, c.ResponseHeader, c.Proxied = resp.status, h, true
 	c.RunHeaderFilter()
