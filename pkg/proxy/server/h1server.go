@@ -128,7 +128,7 @@ func (s *h1Server) waitConns() {
 
 // date returns the cached Date header value.
 func (s *h1Server) date() string {
-	now := time.Now().Unix()
+	now := s.e.clock.Now().Unix()
 	if p := s.dateNow.Load(); p != nil && s.dateUnix.Load() == now {
 		return *p
 	}
@@ -227,7 +227,7 @@ func (c *h1Conn) serve() {
 		// One deadline covers waiting for the next request and reading its
 		// head; it is refreshed only when an eighth of it has elapsed, to
 		// keep timer updates off the per-request path.
-		if now := time.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
+		if now := c.s.e.clock.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
 			_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
 			deadlineSet = now
 		}
@@ -243,7 +243,7 @@ func (c *h1Conn) serve() {
 			return
 		}
 		if c.body.mode != bodyNone {
-			_ = c.nc.SetReadDeadline(time.Now().Add(h1BodyTimeout))
+			_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
 			deadlineSet = time.Time{}
 		}
 		c.w.reset(&c.req)

@@ -35,10 +35,11 @@ var msValues = func() [][]string {
 }()
 
 func msHeader(d time.Duration) []string {
-	if ms := d.Milliseconds(); ms >= 0 && ms < int64(len(msValues)) {
+	ms := max(d.Milliseconds(), 0) // the coarse clock follows wall time
+	if ms < int64(len(msValues)) {
 		return msValues[ms][:1:1]
 	}
-	return []string{strconv.FormatInt(d.Milliseconds(), 10)}
+	return []string{strconv.FormatInt(ms, 10)}
 }
 
 // Listener is the http.Handler for one proxy listener: it knows the
@@ -85,7 +86,7 @@ func isHopByHop(k string) bool {
 // ServeHTTP proxies one request.
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := l.e
-	start := time.Now()
+	start := e.clock.Now()
 	e.state.Metrics.TotalRequests.Add(1)
 	s := e.snap.Load()
 	reqID := newRequestID()
@@ -178,7 +179,7 @@ func (e *Engine) writeError(w http.ResponseWriter, r *http.Request, status int, 
 	h["Content-Type"] = []string{ct}
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	h["Server"] = []string{serverValue}
-	h["X-Kong-Response-Latency"] = []string{strconv.FormatInt(time.Since(start).Milliseconds(), 10)}
+	h["X-Kong-Response-Latency"] = msHeader(e.clock.Now().Sub(start))
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
@@ -209,7 +210,7 @@ func (e *Engine) finishExit(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	}
 	h["Server"] = []string{serverValue}
 	h["X-Kong-Request-Id"] = []string{c.RequestID}
-	h["X-Kong-Response-Latency"] = []string{strconv.FormatInt(time.Since(c.Start).Milliseconds(), 10)}
+	h["X-Kong-Response-Latency"] = msHeader(e.clock.Now().Sub(c.Start))
 	c.Status, c.ResponseHeader = ex.Status, h
 	c.RunHeaderFilter()
 	if c.WantsBody() {
@@ -358,7 +359,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			}
 		}
 		uc.dc.arm(si.read, si.write)
-		sent := time.Now()
+		sent := e.clock.Now()
 		c.ProxyLatency = sent.Sub(c.Start)
 		err := writeRequest(uc.bw, r, c, ri, try.host, port, body, upgrade)
 		if err == nil {
@@ -389,7 +390,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			// reached the upstream is not sent twice.
 			break
 		}
-		c.UpstreamLatency = time.Since(sent)
+		c.UpstreamLatency = e.clock.Now().Sub(sent)
 		break
 	}
 	if try.target != nil {
@@ -736,7 +737,7 @@ func (e *Engine) accessLog(r *http.Request, reqID string, status int, sent int64
 	ent := accessEntry{
 		Time: start.UTC().Format(time.RFC3339Nano), RequestID: reqID, ClientIP: clientIP(r.RemoteAddr), Method: r.Method, Host: r.Host,
 		URI: r.URL.RequestURI(), Proto: r.Proto, Status: status, BytesSent: sent, Upstream: upstream,
-		LatencyMS: time.Since(start).Milliseconds(), UserAgent: r.UserAgent(), ClientRequest: r.ContentLength,
+		LatencyMS: e.clock.Now().Sub(start).Milliseconds(), UserAgent: r.UserAgent(), ClientRequest: r.ContentLength,
 	}
 	if c != nil {
 		if c.Route != nil {
