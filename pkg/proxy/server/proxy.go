@@ -122,6 +122,19 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.writeError(w, r, code, DefaultRedirectMessage(code), reqID, start, true)
 		return
 	}
+	if isGRPCRoute(ri.route.Protocols) {
+		wh["X-Kong-Request-Id"] = []string{reqID}
+		switch {
+		case !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"):
+			e.writeError(w, r, http.StatusUnsupportedMediaType, "Non-gRPC request matched gRPC route", reqID, start, true)
+		case r.ProtoMajor != 2:
+			e.writeError(w, r, http.StatusUpgradeRequired, "Please use HTTP2 protocol", reqID, start, true)
+		default:
+			// kiln speaks HTTP/1.1 to upstreams; gRPC needs HTTP/2.
+			e.writeError(w, r, http.StatusNotImplemented, "gRPC proxying is not supported by kiln", reqID, start, true)
+		}
+		return
+	}
 	c := e.ctxPool.Get().(*plugin.Context)
 	c.Reset()
 	defer e.ctxPool.Put(c)
@@ -149,6 +162,19 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.proxy(w, r, c, ri, &m, l.portStr)
+}
+
+// isGRPCRoute reports whether a route only accepts gRPC.
+func isGRPCRoute(protocols []string) bool {
+	if len(protocols) == 0 {
+		return false
+	}
+	for _, p := range protocols {
+		if p != "grpc" && p != "grpcs" {
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultRedirectMessage is the body of an https redirect.
