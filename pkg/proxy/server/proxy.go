@@ -609,7 +609,22 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	// The upstream header values live in the upstream connection's reused
 	// arena: the fast path writes them before the connection is released,
 	// net/http may write them later, so it gets copies.
-	_, direct := w.(*h1Writer)
+	hw, direct := w.(*h1Writer)
+	if direct && c.Resolved() == 0 && len(c.RespHeader) == 0 && len(h) == 0 {
+		// No plugin looks at the response: write the head straight from
+		// the upstream's fields.
+		hw.writeProxiedHead(resp, connTokens, c)
+		c.Status, c.Proxied = resp.status, true
+	} else {
+		e.responseHead(w, c, resp, connTokens, direct)
+	}
+	e.copyBody(w, r, c, uc, resp)
+}
+
+// responseHead builds the client response head in the header map, where
+// plugins' header filters can change it.
+func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *upResponse, connTokens []string, direct bool) {
+	h := w.Header()
 	for k, vs := range resp.header {
 		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
 			continue
@@ -632,6 +647,12 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	h["X-Kong-Request-Id"] = []string{c.RequestID}
 	c.Status, c.ResponseHeader, c.Proxied = resp.status, h, true
 	c.RunHeaderFilter()
+}
+
+// copyBody streams (or, for body filters, buffers and rewrites) the
+// upstream body to the client, then releases the upstream connection.
+func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
+	h := w.Header()
 	bufp := e.bufPool.Get().(*[]byte)
 	defer e.bufPool.Put(bufp)
 	buf := *bufp
