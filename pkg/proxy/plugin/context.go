@@ -194,9 +194,18 @@ func (c *Context) RunAccess(ch *Chain) {
 	}
 }
 
-// Resolved is the number of plugin instances that ran in the access phase
-// (later phases run only for them).
-func (c *Context) Resolved() int { return c.nResolved }
+// NeedsResponse reports whether a plugin that ran in the access phase has
+// a header or body filter (otherwise the response head can be written
+// without building a header map).
+func (c *Context) NeedsResponse() bool {
+	for i := 0; i < c.nResolved; i++ {
+		switch c.resolved[i].Handler.(type) {
+		case HeaderFilter, BodyFilter:
+			return true
+		}
+	}
+	return false
+}
 
 // RunHeaderFilter runs the header filter phase of the instances resolved in
 // the access phase.

@@ -594,6 +594,9 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *pl
 		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
 			continue
 		}
+		if _, set := c.RespHeader[k]; set {
+			continue // a plugin's response header replaces the upstream's
+		}
 		switch k {
 		case "Date":
 			hasDate = true
@@ -605,6 +608,11 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *pl
 				continue
 			}
 		}
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	for k, vs := range c.RespHeader {
 		for _, v := range vs {
 			writeHeader(bw, k, v)
 		}

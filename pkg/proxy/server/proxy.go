@@ -610,9 +610,9 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	// arena: the fast path writes them before the connection is released,
 	// net/http may write them later, so it gets copies.
 	hw, direct := w.(*h1Writer)
-	if direct && c.Resolved() == 0 && len(c.RespHeader) == 0 && len(h) == 0 {
+	if direct && !c.NeedsResponse() && len(h) == 0 {
 		// No plugin looks at the response: write the head straight from
-		// the upstream's fields.
+		// the upstream's fields (plus what access plugins set).
 		hw.writeProxiedHead(resp, connTokens, c)
 		c.Status, c.Proxied = resp.status, true
 	} else {
