@@ -194,6 +194,19 @@ func (c *Context) RunAccess(ch *Chain) {
 	}
 }
 
+// NeedsResponse reports whether a plugin that ran in the access phase has
+// a header or body filter (otherwise the response head can be written
+// without building a header map).
+func (c *Context) NeedsResponse() bool {
+	for i := 0; i < c.nResolved; i++ {
+		switch c.resolved[i].Handler.(type) {
+		case HeaderFilter, BodyFilter:
+			return true
+		}
+	}
+	return false
+}
+
 // RunHeaderFilter runs the header filter phase of the instances resolved in
 // the access phase.
 func (c *Context) RunHeaderFilter() {
