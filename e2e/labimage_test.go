@@ -72,6 +72,7 @@ func copyFile(t *testing.T, src, dst string) {
 // from disk under SeaBIOS and under OVMF; each must take its hostname from
 // the metadata service and phone home.
 func TestLabImageBootsFromDisk(t *testing.T) {
+	t.Parallel() // one single-CPU VM each; they overlap with each other, not with the provisioning test
 	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Minute)
 	t.Cleanup(cancel) // the parallel subtests run after this function returns
 	dir := t.TempDir()

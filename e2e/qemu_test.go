@@ -1,7 +1,5 @@
 //go:build e2e
 
-// Package e2e holds kiln's end-to-end tests: they build real artifacts and
-// boot them in QEMU with software emulation (TCG). Run them with `make e2e`.
 package e2e
 
 import (

@@ -355,7 +355,7 @@ func ReadState(dir string) (State, error) {
 	var st State
 	b, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if err != nil {
-		return st, fmt.Errorf("no lab in %s: %w", dir, err)
+		return st, fmt.Errorf("no lab in %s (start one with kiln lab up --dir %s): %w", dir, dir, err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("%s: %w", filepath.Join(dir, StateFile), err)
