@@ -194,6 +194,10 @@ func (c *Context) RunAccess(ch *Chain) {
 	}
 }
 
+// Resolved is the number of plugin instances that ran in the access phase
+// (later phases run only for them).
+func (c *Context) Resolved() int { return c.nResolved }
+
 // RunHeaderFilter runs the header filter phase of the instances resolved in
 // the access phase.
 func (c *Context) RunHeaderFilter() {

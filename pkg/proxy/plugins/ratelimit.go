@@ -41,7 +41,7 @@ func newRateLimiting(p *entity.Plugin, env *plugin.Env) (any, error) {
 	}
 	rl := &rateLimiting{id: p.ID, limitBy: cf.str("limit_by"), headerName: cf.str("header_name"), path: cf.str("path"),
 		hide: cf.boolean("hide_client_headers"), errCode: http.StatusTooManyRequests, errMsg: "API rate limit exceeded",
-		counters: env.State.Counters, now: time.Now}
+		counters: env.State.Counters, now: env.State.Now}
 	if v, ok := cf.num("error_code"); ok {
 		rl.errCode = int(v)
 	}
