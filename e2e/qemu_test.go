@@ -120,11 +120,12 @@ func repoRoot(t *testing.T) string {
 	return filepath.Dir(wd)
 }
 
-// buildKiln builds a static kiln binary into dir.
+// buildKiln builds a static kiln binary into dir, with the same build
+// configuration as `make test` so the build cache is shared.
 func buildKiln(t *testing.T, ctx context.Context, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "kiln")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/kiln")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/kiln")
 	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
