@@ -48,7 +48,7 @@ fuzz-smoke:
 # e2e/kongcompat/floors.txt (results: docs/compatibility.md); then the issue's
 # httpie seed commands (e2e/httpie/seed.sh).
 test-compat: build
-	cd e2e/kongcompat && $(GO) run . -kiln ../../$(BIN)
+	$(GO) run ./e2e/compatrun -kiln $(BIN)
 	KILN=$(BIN) e2e/httpie/seed.sh
 
 release-snapshot:

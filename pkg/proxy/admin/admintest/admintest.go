@@ -124,9 +124,19 @@ func testServicesAndRoutes(t *testing.T, st store.Store) {
 		t.Fatalf("route service: %v", route["service"])
 	}
 	c.Expect(c.JSON("POST", "/services/httpservice/routes", `{"name":"r2","paths":["/x"],"methods":["GET"]}`), 201)
+	// Form bodies may name the foreign entity: service=<name> or service.name=<name>.
+	for _, body := range []string{"name=r3&hosts[]=a.example&service=httpservice", "name=r4&hosts[]=b.example&service.name=httpservice"} {
+		if got := c.Expect(c.Form("POST", "/routes", body), 201).Body; got["service"].(map[string]any)["id"] != svc["id"] {
+			t.Fatalf("route by service name (%s): %v", body, got)
+		}
+	}
 	c.Expect(c.JSON("GET", "/routes/r/service", ""), 200)
+	if via := c.Expect(c.JSON("PATCH", "/routes/r/service", `{"retries":3}`), 200).Body; via["retries"] != 3.0 || via["id"] != svc["id"] {
+		t.Fatalf("PATCH /routes/r/service: %v", via)
+	}
+	c.Expect(c.JSON("DELETE", "/routes/r/service", ""), 405)
 	list := c.Expect(c.JSON("GET", "/services/httpservice/routes", ""), 200).Body
-	if n := len(list["data"].([]any)); n != 2 {
+	if n := len(list["data"].([]any)); n != 4 {
 		t.Fatalf("nested list: %d", n)
 	}
 	// A route under the wrong service is not found.

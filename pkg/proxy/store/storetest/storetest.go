@@ -7,12 +7,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
+	"github.com/kiln-dev/kiln/pkg/proxy/store/pgtest"
+	"github.com/kiln-dev/kiln/pkg/proxy/store/sqlstore"
 )
 
 // Run runs every conformance test; open returns a fresh, empty store.
@@ -344,4 +347,36 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 	if v1 <= v0 {
 		t.Fatalf("version %d → %d", v0, v1)
 	}
+}
+
+// OpenSQLite returns an empty SQLite store in the test's temp dir.
+func OpenSQLite(t *testing.T) *sqlstore.SQL {
+	t.Helper()
+	s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "kiln.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// OpenPostgres returns a store on a fresh database of pg (skipping the test
+// when pg is nil) and the database's DSN; poll is passed to
+// sqlstore.OpenPostgres.
+func OpenPostgres(t *testing.T, pg *pgtest.Server, poll time.Duration) (*sqlstore.SQL, string) {
+	t.Helper()
+	if pg == nil {
+		t.Skip("postgresql not installed")
+	}
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, fmt.Sprintf("t%d", time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sqlstore.OpenPostgres(ctx, dsn, poll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, dsn
 }
