@@ -88,9 +88,16 @@ func TestPriorityOrderAndUnknownPlugin(t *testing.T) {
 	if strings.Join(names, ",") != "high,mid,low" {
 		t.Fatalf("order %v", names)
 	}
+	// An unknown plugin does not block the configuration; it fails closed.
 	cfg.Plugins = append(cfg.Plugins, &entity.Plugin{ID: "5", Name: "jwt", Enabled: true})
-	if _, err := Compile(cfg, reg, &Env{Config: cfg}); err == nil || !strings.Contains(err.Error(), "jwt") {
-		t.Fatalf("unknown plugin: %v", err)
+	set, err = Compile(cfg, reg, &Env{Config: cfg})
+	if err != nil || len(set.Problems) != 1 || !strings.Contains(set.Problems[0].Error(), "jwt") {
+		t.Fatalf("unknown plugin: %v %v", err, set.Problems)
+	}
+	c := &Context{Req: &http.Request{Header: http.Header{}}, Scheme: "http"}
+	c.RunAccess(set.Global())
+	if ex := c.Exited(); ex == nil || ex.Status != 500 {
+		t.Fatalf("a broken plugin let the request through: %+v", ex)
 	}
 }
 

@@ -114,6 +114,9 @@ func (e *Engine) Update(cfg *entity.Config) error {
 		return fmt.Errorf("configuration version %d was not applied: %w", cfg.Version, err)
 	}
 	e.snap.Store(s)
+	for _, p := range s.plugins.Problems {
+		e.log.Error("plugin not applied", "version", cfg.Version, "error", p)
+	}
 	e.log.Info("configuration applied", "version", cfg.Version, "hash", cfg.Hash, "routes", s.router.Len())
 	return nil
 }
