@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -88,9 +89,16 @@ func TestPriorityOrderAndUnknownPlugin(t *testing.T) {
 	if strings.Join(names, ",") != "high,mid,low" {
 		t.Fatalf("order %v", names)
 	}
+	// An unknown plugin does not block the configuration; it fails closed.
 	cfg.Plugins = append(cfg.Plugins, &entity.Plugin{ID: "5", Name: "jwt", Enabled: true})
-	if _, err := Compile(cfg, reg, &Env{Config: cfg}); err == nil || !strings.Contains(err.Error(), "jwt") {
-		t.Fatalf("unknown plugin: %v", err)
+	set, err = Compile(cfg, reg, &Env{Config: cfg})
+	if err != nil || len(set.Problems) != 1 || !strings.Contains(set.Problems[0].Error(), "jwt") {
+		t.Fatalf("unknown plugin: %v %v", err, set.Problems)
+	}
+	c := &Context{Req: &http.Request{Header: http.Header{}}, Scheme: "http"}
+	c.RunAccess(set.Global())
+	if ex := c.Exited(); ex == nil || ex.Status != 500 {
+		t.Fatalf("a broken plugin let the request through: %+v", ex)
 	}
 }
 
@@ -120,11 +128,10 @@ func TestCountersAndAuthenticate(t *testing.T) {
 	if v := cs.Add(k, 1, 61, end); v != 2 || cs.Get(k) != 2 {
 		t.Fatalf("count %d", v)
 	}
-	// Another key in the same shard (the plugin id is not hashed); the
-	// shard is swept every 4096 adds.
-	k2 := CounterKey{Plugin: "q", Identifier: "ip", Period: 1, Window: 60}
-	for i := 0; i < 5000; i++ {
-		cs.Add(k2, 1, 200, end)
+	// New windows in the same shard (the plugin id is not hashed) trigger
+	// a sweep every 1024 insertions.
+	for i := 0; i < 1100; i++ {
+		cs.Add(CounterKey{Plugin: fmt.Sprint("q", i), Identifier: "ip", Period: 1, Window: 60}, 1, 200, end)
 	}
 	if _, ok := cs.shard(&k).m[k]; ok {
 		t.Fatal("expired window was not swept")

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +32,7 @@ const (
 	maxDiscard      = 256 << 10
 )
 
-var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // h1Server serves HTTP/1.x on one listener.
 type h1Server struct {
@@ -140,11 +139,6 @@ func (s *h1Server) date() string {
 	return d
 }
 
-var (
-	h1Readers sync.Pool
-	h1Writers sync.Pool
-)
-
 // h1Conn is one client connection and the per-request state it reuses.
 type h1Conn struct {
 	s          *h1Server
@@ -163,13 +157,13 @@ type h1Conn struct {
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: make(http.Header, 16)}
-	if br, ok := h1Readers.Get().(*bufio.Reader); ok {
+	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(nc)
 		c.br = br
 	} else {
 		c.br = bufio.NewReaderSize(nc, 8<<10)
 	}
-	if bw, ok := h1Writers.Get().(*bufio.Writer); ok {
+	if bw, ok := s.e.h1Writers.Get().(*bufio.Writer); ok {
 		bw.Reset(nc)
 		c.bw = bw
 	} else {
@@ -190,11 +184,11 @@ func (c *h1Conn) release(closeConn bool) {
 	}
 	if c.br != nil {
 		c.br.Reset(nil)
-		h1Readers.Put(c.br)
+		c.s.e.h1Readers.Put(c.br)
 	}
 	if c.bw != nil {
 		c.bw.Reset(nil)
-		h1Writers.Put(c.bw)
+		c.s.e.h1Writers.Put(c.bw)
 	}
 	c.s.wg.Done()
 }
@@ -210,7 +204,7 @@ func (c *h1Conn) serve() {
 	}()
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1HeaderTimeout))
 	if peek, err := c.br.Peek(3); err == nil && string(peek) == "PRI" {
-		if full, err := c.br.Peek(len(h2Preface)); err == nil && bytes.Equal(full, h2Preface) {
+		if full, err := c.br.Peek(len(h2Preface)); err == nil && string(full) == h2Preface {
 			_ = c.nc.SetReadDeadline(time.Time{})
 			buffered, _ := c.br.Peek(c.br.Buffered())
 			pc := &prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}

@@ -119,7 +119,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		wh["Location"] = []string{"https://" + requestHostNoPort(r.Host) + r.URL.RequestURI()}
-		e.writeError(w, r, code, DefaultRedirectMessage(code), reqID, start, true)
+		e.writeError(w, r, code, plugin.DefaultMessage(code), reqID, start, true)
 		return
 	}
 	if isGRPCRoute(ri.route.Protocols) {
@@ -175,11 +175,6 @@ func isGRPCRoute(protocols []string) bool {
 		}
 	}
 	return true
-}
-
-// DefaultRedirectMessage is the body of an https redirect.
-func DefaultRedirectMessage(code int) string {
-	return plugin.DefaultMessage(code)
 }
 
 func requestHostNoPort(h string) string {
@@ -423,11 +418,11 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 		defer try.target.Release()
 	}
 	if resp == nil {
-		switch {
-		case timeout:
+		e.log.Warn("upstream request failed", "request_id", c.RequestID, "service", si.name, "upstream", c.Upstream,
+			"timeout", timeout, "error", lastErr)
+		if timeout {
 			e.proxyError(w, r, c, http.StatusGatewayTimeout, "The upstream server is timing out")
-		default:
-			_ = lastErr
+		} else {
 			e.proxyError(w, r, c, http.StatusBadGateway, "An invalid response was received from the upstream server")
 		}
 		return
