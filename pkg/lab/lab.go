@@ -67,7 +67,10 @@ type Options struct {
 	BMCPassword string
 	// ClusterName for the generated ClusterSpec.yml; default "lab".
 	ClusterName string
-	Log         *slog.Logger
+	// SSHPublicKeyFile is the key put into ClusterSpec.yml; empty: a key
+	// pair is generated into Dir (id_ed25519, id_ed25519.pub).
+	SSHPublicKeyFile string
+	Log              *slog.Logger
 }
 
 // Machine is one lab VM as recorded in the state file.
@@ -137,6 +140,11 @@ func (o *Options) defaults() error {
 	}
 	if o.Machines < 1 || o.Machines > 89 {
 		return fmt.Errorf("lab: --machines %d must be between 1 and 89", o.Machines)
+	}
+	if o.KVM {
+		if _, err := os.Stat("/dev/kvm"); err != nil {
+			return fmt.Errorf("lab: --kvm asked for, but KVM is not available here (%v); leave --kvm out to use software emulation", err)
+		}
 	}
 	if len(o.Firmware) == 0 {
 		o.Firmware = []qemu.Firmware{qemu.BIOS}
@@ -282,7 +290,11 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := writeHardwareCSV(st, opts.BMCPassword); err != nil {
 		return nil, err
 	}
-	if err := writeClusterSpec(st, opts.ClusterName); err != nil {
+	key, err := sshKey(dir, opts.SSHPublicKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeClusterSpec(st, opts.ClusterName, key); err != nil {
 		return nil, err
 	}
 	log.Info("lab up", "machines", len(st.Machines), "dir", dir)
