@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -334,10 +333,6 @@ func (l *Lab) serveBMC(m Machine, vm *vmpower.Machine) error {
 // BMCPassword is the password of every virtual BMC (also in Hardware.csv).
 func (l *Lab) BMCPassword() string { return l.opts.BMCPassword }
 
-// Handler returns the lab's HTTP endpoints for kiln's HTTP server
-// (currently the phone-home recorder).
-func (l *Lab) Handler() http.Handler { return l.PhoneHome }
-
 func createDisk(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -402,10 +397,10 @@ func (l *Lab) Close(ctx context.Context) error {
 	return nil
 }
 
-// Name of the machine and its power controller, in lab order.
+// Machines returns the lab's machines in order.
 func (l *Lab) Machines() []Machine { return append([]Machine(nil), l.State.Machines...) }
 
-// trimLog keeps a lab machine's name readable in messages.
+// String describes a machine for messages.
 func (m Machine) String() string {
 	return fmt.Sprintf("%s (%s, %s, %s)", m.Name, m.MAC, m.IP, strings.ToUpper(string(m.Firmware)))
 }
