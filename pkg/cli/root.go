@@ -122,6 +122,8 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
 		newGatewayCommand(streams),
+		newBootstrapCommand(streams),
+		newInternalCommand(streams),
 	)
 	return root
 }
@@ -137,6 +139,7 @@ func newGenerateCommand(streams Streams) *cobra.Command {
 	cmd.AddCommand(
 		newGenerateClusterConfigCommand(streams),
 		newGenerateHardwareCommand(streams),
+		newGenerateCAPICommand(streams),
 	)
 	return cmd
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 )
@@ -28,11 +29,13 @@ type Env struct {
 type State struct {
 	Counters *Counters
 	Metrics  *Metrics
+	// Now is the clock plugins read (the proxy's cached clock).
+	Now func() time.Time
 }
 
 // NewState returns empty long-lived plugin state.
 func NewState() *State {
-	return &State{Counters: NewCounters(), Metrics: NewMetrics()}
+	return &State{Counters: NewCounters(), Metrics: NewMetrics(), Now: time.Now}
 }
 
 // NewEnv indexes cfg for the plugins.

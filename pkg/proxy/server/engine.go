@@ -51,6 +51,7 @@ type Engine struct {
 	pool     *pool
 	ctx      context.Context
 	cancel   context.CancelFunc
+	clock    *coarseClock
 	ctxPool  sync.Pool
 	bufPool  sync.Pool
 	defCert  *tls.Certificate
@@ -68,7 +69,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.NodeID == "" {
 		opts.NodeID = entity.NewID()
 	}
-	e := &Engine{opts: opts, log: opts.Log, state: plugin.NewState(), bals: balancer.NewManager(opts.Log), pool: newPool()}
+	clk := newCoarseClock()
+	e := &Engine{opts: opts, log: opts.Log, state: plugin.NewState(), bals: balancer.NewManager(opts.Log), pool: newPool(clk), clock: clk}
+	e.state.Now = clk.Now
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.ctxPool.New = func() any { return &plugin.Context{} }
 	e.bufPool.New = func() any { b := make([]byte, 32<<10); return &b }
@@ -129,6 +132,7 @@ func (e *Engine) Close() {
 	e.cancel()
 	e.bals.Close()
 	e.pool.closeAll()
+	e.clock.Close()
 }
 
 func (e *Engine) targetHealth() []plugin.TargetHealth {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
 )
 
 // The proxy's cleartext listeners use their own HTTP/1.x server: requests,
@@ -128,7 +130,7 @@ func (s *h1Server) waitConns() {
 
 // date returns the cached Date header value.
 func (s *h1Server) date() string {
-	now := time.Now().Unix()
+	now := s.e.clock.Now().Unix()
 	if p := s.dateNow.Load(); p != nil && s.dateUnix.Load() == now {
 		return *p
 	}
@@ -227,7 +229,7 @@ func (c *h1Conn) serve() {
 		// One deadline covers waiting for the next request and reading its
 		// head; it is refreshed only when an eighth of it has elapsed, to
 		// keep timer updates off the per-request path.
-		if now := time.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
+		if now := c.s.e.clock.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
 			_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
 			deadlineSet = now
 		}
@@ -243,7 +245,7 @@ func (c *h1Conn) serve() {
 			return
 		}
 		if c.body.mode != bodyNone {
-			_ = c.nc.SetReadDeadline(time.Now().Add(h1BodyTimeout))
+			_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
 			deadlineSet = time.Time{}
 		}
 		c.w.reset(&c.req)
@@ -306,6 +308,13 @@ func (c *h1Conn) readRequest() (int, error) {
 	}
 	for i := 0; i < len(method); i++ {
 		if !isTokenByte(method[i]) {
+			return http.StatusBadRequest, errors.New("Bad request")
+		}
+	}
+	// Control characters in the target would reach the upstream's request
+	// line (request splitting): refuse them.
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c == 0x7f {
 			return http.StatusBadRequest, errors.New("Bad request")
 		}
 	}
@@ -551,6 +560,87 @@ func (w *h1Writer) WriteHeader(code int) {
 	if w.closeAfter && len(h["Connection"]) == 0 {
 		_, _ = bw.WriteString("Connection: close\r\n")
 	} else if !w.closeAfter && w.req.ProtoMinor == 0 {
+		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+	}
+	_, _ = bw.WriteString("\r\n")
+}
+
+// writeProxiedHead writes an upstream response's head without going
+// through the header map: the upstream's end-to-end fields, Date when the
+// upstream sent none, Via and Kong's latency and request-id headers, and
+// the framing for the client connection.
+func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *plugin.Context) {
+	code := resp.status
+	w.wrote, w.status = true, code
+	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if resp.contentLength >= 0 && !resp.chunked {
+		w.cl = resp.contentLength
+	}
+	if w.cl < 0 && !w.noBody {
+		if w.req.ProtoMinor >= 1 {
+			w.chunked = true
+		} else {
+			w.closeAfter = true
+		}
+	}
+	if w.req.Close || w.c.s.closing.Load() {
+		w.closeAfter = true
+	}
+	bw := w.c.bw
+	writeStatusLine(bw, w.req.ProtoMinor, code)
+	hasDate := false
+	var via []string
+	for k, vs := range resp.header {
+		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
+			continue
+		}
+		if _, set := c.RespHeader[k]; set {
+			continue // a plugin's response header replaces the upstream's
+		}
+		switch k {
+		case "Date":
+			hasDate = true
+		case "Via":
+			via = vs
+			continue
+		case "Content-Length":
+			if code == http.StatusNoContent {
+				continue
+			}
+		}
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	for k, vs := range c.RespHeader {
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	if !hasDate {
+		_, _ = bw.WriteString("Date: ")
+		_, _ = bw.WriteString(w.c.s.date())
+		_, _ = bw.WriteString("\r\n")
+	}
+	_, _ = bw.WriteString("Via: ")
+	for _, v := range via {
+		_, _ = bw.WriteString(v)
+		_, _ = bw.WriteString(", ")
+	}
+	_, _ = bw.WriteString(viaValue)
+	_, _ = bw.WriteString("\r\nX-Kong-Upstream-Latency: ")
+	_, _ = bw.WriteString(msHeader(c.UpstreamLatency)[0])
+	_, _ = bw.WriteString("\r\nX-Kong-Proxy-Latency: ")
+	_, _ = bw.WriteString(msHeader(c.ProxyLatency)[0])
+	_, _ = bw.WriteString("\r\nX-Kong-Request-Id: ")
+	_, _ = bw.WriteString(c.RequestID)
+	_, _ = bw.WriteString("\r\n")
+	if w.chunked {
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if w.closeAfter {
+		_, _ = bw.WriteString("Connection: close\r\n")
+	} else if w.req.ProtoMinor == 0 {
 		_, _ = bw.WriteString("Connection: keep-alive\r\n")
 	}
 	_, _ = bw.WriteString("\r\n")
