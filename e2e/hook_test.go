@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +15,7 @@ import (
 // (as /init) prints its first line on the serial console.
 func TestHookBoots(t *testing.T) {
 	t.Parallel() // one single-CPU VM each; they overlap with each other, not with the provisioning test
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 4*time.Minute)
 	dir := t.TempDir()
 	kiln := buildKiln(t, ctx, dir)
 	start := time.Now()

@@ -47,8 +47,7 @@ func TestProvisionLab(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skip(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 16*time.Minute)
-	t.Cleanup(cancel)
+	ctx := testContext(t, 16*time.Minute)
 	work := t.TempDir()
 	logf, err := os.Create(filepath.Join(work, "kiln.log"))
 	if err != nil {

@@ -133,3 +133,18 @@ func buildKiln(t *testing.T, ctx context.Context, dir string) string {
 	}
 	return out
 }
+
+// testContext returns a context that ends after max or one minute before
+// the test binary's -timeout, whichever is first, so that a slow run fails
+// with its own message and its clean-ups (lab down, namespaces) still run;
+// the binary's timeout panics without running them.
+func testContext(t *testing.T, max time.Duration) context.Context {
+	t.Helper()
+	end := time.Now().Add(max)
+	if d, ok := t.Deadline(); ok && d.Add(-time.Minute).Before(end) {
+		end = d.Add(-time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	t.Cleanup(cancel)
+	return ctx
+}
