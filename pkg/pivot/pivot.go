@@ -31,6 +31,7 @@ import (
 	clusterctl "sigs.k8s.io/cluster-api/cmd/clusterctl/client"
 	clusterctllog "sigs.k8s.io/cluster-api/cmd/clusterctl/log"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kiln-dev/kiln/pkg/bootstrap"
 	"github.com/kiln-dev/kiln/pkg/crds"
@@ -124,7 +125,10 @@ func Move(ctx context.Context, opts Options, step bootstrap.Step) (*Result, erro
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
+		// clusterctl and controller-runtime log through process-wide
+		// loggers; route both to kiln's slog handler.
 		clusterctllog.SetLogger(logr.FromSlogHandler(log.Handler()))
+		ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
 		c, err := clusterctl.New(ctx, "")
 		if err != nil {
 			return fmt.Errorf("initialising the clusterctl library: %w", err)

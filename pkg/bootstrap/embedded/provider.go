@@ -60,9 +60,14 @@ type Provider struct {
 // Name implements bootstrap.Provider.
 func (p *Provider) Name() string { return bootstrap.ModeEmbedded }
 
-// LayoutFor is the data directory layout of cfg's control plane.
+// LayoutFor is the data directory layout of cfg's control plane (an
+// absolute path, so the daemonised child does not depend on its cwd).
 func LayoutFor(cfg bootstrap.Config) Layout {
-	return Layout{Dir: filepath.Join(cfg.GeneratedDir(), "bootstrap")}
+	dir := filepath.Join(cfg.GeneratedDir(), "bootstrap")
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return Layout{Dir: dir}
 }
 
 func (p *Provider) log() *slog.Logger {

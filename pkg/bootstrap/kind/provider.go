@@ -20,6 +20,7 @@ import (
 	kindlog "sigs.k8s.io/kind/pkg/log"
 
 	"github.com/kiln-dev/kiln/pkg/bootstrap"
+	"github.com/kiln-dev/kiln/pkg/bootstrap/dockercheck"
 )
 
 // DefaultWaitForReady bounds how long Create waits for the node to be Ready.
@@ -29,7 +30,7 @@ const DefaultWaitForReady = 5 * time.Minute
 type Provider struct {
 	// Docker runs docker CLI commands for the capability check; nil uses
 	// the docker binary.
-	Docker Docker
+	Docker dockercheck.Docker
 	// Log receives kind's progress messages; nil discards them.
 	Log *slog.Logger
 }
@@ -37,11 +38,11 @@ type Provider struct {
 // Name implements bootstrap.Provider.
 func (p *Provider) Name() string { return bootstrap.ModeKind }
 
-func (p *Provider) docker() Docker {
+func (p *Provider) docker() dockercheck.Docker {
 	if p.Docker != nil {
 		return p.Docker
 	}
-	return CLI{}
+	return dockercheck.CLI{}
 }
 
 func (p *Provider) log() *slog.Logger {
@@ -65,7 +66,7 @@ func NodeImage(cfg bootstrap.Config) string {
 
 // Check runs the Docker capability check for cfg's node image.
 func (p *Provider) Check(ctx context.Context, cfg bootstrap.Config) error {
-	return CheckPrivileged(ctx, p.docker(), NodeImage(cfg))
+	return dockercheck.CheckPrivileged(ctx, p.docker(), NodeImage(cfg))
 }
 
 // Create implements bootstrap.Provider.

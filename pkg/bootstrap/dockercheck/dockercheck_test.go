@@ -1,4 +1,4 @@
-package kind
+package dockercheck
 
 import (
 	"context"
@@ -121,4 +121,21 @@ func TestCheckPrivilegedLocalDocker(t *testing.T) {
 	if !errors.Is(err, ErrNoPrivilegedDocker) && !strings.Contains(err.Error(), "pulling kind node image") {
 		t.Fatalf("check failed without a clear reason: %v", err)
 	}
+}
+
+// FuzzCheckPrivileged feeds arbitrary `docker info` and probe output to the
+// check: it must never panic, and any failure must carry the
+// --bootstrap embedded advice.
+func FuzzCheckPrivileged(f *testing.F) {
+	f.Add(`{"ServerVersion":"20.10.24","SecurityOptions":["name=seccomp,profile=default"]}`, "CapEff:\t000001ffffffffff\n")
+	f.Add(`{"ServerVersion":"1","SecurityOptions":["name=rootless"]}`, "")
+	f.Add(`not json`, "CapEff: zz")
+	f.Add(`{}`, "CapEff:")
+	f.Fuzz(func(t *testing.T, info, probe string) {
+		d := &fakeDocker{answers: map[string]fakeAnswer{"info": {out: info}, "image": {out: "sha256:1"}, "run": {out: probe}}}
+		err := CheckPrivileged(context.Background(), d, "img")
+		if err != nil && !errors.Is(err, ErrNoPrivilegedDocker) {
+			t.Fatalf("error without the embedded advice: %v", err)
+		}
+	})
 }

@@ -1,4 +1,8 @@
-package kind
+// Package dockercheck answers one question before kiln uses kind: can this
+// Docker run the privileged containers kind's nodes need? It talks to Docker
+// only through the docker CLI (the Docker interface), so tests replace that
+// boundary with a fake.
+package dockercheck
 
 import (
 	"bytes"
