@@ -3,7 +3,7 @@ module github.com/kiln-dev/kiln
 go 1.26.8
 
 require (
-	github.com/bmc-toolbox/bmclib/v2 v2.3.5-0.20241124181818-eb78b9e0a6f9
+	github.com/bmc-toolbox/bmclib/v2 v2.3.0
 	github.com/insomniacslk/dhcp v0.0.0-20260901064844-234b97448fae
 	github.com/pin/tftp/v3 v3.1.0
 	github.com/prometheus/client_golang v1.23.2
@@ -33,7 +33,6 @@ require (
 	github.com/prometheus/client_model v0.6.2 // indirect
 	github.com/prometheus/common v0.67.5 // indirect
 	github.com/prometheus/procfs v0.19.2 // indirect
-	github.com/tinkerbell/rufio v0.6.1
 	github.com/tinkerbell/tink v0.12.2
 	github.com/u-root/uio v0.0.0-20230220225925-ffce2a382923 // indirect
 	golang.org/x/crypto v0.58.0
@@ -91,7 +90,7 @@ require (
 	go.opentelemetry.io/otel v1.45.0 // indirect
 	go.opentelemetry.io/otel/trace v1.45.0 // indirect
 	golang.org/x/exp v0.0.0-20251219203646-944ab1f22d93 // indirect
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20260803160001-6ac0973c030d // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260803160001-6ac0973c030d
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 	modernc.org/sqlite v1.40.1
 )

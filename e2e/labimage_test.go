@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -72,8 +71,8 @@ func copyFile(t *testing.T, src, dst string) {
 // from disk under SeaBIOS and under OVMF; each must take its hostname from
 // the metadata service and phone home.
 func TestLabImageBootsFromDisk(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Minute)
-	t.Cleanup(cancel) // the parallel subtests run after this function returns
+	t.Parallel() // one single-CPU VM each; they overlap with each other, not with the provisioning test
+	ctx := testContext(t, 7*time.Minute)
 	dir := t.TempDir()
 	built := filepath.Join(dir, "lab.raw")
 	start := time.Now()

@@ -1,7 +1,5 @@
 //go:build e2e
 
-// Package e2e holds kiln's end-to-end tests: they build real artifacts and
-// boot them in QEMU with software emulation (TCG). Run them with `make e2e`.
 package e2e
 
 import (
@@ -122,15 +120,31 @@ func repoRoot(t *testing.T) string {
 	return filepath.Dir(wd)
 }
 
-// buildKiln builds a static kiln binary into dir.
+// buildKiln builds a static kiln binary into dir, with the same build
+// configuration as `make test` so the build cache is shared.
 func buildKiln(t *testing.T, ctx context.Context, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "kiln")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/kiln")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/kiln")
 	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build kiln: %v\n%s", err, b)
 	}
 	return out
+}
+
+// testContext returns a context that ends after max or one minute before
+// the test binary's -timeout, whichever is first, so that a slow run fails
+// with its own message and its clean-ups (lab down, namespaces) still run;
+// the binary's timeout panics without running them.
+func testContext(t *testing.T, max time.Duration) context.Context {
+	t.Helper()
+	end := time.Now().Add(max)
+	if d, ok := t.Deadline(); ok && d.Add(-time.Minute).Before(end) {
+		end = d.Add(-time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	t.Cleanup(cancel)
+	return ctx
 }

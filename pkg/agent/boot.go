@@ -10,7 +10,8 @@ import (
 )
 
 // Boot prepares the in-memory OS when the agent runs as PID 1: it mounts the
-// kernel file systems, reads the kernel command line, loads kiln_modules and
+// kernel file systems, reads the kernel command line, loads the modules the
+// image lists in /etc/kiln/modules and those named by kiln_modules, and
 // brings up the interface whose MAC is hw_addr with DHCP. Problems are
 // logged and boot continues as far as it can; the returned Config comes from
 // the kernel command line.
@@ -25,6 +26,9 @@ func Boot(ctx context.Context, log *slog.Logger) (Config, error) {
 	cfg, err := ParseCmdline(string(raw))
 	if err != nil {
 		return cfg, err
+	}
+	if err := LoadModuleList(ModuleList, log); err != nil {
+		log.Warn("loading "+ModuleList, "err", err)
 	}
 	if err := LoadModules(cfg.Modules, log); err != nil {
 		log.Warn("loading kiln_modules", "err", err)

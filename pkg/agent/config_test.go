@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -47,5 +50,20 @@ func TestNormalize(t *testing.T) {
 		if err := bad.Normalize(); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+func TestLoadModuleList(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	if err := LoadModuleList(filepath.Join(t.TempDir(), "absent"), log); err != nil {
+		t.Errorf("a missing list is not an error: %v", err)
+	}
+	list := filepath.Join(t.TempDir(), "modules")
+	_ = os.WriteFile(list, []byte("# comment\n\nkernel/drivers/kn4/not-there.ko\n"), 0o600)
+	if err := LoadModuleList(list, log); err == nil || !strings.Contains(err.Error(), "kernel/drivers/kn4/not-there.ko") {
+		t.Errorf("missing module: %v", err)
+	}
+	if err := LoadModules([]string{"kn4_not_a_module"}, log); err == nil || !strings.Contains(err.Error(), "module kn4_not_a_module: not found") {
+		t.Errorf("unknown module name: %v", err)
 	}
 }

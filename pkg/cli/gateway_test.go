@@ -58,7 +58,7 @@ func upstreamEcho(t *testing.T) string {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"uri": r.RequestURI, "headers": r.Header})
+		_ = json.NewEncoder(w).Encode(map[string]any{"uri": r.RequestURI, "host": r.Host, "headers": r.Header})
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -184,5 +184,56 @@ func TestGatewayRunUsageErrors(t *testing.T) {
 	code = Run(context.Background(), []string{"gateway", "run", "--database", "mysql"}, strings.NewReader(""), io.Discard, &stderr)
 	if code == ExitOK || !strings.Contains(stderr.String(), "mysql") {
 		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+}
+
+func TestGatewayRunUpstreamHealth(t *testing.T) {
+	a, b := upstreamEcho(t), upstreamEcho(t)
+	proxy, admin, _ := startGatewayCLI(t, "--database", "off")
+	doc := `{"_format_version":"3.0","upstreams":[{"name":"backend","healthchecks":{"passive":{"unhealthy":{"http_failures":1}}},
+	"targets":[{"target":"` + a + `"},{"target":"` + b + `"}]}],
+	"services":[{"name":"s","host":"backend","routes":[{"paths":["/lb"]}]}]}`
+	resp, err := http.Post(admin+"/config", "application/json", strings.NewReader(doc))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("POST /config: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get(admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(get("/upstreams/backend/health"), `"health":"HEALTHY"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("health: %s", get("/upstreams/backend/health"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Mark target a unhealthy by hand: all traffic goes to b.
+	req, _ := http.NewRequest(http.MethodPut, admin+"/upstreams/backend/targets/"+a+"/unhealthy", nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode >= 300 {
+		t.Fatalf("PUT unhealthy: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if h := get("/upstreams/backend/health"); !strings.Contains(h, `"health":"UNHEALTHY"`) {
+		t.Fatalf("after PUT unhealthy: %s", h)
+	}
+	for i := 0; i < 10; i++ {
+		resp, err := http.Get(proxy + "/lb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"host":"`+b+`"`) {
+			t.Fatalf("request %d went to %s (%d), want only %s", i, body, resp.StatusCode, b)
+		}
 	}
 }

@@ -9,11 +9,12 @@ import (
 	"strings"
 	"testing"
 
-	rufio "github.com/tinkerbell/rufio/api/v1alpha1"
 	tink "github.com/tinkerbell/tink/api/v1alpha1"
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	bmcv1 "github.com/kiln-dev/kiln/pkg/apis/bmc/v1alpha1"
 )
 
 // csvRows reads the example CSV independently of pkg/hardware: column name → value, per row.
@@ -57,7 +58,7 @@ func TestGenerateHardwareDecodesBackToTheCSV(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	hw := map[string]tink.Hardware{}
-	bmc := map[string]rufio.Machine{}
+	bmc := map[string]bmcv1.Machine{}
 	secrets := map[string]corev1.Secret{}
 	for _, doc := range splitDocs(out) {
 		var meta struct{ Kind string }
@@ -71,7 +72,7 @@ func TestGenerateHardwareDecodesBackToTheCSV(t *testing.T) {
 			err = yaml.UnmarshalStrict([]byte(doc), &h)
 			hw[h.Name] = h
 		case "Machine":
-			var m rufio.Machine
+			var m bmcv1.Machine
 			err = yaml.UnmarshalStrict([]byte(doc), &m)
 			bmc[m.Name] = m
 		case "Secret":

@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-dev/kiln/pkg/bmc"
+	"github.com/kiln-dev/kiln/pkg/hardware"
 	"github.com/kiln-dev/kiln/pkg/lab"
 	"github.com/kiln-dev/kiln/pkg/lab/phonehome"
 	"github.com/kiln-dev/kiln/pkg/qemu"
@@ -31,7 +33,7 @@ func newLabCommand(streams Streams) *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", "lab", "the lab's directory (state, disks, consoles, Hardware.csv, ClusterSpec.yml)")
-	cmd.AddCommand(newLabUpCommand(streams, &dir), newLabDownCommand(streams, &dir), newLabStatusCommand(streams, &dir), newLabConsoleCommand(streams, &dir))
+	cmd.AddCommand(newLabUpCommand(streams, &dir), newLabDownCommand(streams, &dir), newLabStatusCommand(streams, &dir), newLabConsoleCommand(streams, &dir), newLabPowerCommand(streams, &dir))
 	return cmd
 }
 
@@ -122,6 +124,7 @@ and runs until SIGINT/SIGTERM, then removes everything it created.`,
 	f.StringVar(&opts.Prefix, "prefix", lab.DefaultPrefix, "name prefix of the namespace, bridge, veth and taps (≤9 characters)")
 	f.StringVar(&opts.Subnet, "subnet", lab.DefaultSubnet, "the lab network")
 	f.StringVar(&opts.ClusterName, "cluster-name", "lab", "cluster name in ClusterSpec.yml; machines are <name>-01…")
+	f.StringVar(&opts.SSHPublicKeyFile, "ssh-public-key-file", "", "SSH public key for ClusterSpec.yml; default: a key pair generated into --dir")
 	return cmd
 }
 
@@ -195,4 +198,72 @@ func newLabConsoleCommand(streams Streams, dir *string) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newLabPowerCommand(streams Streams, dir *string) *cobra.Command {
+	var pxe, persistent bool
+	cmd := &cobra.Command{
+		Use:   "power NAME on|off|cycle|status",
+		Short: "Drive a lab machine through its virtual BMC (Redfish, as kiln does for real servers)",
+		Long: `Powers a lab machine on or off, power-cycles it or prints its power state through
+its virtual Redfish BMC, with kiln's BMC client (bmclib) and the credentials in the
+lab's Hardware.csv. --pxe makes the next boot a network boot (UEFI or legacy as the
+machine's firmware), like a provisioning run does.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			st, err := lab.ReadState(*dir)
+			if err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			inv, err := hardware.ReadFile(st.HardwareCSV)
+			if err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			m, ok := inv.ByHostname(args[0])
+			if !ok {
+				return withExitCode(ExitInvalidInput, fmt.Errorf("%s has no machine %q", st.HardwareCSV, args[0]))
+			}
+			cfg := bmc.FromMachine(m)
+			cfg.Protocols = []string{bmc.ProtocolRedfish}
+			b, err := bmc.New(cfg, nil)
+			if err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			uefi := m.Labels["firmware"] == string(qemu.UEFI)
+			p := progress{streams.Out}
+			if pxe {
+				if err := p.step("next boot from the network", func() (string, error) {
+					return "", b.SetNextBoot(ctx, bmc.BootPXE, bmc.BootOptions{EFI: uefi, Persistent: persistent})
+				}); err != nil {
+					return withExitCode(ExitInvalidInput, err)
+				}
+			}
+			var op func(context.Context) error
+			switch args[1] {
+			case "on":
+				op = b.PowerOn
+			case "off":
+				op = b.PowerOff
+			case "cycle":
+				op = b.PowerCycle
+			case "status":
+				s, err := b.PowerState(ctx)
+				if err != nil {
+					return withExitCode(ExitInvalidInput, err)
+				}
+				_, err = fmt.Fprintln(streams.Out, s)
+				return err
+			default:
+				return usageError("power action %q: use on, off, cycle or status", args[1])
+			}
+			if err := p.step("power "+args[1]+" "+m.Hostname, func() (string, error) { return "", op(ctx) }); err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&pxe, "pxe", false, "boot from the network next time")
+	cmd.Flags().BoolVar(&persistent, "persistent", false, "with --pxe: every boot, not only the next one")
+	return cmd
 }

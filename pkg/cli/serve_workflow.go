@@ -3,9 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,18 +23,33 @@ import (
 // defaultWorkflowTemplate is the embedded template used without --template.
 const defaultWorkflowTemplate = "workflows/ubuntu.yaml"
 
-type serveWorkflowOptions struct {
+// templateOptions choose the template, the machines and the values a
+// workflow is rendered with (serve workflow, workflows render).
+type templateOptions struct {
 	hardwareCSV string
 	template    string
 	set         []string
 	imageURL    string
 	metadataURL string
-	listen      string
-	db          string
 	namespace   string
-	sec         workerapi.Security
-	grace       time.Duration
-	leaveAfter  time.Duration
+}
+
+func addTemplateFlags(cmd *cobra.Command, o *templateOptions) {
+	f := cmd.Flags()
+	f.StringVar(&o.hardwareCSV, "hardware-csv", "", "Hardware.csv listing the machines (required)")
+	f.StringVar(&o.template, "template", "", "workflow template file (Tinkerbell format); default: kiln's embedded Ubuntu template")
+	f.StringArrayVar(&o.set, "set", nil, "extra template value key=value, available as {{ .key }} (repeatable)")
+	f.StringVar(&o.imageURL, "image-url", "", "OS disk image URL, as {{ .image_url }}")
+	f.StringVar(&o.metadataURL, "metadata-url", "", "kiln metadata service URL, as {{ .metadata_url }}")
+}
+
+type serveWorkflowOptions struct {
+	templateOptions
+	listen     string
+	db         string
+	sec        workerapi.Security
+	grace      time.Duration
+	leaveAfter time.Duration
 }
 
 func newServeWorkflowCommand(streams Streams) *cobra.Command {
@@ -48,14 +66,9 @@ used; it needs --image-url and --metadata-url.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServeWorkflow(cmd.Context(), streams, o) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.hardwareCSV, "hardware-csv", "", "Hardware.csv listing the machines (required)")
-	f.StringVar(&o.template, "template", "", "workflow template file (Tinkerbell format); default: kiln's embedded Ubuntu template")
-	f.StringArrayVar(&o.set, "set", nil, "extra template value key=value, available as {{ .key }} (repeatable)")
-	f.StringVar(&o.imageURL, "image-url", "", "OS disk image URL, as {{ .image_url }}")
-	f.StringVar(&o.metadataURL, "metadata-url", "", "kiln metadata service URL, as {{ .metadata_url }}")
+	addTemplateFlags(cmd, &o.templateOptions)
 	f.StringVar(&o.listen, "grpc-listen", fmt.Sprintf(":%d", workerapi.DefaultPort), "worker API listen address")
 	f.StringVar(&o.db, "db", "kiln-workflows.db", "workflow database file (created if missing)")
-	f.StringVar(&o.namespace, "namespace", workflow.DefaultNamespace, "namespace of the workflows (workflow ids are namespace/hostname)")
 	f.StringVar(&o.sec.CertFile, "grpc-tls-cert", "", "serve TLS with this certificate (PEM)")
 	f.StringVar(&o.sec.KeyFile, "grpc-tls-key", "", "key of --grpc-tls-cert (PEM)")
 	f.StringVar(&o.sec.ClientCAFile, "grpc-client-ca", "", "require client certificates signed by this CA (mutual TLS)")
@@ -65,7 +78,7 @@ used; it needs --image-url and --metadata-url.`,
 	return cmd
 }
 
-func templateValues(o *serveWorkflowOptions) (map[string]string, error) {
+func templateValues(o *templateOptions) (map[string]string, error) {
 	values := map[string]string{}
 	for _, kv := range o.set {
 		k, v, ok := strings.Cut(kv, "=")
@@ -84,45 +97,12 @@ func templateValues(o *serveWorkflowOptions) (map[string]string, error) {
 }
 
 func runServeWorkflow(ctx context.Context, streams Streams, o *serveWorkflowOptions) error {
-	if o.hardwareCSV == "" {
-		return usageError("--hardware-csv is required")
-	}
-	values, err := templateValues(o)
+	step := newStepper(streams.Out)
+	r, err := renderWorkflows(step, &o.templateOptions)
 	if err != nil {
 		return err
 	}
-	step := newStepper(streams)
-
-	var inv *hardware.Inventory
-	if err := step.run(fmt.Sprintf("read %s", o.hardwareCSV), func() (string, error) {
-		inv, err = hardware.ReadFile(o.hardwareCSV)
-		if err != nil {
-			return "", withExitCode(ExitInvalidInput, err)
-		}
-		return fmt.Sprintf("%d machines", len(inv.Machines)), nil
-	}); err != nil {
-		return err
-	}
-
-	name, src := "ubuntu (embedded)", []byte(nil)
-	if o.template != "" {
-		name = o.template
-		if src, err = os.ReadFile(o.template); err != nil {
-			return withExitCode(ExitInvalidInput, fmt.Errorf("--template: %w", err))
-		}
-	} else if src, err = templates.FS.ReadFile(defaultWorkflowTemplate); err != nil {
-		return err
-	}
-	var wfs []*workflow.Workflow
-	if err := step.run("render template "+name, func() (string, error) {
-		wfs, err = workflow.ForInventory(inv, name, src, values, o.namespace, time.Now())
-		if err != nil {
-			return "", withExitCode(ExitInvalidInput, err)
-		}
-		return fmt.Sprintf("%d workflows", len(wfs)), nil
-	}); err != nil {
-		return err
-	}
+	wfs := r.workflows
 
 	var st *store.Bolt
 	if err := step.run("open workflow database "+o.db, func() (string, error) {
@@ -147,24 +127,183 @@ func runServeWorkflow(ctx context.Context, streams Streams, o *serveWorkflowOpti
 	if err != nil {
 		return withExitCode(ExitInvalidInput, fmt.Errorf("--grpc-listen %s: %w", o.listen, err))
 	}
-	srv := workerapi.New(st, workerapi.Options{Grace: o.grace, LeaveAfter: o.leaveAfter})
+	progress := newWorkflowProgress(streams)
+	srv := workerapi.New(st, workerapi.Options{Grace: o.grace, LeaveAfter: o.leaveAfter, OnChange: progress.changed})
 	fmt.Fprintf(streams.Out, "✓ serving the worker API on %s (Ctrl-C to stop; `kiln workflows` shows progress)\n", lis.Addr())
 	return srv.Serve(ctx, lis, opts...)
 }
 
-// stepper prints one progress line per step with ✓/✗ and its duration.
-type stepper struct{ streams Streams }
+// rendered is a template rendered for every machine of an inventory.
+type rendered struct {
+	inv       *hardware.Inventory
+	name      string
+	src       []byte
+	values    map[string]string
+	workflows []*workflow.Workflow
+}
 
-func newStepper(s Streams) *stepper { return &stepper{streams: s} }
+// renderWorkflows reads the inventory and the template and renders one
+// workflow per machine, one progress step each.
+func renderWorkflows(step *stepper, o *templateOptions) (*rendered, error) {
+	if o.hardwareCSV == "" {
+		return nil, usageError("--hardware-csv is required")
+	}
+	values, err := templateValues(o)
+	if err != nil {
+		return nil, err
+	}
+	var inv *hardware.Inventory
+	if err := step.run(fmt.Sprintf("read %s", o.hardwareCSV), func() (string, error) {
+		inv, err = hardware.ReadFile(o.hardwareCSV)
+		if err != nil {
+			return "", withExitCode(ExitInvalidInput, err)
+		}
+		return fmt.Sprintf("%d machines", len(inv.Machines)), nil
+	}); err != nil {
+		return nil, err
+	}
+	name, src := "ubuntu (embedded)", []byte(nil)
+	if o.template != "" {
+		name = o.template
+		if src, err = os.ReadFile(o.template); err != nil {
+			return nil, withExitCode(ExitInvalidInput, fmt.Errorf("--template: %w", err))
+		}
+	} else if src, err = templates.FS.ReadFile(defaultWorkflowTemplate); err != nil {
+		return nil, err
+	}
+	r := &rendered{inv: inv, name: name, src: src, values: values}
+	err = step.run("render template "+name, func() (string, error) {
+		r.workflows, err = workflow.ForInventory(inv, name, src, values, o.namespace, time.Now())
+		if err != nil && strings.Contains(err.Error(), "map has no entry for key") {
+			err = fmt.Errorf("%w\nhint: template values come from --set KEY=VALUE, --image-url (.image_url) and --metadata-url (.metadata_url)", err)
+		}
+		if err != nil {
+			return "", withExitCode(ExitInvalidInput, err)
+		}
+		return fmt.Sprintf("%d workflows", len(r.workflows)), nil
+	})
+	return r, err
+}
+
+// stepper prints one progress line per step with ✓/✗ and its duration.
+type stepper struct{ w io.Writer }
+
+func newStepper(w io.Writer) *stepper { return &stepper{w: w} }
 
 func (s *stepper) run(name string, fn func() (string, error)) error {
 	start := time.Now()
 	detail, err := fn()
 	d := time.Since(start).Round(time.Millisecond)
 	if err != nil {
-		fmt.Fprintf(s.streams.Out, "✗ %s (%s)\n", name, d)
+		fmt.Fprintf(s.w, "✗ %s (%s)\n", name, d)
 		return err
 	}
-	fmt.Fprintf(s.streams.Out, "✓ %s: %s (%s)\n", name, detail, d)
+	fmt.Fprintf(s.w, "✓ %s: %s (%s)\n", name, detail, d)
 	return nil
+}
+
+// workflowProgress prints one line per action transition and per finished
+// workflow while the server runs, so the operator sees provisioning move.
+type workflowProgress struct {
+	streams Streams
+	mu      sync.Mutex
+	actions map[string]workflow.State // action id → last printed state
+	done    map[string]workflow.State // workflow id → last printed final state
+}
+
+func newWorkflowProgress(s Streams) *workflowProgress {
+	return &workflowProgress{streams: s, actions: map[string]workflow.State{}, done: map[string]workflow.State{}}
+}
+
+func (p *workflowProgress) changed(w *workflow.Workflow) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for _, t := range w.Tasks {
+		for i := range t.Actions {
+			a := &t.Actions[i]
+			if p.actions[a.ID] == a.State || a.State == workflow.StatePending {
+				continue
+			}
+			p.actions[a.ID] = a.State
+			d := a.Duration(now).Round(100 * time.Millisecond)
+			switch a.State {
+			case workflow.StateRunning:
+				fmt.Fprintf(p.streams.Out, "… %s: %s running\n", w.Hardware, a.Name)
+			case workflow.StateSuccess:
+				fmt.Fprintf(p.streams.Out, "✓ %s: %s (%s)\n", w.Hardware, a.Name, d)
+			default:
+				fmt.Fprintf(p.streams.Out, "✗ %s: %s %s after %s: %s\n", w.Hardware, a.Name, a.State, d, firstLine(a.Message))
+			}
+		}
+	}
+	switch {
+	case w.State.Terminal() && p.done[w.ID()] != w.State:
+		p.done[w.ID()] = w.State
+		mark := "✓"
+		if w.State != workflow.StateSuccess {
+			mark = "✗"
+		}
+		fmt.Fprintf(p.streams.Out, "%s %s: workflow %s in %s%s (details: kiln workflows show %s)\n", mark, w.Hardware, w.State, workflowDuration(w, now), reasonSuffix(w), w.Hardware)
+	case w.State == workflow.StatePending && p.done[w.ID()] != "":
+		delete(p.done, w.ID()) // reset: print the next run again
+		fmt.Fprintf(p.streams.Out, "… %s: workflow reset to PENDING\n", w.Hardware)
+	}
+}
+
+func reasonSuffix(w *workflow.Workflow) string {
+	if w.Reason == "" {
+		return ""
+	}
+	return ": " + firstLine(w.Reason)
+}
+
+// newWorkflowsRenderCommand is "kiln workflows render"; output is the
+// workflows group's -o flag.
+func newWorkflowsRenderCommand(streams Streams, output *string) *cobra.Command {
+	o := &templateOptions{}
+	cmd := &cobra.Command{
+		Use:   "render [MACHINE...]",
+		Short: "Render and validate the workflow template for machines of Hardware.csv, without serving",
+		Long: `Render the workflow template (default: kiln's embedded Ubuntu template) for
+every machine of Hardware.csv, or only the named ones, validate it as
+"kiln serve workflow" would, and print the rendered YAML (-o json: the
+workflows as they would be stored). Exit status 1 names every machine, task
+and action with a problem.`,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if err := checkOutput(*output, OutputText, OutputJSON); err != nil {
+				return err
+			}
+			r, err := renderWorkflows(newStepper(streams.Err), o)
+			if err != nil {
+				return err
+			}
+			var picked []*workflow.Workflow
+			for _, w := range r.workflows {
+				if len(args) == 0 || slices.Contains(args, w.Hardware) {
+					picked = append(picked, w)
+				}
+			}
+			if len(args) > 0 && len(picked) != len(args) {
+				return withExitCode(ExitInvalidInput, fmt.Errorf("machines %v are not all in %s", args, o.hardwareCSV))
+			}
+			if *output == OutputJSON {
+				return writeJSON(streams.Out, picked)
+			}
+			for i, w := range picked {
+				m, _ := r.inv.ByHostname(w.Hardware)
+				out, err := workflow.Render(r.name, r.src, workflow.RenderInput{Machine: m, Values: r.values}.Data())
+				if err != nil {
+					return err
+				}
+				if i > 0 {
+					fmt.Fprintln(streams.Out, "---")
+				}
+				fmt.Fprintf(streams.Out, "# workflow %s for %s (%s)\n%s", w.ID(), w.Hardware, w.AgentID, strings.TrimLeft(string(out), "\n"))
+			}
+			return nil
+		},
+	}
+	addTemplateFlags(cmd, o)
+	return cmd
 }

@@ -60,7 +60,7 @@ through its worker API (--server) or, when no server runs, its database (--db).`
 			return resetWorkflow(cmd.Context(), streams, o, args[0])
 		},
 	}
-	cmd.AddCommand(list, show, reset)
+	cmd.AddCommand(list, show, reset, newWorkflowsRenderCommand(streams, &o.output))
 	return cmd
 }
 

@@ -94,6 +94,10 @@ func TestServeWorkflowAndWorkflowsCommands(t *testing.T) {
 		}
 	}
 
+	if got := out.String(); !strings.Contains(got, "… wk01: stream-image running") || !strings.Contains(got, "✗ wk01: stream-image FAILED after") ||
+		!strings.Contains(got, "✗ wk01: workflow FAILED in") {
+		t.Errorf("no progress lines for the failed action:\n%s", got)
+	}
 	stdout, stderr, code := runKiln(t, "workflows", "list", "--server", addr, "-o", "json")
 	var wfs []workflow.Workflow
 	if code != ExitOK || json.Unmarshal([]byte(stdout), &wfs) != nil || len(wfs) != 2 {
@@ -131,5 +135,42 @@ func TestInitArgs(t *testing.T) {
 	}
 	if got := InitArgs([]string{"/usr/bin/kiln", "workflows", "list"}); strings.Join(got, " ") != "workflows list" {
 		t.Errorf("as kiln: %v", got)
+	}
+}
+
+func TestAgentCommandNeedsServer(t *testing.T) {
+	_, stderr, code := runKiln(t, "agent")
+	if code != ExitInvalidInput || !strings.Contains(stderr, "no worker id") {
+		t.Errorf("kiln agent without settings: %d %q", code, stderr)
+	}
+	_, stderr, code = runKiln(t, "agent", "--worker-id", "aa:bb:cc:dd:ee:ff")
+	if code != ExitInvalidInput || !strings.Contains(stderr, "grpc_authority") {
+		t.Errorf("kiln agent without authority: %d %q", code, stderr)
+	}
+}
+
+func TestWorkflowsRender(t *testing.T) {
+	csv := filepath.Join(t.TempDir(), "hw.csv")
+	if err := os.WriteFile(csv, []byte(testCSV), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runKiln(t, "workflows", "render", "--hardware-csv", csv, "--image-url", "http://10.0.0.5/img.zst", "--metadata-url", "http://10.0.0.5:7172", "wk01")
+	if code != ExitOK || !strings.Contains(stdout, "# workflow eksa-system/wk01 for wk01") || !strings.Contains(stdout, "vlan120:") ||
+		strings.Contains(stdout, "cp01") || !strings.Contains(stderr, "✓ render template") {
+		t.Fatalf("render wk01: %d\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, _, code = runKiln(t, "workflows", "render", "--hardware-csv", csv, "--set", "image_url=u", "--set", "metadata_url=m", "-o", "json")
+	var wfs []workflow.Workflow
+	if code != ExitOK || json.Unmarshal([]byte(stdout), &wfs) != nil || len(wfs) != 2 || wfs[0].Tasks[0].Actions[0].Environment["IMG_URL"] != "u" {
+		t.Fatalf("render -o json: %d %s", code, stdout)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(bad, []byte("name: x\ntasks:\n- name: t\n  worker: \"{{.device_1}}\"\n  actions:\n  - name: a\n    image: busybox\n"), 0o600)
+	_, stderr, code = runKiln(t, "workflows", "render", "--hardware-csv", csv, "--template", bad)
+	if code != ExitInvalidInput || !strings.Contains(stderr, `task 1 "t" action 1 "a": timeout must be a positive`) || !strings.Contains(stderr, "machine wk01") {
+		t.Fatalf("invalid template: %d %q", code, stderr)
+	}
+	if _, stderr, code := runKiln(t, "workflows", "render", "--hardware-csv", csv); code != ExitInvalidInput || !strings.Contains(stderr, "hint: template values come from --set") {
+		t.Fatalf("missing values: %d %q", code, stderr)
 	}
 }

@@ -116,7 +116,6 @@ func parse(r io.Reader, name string) (*table, diag.List) {
 
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
-	cr.ReuseRecord = false
 
 	var records [][]string
 	var lines []int
@@ -153,8 +152,9 @@ func parse(r io.Reader, name string) (*table, diag.List) {
 	if len(header) > 0 {
 		header[0] = strings.TrimPrefix(header[0], "\ufeff")
 	}
+	all := append(append([]string{}, RequiredColumns...), OptionalColumns...)
 	known := map[string]bool{}
-	for _, c := range append(append([]string{}, RequiredColumns...), OptionalColumns...) {
+	for _, c := range all {
 		known[c] = true
 	}
 	for i, h := range header {
@@ -165,13 +165,19 @@ func parse(r io.Reader, name string) (*table, diag.List) {
 			fileProblem(headerLine, h, "column %q appears twice in the header", h)
 		case !known[h]:
 			problems = append(problems, diag.Problem{Severity: diag.SeverityWarning, File: name, Line: headerLine, Column: h,
-				Message: fmt.Sprintf("unknown column %q is ignored (known columns: %s)", h, strings.Join(append(append([]string{}, RequiredColumns...), OptionalColumns...), ", "))})
+				Message: fmt.Sprintf("unknown column %q is ignored (known columns: %s)", h, strings.Join(all, ", "))})
 		}
 		t.columns[h] = true
 	}
 	for _, c := range RequiredColumns {
 		if !t.columns[c] {
-			fileProblem(headerLine, c, "required column %q is missing from the header", c)
+			hint := ""
+			for h := range t.columns {
+				if strings.EqualFold(strings.ReplaceAll(h, " ", "_"), c) {
+					hint = fmt.Sprintf(" (the header has %q: column names are lower-case with underscores)", h)
+				}
+			}
+			fileProblem(headerLine, c, "required column %q is missing from the header%s", c, hint)
 		}
 	}
 

@@ -24,10 +24,11 @@ func TestReadFileInvalid(t *testing.T) {
 		want []wantProblem
 	}{
 		{"missing-column", []wantProblem{{1, "disk", `required column "disk" is missing`}}},
+		{"column-name-case", []wantProblem{{1, "hostname", `required column "hostname" is missing from the header (the header has "Hostname"`}}},
 		{"duplicate-header", []wantProblem{{1, "mac", `column "mac" appears twice`}}},
 		{"empty-header-field", []wantProblem{{1, "", "header field 13 is empty"}}},
 		{"field-count", []wantProblem{{3, "", "the row has 13 fields but the header has 12"}}},
-		{"bad-quote", []wantProblem{{3, "", "not valid CSV"}}},
+		{"bad-quote", []wantProblem{{3, "", "not valid CSV"}, {4, "mac", "is not a MAC address"}}},
 		{"empty-file", []wantProblem{{0, "", "the file is empty"}}},
 		{"header-only", []wantProblem{{1, "", "no machines"}}},
 		{"hostname-empty", []wantProblem{{3, "hostname", "hostname is empty"}}},

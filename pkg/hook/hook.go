@@ -27,8 +27,9 @@ import (
 // and common physical NICs, disk controllers, and the file systems the
 // workflow actions write.
 var DefaultModules = []string{
-	// virtio (QEMU, most clouds)
-	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi",
+	// virtio (QEMU, most clouds); virtio_rng feeds the kernel's random
+	// number generator in VMs without RDRAND, which DHCP and TLS wait for
+	"virtio_pci", "virtio_rng", "virtio_net", "virtio_blk", "virtio_scsi",
 	// NICs
 	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "r8169", "mlx5_core",
 	// disks

@@ -1,13 +1,59 @@
 package lab
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/csv"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 )
+
+// SSH key files `kiln lab up` creates when no key is given.
+const (
+	SSHKeyFile    = "id_ed25519"
+	SSHPubKeyFile = "id_ed25519.pub"
+	// ImageFile is the OS image name the ClusterSpec's osImageURL points at
+	// in kiln's /images/ (e.g. `make lab-image` output, gzip-compressed).
+	ImageFile = "lab-image.raw.gz"
+)
+
+// sshKey returns the authorized-key line for the ClusterSpec: the contents of
+// pubKeyFile when given, else a key pair generated into dir.
+func sshKey(dir, pubKeyFile string) (string, error) {
+	if pubKeyFile != "" {
+		b, err := os.ReadFile(pubKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("SSH public key: %w", err)
+		}
+		if _, _, _, _, err := ssh.ParseAuthorizedKey(b); err != nil {
+			return "", fmt.Errorf("%s is not an SSH public key: %w", pubKeyFile, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "kiln lab")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, SSHKeyFile), pem.EncodeToMemory(block), 0o600); err != nil {
+		return "", fmt.Errorf("lab SSH key: %w", err)
+	}
+	spub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " kiln-lab"
+	return line, os.WriteFile(filepath.Join(dir, SSHPubKeyFile), []byte(line+"\n"), 0o644)
+}
 
 func dirFile(dir, name string) string { return filepath.Join(dir, name) }
 
@@ -45,7 +91,7 @@ func writeHardwareCSV(st State, bmcPassword string) error {
 // writeClusterSpec writes a minimal EKS Anywhere bare-metal ClusterSpec for
 // the lab: one control-plane machine (the first) and the rest as workers,
 // selected by the type= labels Hardware.csv carries.
-func writeClusterSpec(st State, name string) error {
+func writeClusterSpec(st State, name, sshKey string) error {
 	workers := len(st.Machines) - 1
 	cpEndpoint := st.AdminIP
 	_, subnet, _ := net.ParseCIDR(st.Subnet)
@@ -94,6 +140,7 @@ metadata:
   name: %s
 spec:
   tinkerbellIP: %s
+  osImageURL: http://%s:7080/images/%s
 ---
 apiVersion: anywhere.eks.amazonaws.com/v1alpha1
 kind: TinkerbellMachineConfig
@@ -105,8 +152,9 @@ spec:
   osFamily: ubuntu
   users:
   - name: ec2-user
-    sshAuthorizedKeys: []
-`, name, st.AdminIP, name)
+    sshAuthorizedKeys:
+    - %s
+`, name, st.AdminIP, st.AdminIP, ImageFile, name, sshKey)
 	if workers > 0 {
 		fmt.Fprintf(&b, `---
 apiVersion: anywhere.eks.amazonaws.com/v1alpha1
@@ -119,8 +167,9 @@ spec:
   osFamily: ubuntu
   users:
   - name: ec2-user
-    sshAuthorizedKeys: []
-`, name)
+    sshAuthorizedKeys:
+    - %s
+`, name, sshKey)
 	}
 	return os.WriteFile(st.ClusterSpec, []byte(b.String()), 0o644)
 }

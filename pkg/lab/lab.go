@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,7 +66,10 @@ type Options struct {
 	BMCPassword string
 	// ClusterName for the generated ClusterSpec.yml; default "lab".
 	ClusterName string
-	Log         *slog.Logger
+	// SSHPublicKeyFile is the key put into ClusterSpec.yml; empty: a key
+	// pair is generated into Dir (id_ed25519, id_ed25519.pub).
+	SSHPublicKeyFile string
+	Log              *slog.Logger
 }
 
 // Machine is one lab VM as recorded in the state file.
@@ -137,6 +139,11 @@ func (o *Options) defaults() error {
 	}
 	if o.Machines < 1 || o.Machines > 89 {
 		return fmt.Errorf("lab: --machines %d must be between 1 and 89", o.Machines)
+	}
+	if o.KVM {
+		if _, err := os.Stat("/dev/kvm"); err != nil {
+			return fmt.Errorf("lab: --kvm asked for, but KVM is not available here (%v); leave --kvm out to use software emulation", err)
+		}
 	}
 	if len(o.Firmware) == 0 {
 		o.Firmware = []qemu.Firmware{qemu.BIOS}
@@ -282,7 +289,11 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := writeHardwareCSV(st, opts.BMCPassword); err != nil {
 		return nil, err
 	}
-	if err := writeClusterSpec(st, opts.ClusterName); err != nil {
+	key, err := sshKey(dir, opts.SSHPublicKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeClusterSpec(st, opts.ClusterName, key); err != nil {
 		return nil, err
 	}
 	log.Info("lab up", "machines", len(st.Machines), "dir", dir)
@@ -322,10 +333,6 @@ func (l *Lab) serveBMC(m Machine, vm *vmpower.Machine) error {
 // BMCPassword is the password of every virtual BMC (also in Hardware.csv).
 func (l *Lab) BMCPassword() string { return l.opts.BMCPassword }
 
-// Handler returns the lab's HTTP endpoints for kiln's HTTP server
-// (currently the phone-home recorder).
-func (l *Lab) Handler() http.Handler { return l.PhoneHome }
-
 func createDisk(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -355,7 +362,7 @@ func ReadState(dir string) (State, error) {
 	var st State
 	b, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if err != nil {
-		return st, fmt.Errorf("no lab in %s: %w", dir, err)
+		return st, fmt.Errorf("no lab in %s (start one with kiln lab up --dir %s): %w", dir, dir, err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("%s: %w", filepath.Join(dir, StateFile), err)
@@ -390,10 +397,10 @@ func (l *Lab) Close(ctx context.Context) error {
 	return nil
 }
 
-// Name of the machine and its power controller, in lab order.
+// Machines returns the lab's machines in order.
 func (l *Lab) Machines() []Machine { return append([]Machine(nil), l.State.Machines...) }
 
-// trimLog keeps a lab machine's name readable in messages.
+// String describes a machine for messages.
 func (m Machine) String() string {
 	return fmt.Sprintf("%s (%s, %s, %s)", m.Name, m.MAC, m.IP, strings.ToUpper(string(m.Firmware)))
 }

@@ -61,7 +61,10 @@ func (l *launcher) Launch(ctx context.Context, boot vmpower.Boot) (vmpower.Proce
 		SerialLog:    bootLog(l.dir, m.Name, n),
 		StateDir:     l.dir,
 		QMPSocket:    filepath.Join(qdir, m.Name+".qmp"),
-		Extra:        []string{"-S", "-no-reboot", "-pidfile", m.PIDFile},
+		// virtio-rng: without an entropy source the guest kernel's random
+		// number generator may not initialise for minutes under TCG, and
+		// the agent's DHCP client waits for it.
+		Extra: []string{"-S", "-no-reboot", "-pidfile", m.PIDFile, "-device", "virtio-rng-pci"},
 	}
 	if l.kvm {
 		cfg.Accel = "kvm"

@@ -38,6 +38,8 @@ func startLoopback(t *testing.T, mod func(*Config)) *Server {
 	hook := t.TempDir()
 	_ = os.WriteFile(filepath.Join(hook, "vmlinuz-x86_64"), []byte("KERNEL-0123456789"), 0o644)
 	_ = os.WriteFile(filepath.Join(hook, "initramfs-x86_64"), []byte("INITRAMFS"), 0o644)
+	_ = os.Symlink("/etc/passwd", filepath.Join(hook, "passwd"))
+	_ = os.Symlink("vmlinuz-x86_64", filepath.Join(hook, "vmlinuz"))
 	cfg := Config{
 		BindIP: net.IPv4(127, 0, 0, 1), DHCPMode: DHCPOff, EphemeralPorts: true, IPXEDir: fakeIPXEDir(t), HookDir: hook,
 		Machines: &hardware.Inventory{Machines: []hardware.Machine{{Hostname: "cp-1", IPAddress: "127.0.0.1", MAC: "52:54:00:aa:00:01"}}},
@@ -92,6 +94,9 @@ func TestStackOverLoopback(t *testing.T) {
 		{"/hook/vmlinuz-x86_64", "KERNEL-0123456789", 200, nil},
 		{"/hook/vmlinuz-x86_64", "0123", 206, []string{"Range", "bytes=7-10"}},
 		{"/hook/../../etc/passwd", "", 404, nil},
+		{"/hook/%2e%2e/%2e%2e/etc/passwd", "", 404, nil},
+		{"/hook/passwd", "", 404, nil},                   // symlink leaving the directory
+		{"/hook/vmlinuz", "KERNEL-0123456789", 200, nil}, // symlink inside it is fine
 		{"/hook/", "", 404, nil},
 		{"/2009-04-04/meta-data/hostname", "cp-1", 200, nil},
 		{"/2009-04-04/meta-data/public-keys/0/openssh-key", "ssh-ed25519 AAAA", 200, nil},

@@ -193,3 +193,37 @@ func (s *ClusterSpec) Position(kind, name, field string) (document string, line 
 	}
 	return kind + "/" + name, 0
 }
+
+// KubernetesVersion is the cluster's Kubernetes minor version, e.g. "1.33".
+func (s *ClusterSpec) KubernetesVersion() string { return s.Cluster.Spec.KubernetesVersion }
+
+// ControlPlaneEndpoint is the control-plane virtual IP (the API is on 6443).
+func (s *ClusterSpec) ControlPlaneEndpoint() string {
+	if e := s.Cluster.Spec.ControlPlaneConfiguration.Endpoint; e != nil {
+		return e.Host
+	}
+	return ""
+}
+
+// PodCIDR is the cluster's single pod CIDR block.
+func (s *ClusterSpec) PodCIDR() string { return first(s.Cluster.Spec.ClusterNetwork.Pods.CIDRBlocks) }
+
+// ServiceCIDR is the cluster's single service CIDR block.
+func (s *ClusterSpec) ServiceCIDR() string {
+	return first(s.Cluster.Spec.ClusterNetwork.Services.CIDRBlocks)
+}
+
+// TinkerbellIP is the provisioning stack's virtual IP after the move.
+func (s *ClusterSpec) TinkerbellIP() string {
+	if s.Datacenter == nil {
+		return ""
+	}
+	return s.Datacenter.Spec.TinkerbellIP
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}

@@ -173,8 +173,58 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		d.keyLine(fp, k)
-		d.decode(val, v.FieldByIndex(idx), fp)
+		f := v.FieldByIndex(idx)
+		if anyScalarFields[v.Type()] != nil && anyScalarFields[v.Type()][key] {
+			d.decodeEnvironment(val, f, fp)
+			continue
+		}
+		d.decode(val, f, fp)
 	}
+}
+
+// anyScalarFields are string maps whose values may be written as any YAML
+// scalar: workflow environments, where `COMPRESSED: true` or `UID: 0` are
+// common and mean the literal text.
+var anyScalarFields = map[reflect.Type]map[string]bool{
+	reflect.TypeFor[WorkflowTask]():   {"environment": true},
+	reflect.TypeFor[WorkflowAction](): {"environment": true},
+}
+
+// decodeEnvironment decodes a map of environment variables, taking every
+// scalar value's text as written.
+func (d *decoder) decodeEnvironment(n *yaml.Node, v reflect.Value, path string) {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	if !d.expectKind(n, yaml.MappingNode, path) {
+		return
+	}
+	env := map[string]string{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		for val.Kind == yaml.AliasNode {
+			val = val.Alias
+		}
+		p := join(path, k.Value)
+		d.keyLine(p, k)
+		if _, dup := env[k.Value]; dup {
+			d.errorf(k, p, "key %q appears twice", k.Value)
+			continue
+		}
+		if val.Kind != yaml.ScalarNode {
+			d.errorf(val, p, "must be a single value, not %s", nodeDescription(val))
+			continue
+		}
+		if val.Tag == "!!null" {
+			env[k.Value] = ""
+			continue
+		}
+		env[k.Value] = val.Value
+	}
+	v.Set(reflect.ValueOf(env))
 }
 
 func (d *decoder) expectKind(n *yaml.Node, want yaml.Kind, path string) bool {

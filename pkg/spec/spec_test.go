@@ -108,11 +108,16 @@ func TestLoadValid(t *testing.T) {
 		t.Errorf("node groups = %+v", groups)
 	}
 	action := s.TemplateConfig("lab-template").Spec.Template.Tasks[0].Actions[0]
-	if action.Environment["DEST_DISK"] != "{{ index .Hardware.Disks 0 }}" || action.Timeout != 600 {
+	if action.Environment["DEST_DISK"] != "{{ index .Hardware.Disks 0 }}" || action.Environment["COMPRESSED"] != "true" ||
+		action.Environment["RETRY_DURATION_MINUTES"] != "10" || action.Timeout != 600 {
 		t.Errorf("template action = %+v", action)
 	}
 	if got := s.OSImageURL(s.MachineConfig("lab-worker")); got != "http://10.0.50.5:8080/ubuntu-2204-kube-1-33.gz" {
 		t.Errorf("OSImageURL = %q", got)
+	}
+	if s.KubernetesVersion() != "1.33" || s.ControlPlaneEndpoint() != "10.0.50.100" || s.PodCIDR() != "192.168.0.0/16" ||
+		s.ServiceCIDR() != "10.96.0.0/12" || s.TinkerbellIP() != "10.0.50.101" {
+		t.Errorf("accessors: %s %s %s %s %s", s.KubernetesVersion(), s.ControlPlaneEndpoint(), s.PodCIDR(), s.ServiceCIDR(), s.TinkerbellIP())
 	}
 }
 

@@ -61,10 +61,10 @@ func Check(s *spec.ClusterSpec, inv *hardware.Inventory) diag.List {
 	vips := []struct {
 		kind, name, field, what, ip string
 	}{
-		{spec.KindCluster, s.Name(), "spec.controlPlaneConfiguration.endpoint.host", "controlPlaneConfiguration.endpoint.host", endpointHost(s)},
+		{spec.KindCluster, s.Name(), "spec.controlPlaneConfiguration.endpoint.host", "controlPlaneConfiguration.endpoint.host", s.ControlPlaneEndpoint()},
 	}
 	if s.Datacenter != nil {
-		vips = append(vips, struct{ kind, name, field, what, ip string }{spec.KindTinkerbellDatacenterConfig, s.Datacenter.Metadata.Name, "spec.tinkerbellIP", "tinkerbellIP", s.Datacenter.Spec.TinkerbellIP})
+		vips = append(vips, struct{ kind, name, field, what, ip string }{spec.KindTinkerbellDatacenterConfig, s.Datacenter.Metadata.Name, "spec.tinkerbellIP", "tinkerbellIP", s.TinkerbellIP()})
 	}
 	for _, v := range vips {
 		ip := net.ParseIP(v.ip)
@@ -129,13 +129,6 @@ func selectorField(mc *spec.TinkerbellMachineConfig) string {
 		return "spec.hardwareSelector"
 	}
 	return "spec.hardwareAffinity"
-}
-
-func endpointHost(s *spec.ClusterSpec) string {
-	if e := s.Cluster.Spec.ControlPlaneConfiguration.Endpoint; e != nil {
-		return e.Host
-	}
-	return ""
 }
 
 // onMachineSubnet reports whether ip is inside the ip_address/netmask subnet

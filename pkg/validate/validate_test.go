@@ -16,17 +16,9 @@ var (
 	exampleCSV  = filepath.Join("..", "..", "hardware", "examples", "Hardware.csv")
 )
 
-func read(t *testing.T, path string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
-}
-
+// TestCheck runs each spec × hardware rule on its testdata pair: a copy of
+// the example pair with one mistake.
 func TestCheck(t *testing.T) {
-	baseSpec, baseCSV := read(t, exampleSpec), read(t, exampleCSV)
 	type want struct {
 		severity diag.Severity
 		file     string // "spec" or "csv"
@@ -34,61 +26,35 @@ func TestCheck(t *testing.T) {
 		text     string
 	}
 	tests := []struct {
-		name     string
-		specEdit [2]string // old, new
-		csvEdit  [2]string
-		want     []want
+		dir  string
+		want []want
 	}{
-		{name: "example is valid"},
-		{
-			name:    "too few control-plane machines",
-			csvEdit: [2]string{"type=cp|rack=r3", "type=spare|rack=r3"},
-			want:    []want{{diag.SeverityError, "spec", 49, "need 3 machines with type=cp for the control plane (count 3), found 2: cp01, cp02"}},
-		},
-		{
-			name:     "no worker machines",
-			specEdit: [2]string{"type: worker", "type: gpu"},
-			want:     []want{{diag.SeverityError, "spec", 63, "need 2 machines with type=gpu for worker group md-0 (count 2), found 0: none"}},
-		},
-		{
-			name:     "machine matches two selectors",
-			specEdit: [2]string{"type: worker", "rack: r1"},
-			want:     []want{{diag.SeverityError, "csv", 2, "machine cp01 matches the selectors of TinkerbellMachineConfig/mgmt-cp (type=cp) and TinkerbellMachineConfig/mgmt-worker (rack=r1)"}},
-		},
-		{
-			name:     "endpoint is a machine IP",
-			specEdit: [2]string{`host: "10.10.50.100"`, `host: "10.10.50.21"`},
-			want:     []want{{diag.SeverityError, "spec", 20, "controlPlaneConfiguration.endpoint.host 10.10.50.21 is the ip_address of machine wk01"}},
-		},
-		{
-			name:     "tinkerbellIP is a BMC IP",
-			specEdit: [2]string{`tinkerbellIP: "10.10.50.101"`, `tinkerbellIP: "10.10.44.12"`},
-			want: []want{
-				{diag.SeverityError, "spec", 41, "tinkerbellIP 10.10.44.12 is the bmc_ip of machine cp02"},
-				{diag.SeverityWarning, "spec", 41, "tinkerbellIP 10.10.44.12 is outside every machine's subnet"},
-			},
-		},
+		{"too-few-control-plane-machines", []want{{diag.SeverityError, "spec", 49, "need 3 machines with type=cp for the control plane (count 3), found 2: cp01, cp02"}}},
+		{"no-worker-machines", []want{{diag.SeverityError, "spec", 63, "need 2 machines with type=gpu for worker group md-0 (count 2), found 0: none"}}},
+		{"machine-matches-two-selectors", []want{{diag.SeverityError, "csv", 2, "machine cp01 matches the selectors of TinkerbellMachineConfig/mgmt-cp (type=cp) and TinkerbellMachineConfig/mgmt-worker (rack=r1)"}}},
+		{"endpoint-is-machine-ip", []want{{diag.SeverityError, "spec", 20, "controlPlaneConfiguration.endpoint.host 10.10.50.21 is the ip_address of machine wk01"}}},
+		{"tinkerbell-ip-is-bmc-ip", []want{
+			{diag.SeverityError, "spec", 41, "tinkerbellIP 10.10.44.12 is the bmc_ip of machine cp02"},
+			{diag.SeverityWarning, "spec", 41, "tinkerbellIP 10.10.44.12 is outside every machine's subnet"},
+		}},
+		{"endpoint-outside-subnets", []want{{diag.SeverityWarning, "spec", 20, "controlPlaneConfiguration.endpoint.host 10.10.60.100 is outside every machine's subnet"}}},
+	}
+	entries, err := os.ReadDir("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(tests) {
+		t.Errorf("testdata has %d cases, the table %d", len(entries), len(tests))
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			specText, csvText := baseSpec, baseCSV
-			if tt.specEdit[0] != "" {
-				if !strings.Contains(specText, tt.specEdit[0]) {
-					t.Fatalf("spec lacks %q", tt.specEdit[0])
-				}
-				specText = strings.ReplaceAll(specText, tt.specEdit[0], tt.specEdit[1])
-			}
-			if tt.csvEdit[0] != "" {
-				if !strings.Contains(csvText, tt.csvEdit[0]) {
-					t.Fatalf("csv lacks %q", tt.csvEdit[0])
-				}
-				csvText = strings.ReplaceAll(csvText, tt.csvEdit[0], tt.csvEdit[1])
-			}
-			s, err := spec.Load([]byte(specText), "spec")
+		t.Run(tt.dir, func(t *testing.T) {
+			specPath := filepath.Join("testdata", tt.dir, "ClusterSpec.yml")
+			csvPath := filepath.Join("testdata", tt.dir, "Hardware.csv")
+			s, err := spec.LoadFile(specPath)
 			if err != nil {
 				t.Fatalf("spec invalid on its own: %v", err)
 			}
-			inv, err := hardware.Read(strings.NewReader(csvText), "csv")
+			inv, err := hardware.ReadFile(csvPath)
 			if err != nil {
 				t.Fatalf("csv invalid on its own: %v", err)
 			}
@@ -98,11 +64,24 @@ func TestCheck(t *testing.T) {
 			}
 			for i, w := range tt.want {
 				p := got[i]
-				if p.Severity != w.severity || p.File != w.file || p.Line != w.line || !strings.Contains(p.Message, w.text) {
+				file := map[string]string{"spec": specPath, "csv": csvPath}[w.file]
+				if p.Severity != w.severity || p.File != file || p.Line != w.line || !strings.Contains(p.Message, w.text) {
 					t.Errorf("problem %d:\n got %+v\nwant %+v", i, p, w)
 				}
 			}
 		})
+	}
+	// The unmodified example pair has no problem at all.
+	s, err := spec.LoadFile(exampleSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := hardware.ReadFile(exampleCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Check(s, inv); len(got) != 0 {
+		t.Errorf("example pair: %v", got)
 	}
 }
 

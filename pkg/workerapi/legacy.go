@@ -223,5 +223,6 @@ func (s *Server) reportLegacy(ctx context.Context, req *legacypb.WorkflowActionS
 		return nil, err
 	}
 	s.log.Info("action state", "workflow", w.ID(), "action", req.GetActionName(), "state", st, "message", req.GetMessage(), "workflowState", w.State, "api", "tink-worker")
+	s.changed(w)
 	return &legacypb.Empty{}, nil
 }

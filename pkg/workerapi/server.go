@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -37,12 +38,15 @@ type Options struct {
 	// LeaveAfter is how long the agent must be silent while a final
 	// reboot/kexec action is RUNNING before that counts as SUCCESS. Default 60 s.
 	LeaveAfter time.Duration
-	// CheckEvery is the period of the timeout sweep. Default 1 s.
+	// CheckEvery is the period of the timeout sweep. Default 5 s.
 	CheckEvery time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 	// Logger receives state transitions; default slog.Default().
 	Logger *slog.Logger
+	// OnChange, when set, is called with a copy of a workflow after every
+	// state change (report, timeout, reset); it must return quickly.
+	OnChange func(*workflow.Workflow)
 }
 
 // Server implements the worker API on top of a workflow store.
@@ -65,7 +69,7 @@ func New(st store.Store, opts Options) *Server {
 		opts.LeaveAfter = 60 * time.Second
 	}
 	if opts.CheckEvery == 0 {
-		opts.CheckEvery = time.Second
+		opts.CheckEvery = 5 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -106,7 +110,7 @@ func (s *Server) GetAction(ctx context.Context, req *pb.ActionRequest) (*pb.Acti
 	}
 	if active == nil {
 		last := wfs[len(wfs)-1]
-		return nil, status.Errorf(codes.FailedPrecondition, "workflow %s is %s; reset it to run again", last.ID(), last.State)
+		return nil, noAction(last.ID(), fmt.Sprintf("workflow %s is %s; reset it to run again", last.ID(), last.State))
 	}
 	var resp *pb.ActionResponse
 	var served workflow.Ref
@@ -127,18 +131,35 @@ func (s *Server) GetAction(ctx context.Context, req *pb.ActionRequest) (*pb.Acti
 	})
 	if err == nil && nextErr != nil {
 		s.log.Info("workflow finished", "workflow", w.ID(), "state", w.State, "reason", w.Reason)
+		s.changed(w)
 		err = nextErr
 	}
 	switch {
 	case errors.Is(err, workflow.ErrNoAction), errors.Is(err, store.ErrNotFound):
 		return nil, status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, workflow.ErrNotRunnable):
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return nil, noAction(active.ID(), err.Error())
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "updating workflow %s: %v", active.ID(), err)
 	}
 	s.log.Debug("action served", "workflow", w.ID(), "agent", agentID, "task", w.Tasks[served.Task].Name, "action", w.Action(served).Name)
 	return resp, nil
+}
+
+// noAction is the FailedPrecondition Tinkerbell's server sends when a
+// workflow exists but serves no action, with the same PreconditionFailure
+// detail (its agent backs off on the code alone, too).
+func noAction(workflowID, msg string) error {
+	st := status.New(codes.FailedPrecondition, msg)
+	ds, err := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+		Type:        pb.PreconditionFailureViolation_PRECONDITION_FAILURE_VIOLATION_NO_ACTION_AVAILABLE.String(),
+		Subject:     "tinkerbell.org/" + workflowID,
+		Description: msg,
+	}}})
+	if err != nil {
+		return st.Err()
+	}
+	return ds.Err()
 }
 
 func actionResponse(w *workflow.Workflow, r workflow.Ref, agentID string) *pb.ActionResponse {
@@ -211,6 +232,7 @@ func (s *Server) ReportActionStatus(ctx context.Context, req *pb.ActionStatusReq
 		return nil, err
 	}
 	s.log.Info("action state", "workflow", w.ID(), "action", name, "state", st, "message", rep.Message, "workflowState", w.State)
+	s.changed(w)
 	return &pb.ActionStatusResponse{}, nil
 }
 
@@ -276,11 +298,19 @@ func (s *Server) ResetWorkflow(ctx context.Context, req *kilnpb.ResetWorkflowReq
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "workflow_id is required")
 	}
-	if _, err := s.store.Update(ctx, id, func(w *workflow.Workflow) error { w.Reset(); return nil }); err != nil {
+	w, err := s.store.Update(ctx, id, func(w *workflow.Workflow) error { w.Reset(); return nil })
+	if err != nil {
 		return nil, reportError(err)
 	}
 	s.log.Info("workflow reset", "workflow", id)
+	s.changed(w)
 	return &kilnpb.ResetWorkflowResponse{}, nil
+}
+
+func (s *Server) changed(w *workflow.Workflow) {
+	if s.opts.OnChange != nil && w != nil {
+		s.opts.OnChange(w)
+	}
 }
 
 // QualifiedID turns a bare workflow name into "<default namespace>/<name>".
@@ -332,6 +362,7 @@ func (s *Server) Sweep(ctx context.Context) error {
 			return fmt.Errorf("applying timeouts to %s: %w", w.ID(), err)
 		}
 		s.log.Info("workflow state", "workflow", w2.ID(), "state", w2.State, "reason", w2.Reason)
+		s.changed(w2)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -165,8 +166,12 @@ func TestWorkflowOverGRPC(t *testing.T) {
 	if err := f.report(t, b, pb.ActionStatusRequest_FAILED, "exit status 3"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.wf.GetAction(ctx, &pb.ActionRequest{AgentId: ptr(agentMAC)}); code(err) != codes.FailedPrecondition {
+	_, err = f.wf.GetAction(ctx, &pb.ActionRequest{AgentId: ptr(agentMAC)})
+	if code(err) != codes.FailedPrecondition {
 		t.Fatalf("finished workflow: %v", err)
+	}
+	if d := status.Convert(err).Details(); len(d) != 1 || d[0].(*errdetails.PreconditionFailure).GetViolations()[0].GetType() != "PRECONDITION_FAILURE_VIOLATION_NO_ACTION_AVAILABLE" {
+		t.Errorf("FailedPrecondition details = %v", d)
 	}
 	if err := f.report(t, b, pb.ActionStatusRequest_SUCCESS, ""); code(err) != codes.FailedPrecondition {
 		t.Fatalf("report after failure: %v", err)

@@ -256,3 +256,50 @@ func (s *safeWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+func TestImage2DiskRetry(t *testing.T) {
+	data := randomData(256 << 10)
+	body := compresstest.Compress(t, actions.Gzip, data)
+	var mu sync.Mutex
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		switch {
+		case r.URL.Path == "/missing":
+			http.NotFound(w, r)
+		case n == 1: // cut the first download short
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body[:len(body)/2])
+		default:
+			_, _ = w.Write(body)
+		}
+	}))
+	defer srv.Close()
+	dest := filepath.Join(t.TempDir(), "disk")
+	_ = os.WriteFile(dest, nil, 0o600)
+	var log bytes.Buffer
+	env := actions.Env{"IMG_URL": srv.URL + "/img", "DEST_DISK": dest, "RETRY_ENABLED": "true", "RETRY_DURATION_MINUTES": "1"}
+	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &safeWriter{w: &log}}, env, nil); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, data) || !strings.Contains(log.String(), "attempt 1 failed") || calls != 2 {
+		t.Fatalf("calls %d, log:\n%s", calls, log.String())
+	}
+	// A 404 is not retried.
+	env["IMG_URL"] = srv.URL + "/missing"
+	_, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: io.Discard}, env, nil)
+	if err == nil || !strings.Contains(err.Error(), "404") || calls != 3 {
+		t.Fatalf("404: %v after %d calls", err, calls)
+	}
+	// Without RETRY_ENABLED the first failure is final.
+	mu.Lock()
+	calls = 0
+	mu.Unlock()
+	env = actions.Env{"IMG_URL": srv.URL + "/img", "DEST_DISK": dest}
+	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: io.Discard}, env, nil); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("no retry: %v", err)
+	}
+}

@@ -84,13 +84,15 @@ func decompress(c Compression, r io.Reader) (io.Reader, func(), error) {
 type countingReader struct {
 	r io.Reader
 	n atomic.Int64
-	h hash.Hash
+	h hash.Hash // nil unless a checksum was asked for
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
-	c.h.Write(p[:n])
+	if c.h != nil {
+		c.h.Write(p[:n])
+	}
 	return n, err
 }
 
@@ -123,70 +125,126 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // the stream's magic bytes (gzip, xz, zstd, bzip2 or raw), a short or
 // truncated download fails, IMG_SHA256 (kiln extension) verifies the bytes as
 // served, progress is logged every PROGRESS_INTERVAL_SECONDS, and the disk is
-// fsynced (and its partition table re-read) before success.
+// fsynced (and its partition table re-read) before success. With
+// RETRY_ENABLED=true, failed downloads (network errors, truncation, HTTP 5xx)
+// start over until RETRY_DURATION_MINUTES (default 10) have passed.
 func Image2Disk(ctx context.Context, rt *Runtime, env Env, _ []string) (Then, error) {
 	const name = "image2disk"
-	imgURL, err := env.Required(name, "IMG_URL")
+	var c i2dConfig
+	var err error
+	if c.url, err = env.Required(name, "IMG_URL"); err != nil {
+		return nil, err
+	}
+	if c.dest, err = env.Required(name, "DEST_DISK"); err != nil {
+		return nil, err
+	}
+	if c.compressed, err = env.Bool(name, "COMPRESSED", false); err != nil {
+		return nil, err
+	}
+	if c.every, err = progressEvery(env); err != nil {
+		return nil, err
+	}
+	retry, err := env.Bool(name, "RETRY_ENABLED", false)
 	if err != nil {
 		return nil, err
 	}
-	dest, err := env.Required(name, "DEST_DISK")
+	minutes, err := env.Int(name, "RETRY_DURATION_MINUTES", 10)
 	if err != nil {
 		return nil, err
 	}
-	compressed, err := env.Bool(name, "COMPRESSED", false)
-	if err != nil {
-		return nil, err
+	c.sum = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(env["IMG_SHA256"]), "sha256:"))
+	client := httpClient(rt, env)
+	deadline := time.Now().Add(time.Duration(minutes) * time.Minute)
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		err := c.once(ctx, rt, client)
+		var perm permanentError
+		if err == nil || !retry || errors.As(err, &perm) || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			if errors.As(err, &perm) {
+				err = perm.err
+			}
+			if err != nil && retry && attempt > 1 {
+				err = fmt.Errorf("%w (after %d attempts)", err, attempt)
+			}
+			return nil, err
+		}
+		rt.logf("%s: attempt %d failed: %v; retrying in %s (RETRY_ENABLED, until %s)", name, attempt, err, wait, deadline.Format(time.TimeOnly))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w; stopped while waiting to retry: %w", err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 30*time.Second)
 	}
-	every, err := progressEvery(env)
-	if err != nil {
-		return nil, err
-	}
-	wantSum := strings.ToLower(strings.TrimPrefix(strings.TrimSpace(env["IMG_SHA256"]), "sha256:"))
+}
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, imgURL, nil)
+// permanentError marks a failure a retry cannot fix (HTTP 4xx, bad
+// settings, a checksum mismatch, an unusable DEST_DISK).
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+
+type i2dConfig struct {
+	url, dest, sum string
+	compressed     bool
+	every          time.Duration
+}
+
+// once makes one download attempt.
+func (c *i2dConfig) once(ctx context.Context, rt *Runtime, client *http.Client) error {
+	const name = "image2disk"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s: IMG_URL %q: %w", name, imgURL, err)
+		return permanentError{fmt.Errorf("%s: IMG_URL %q: %w", name, c.url, err)}
 	}
-	resp, err := httpClient(rt, env).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: GET %s: %w", name, imgURL, err)
+		return fmt.Errorf("%s: GET %s: %w", name, c.url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: GET %s: server answered %s", name, imgURL, resp.Status)
+		err := fmt.Errorf("%s: GET %s: server answered %s", name, c.url, resp.Status)
+		if resp.StatusCode < 500 {
+			return permanentError{err}
+		}
+		return err
 	}
 
-	in := &countingReader{r: resp.Body, h: sha256.New()}
+	in := &countingReader{r: resp.Body}
+	if c.sum != "" {
+		in.h = sha256.New()
+	}
 	br := bufio.NewReaderSize(in, 1<<20)
 	head, _ := br.Peek(6)
 	kind := Sniff(head)
 	switch {
-	case kind == Raw && compressed:
-		return nil, fmt.Errorf("%s: COMPRESSED=true but %s starts with no gzip, xz, zstd or bzip2 magic bytes; set COMPRESSED=false for a raw image or check the URL", name, imgURL)
-	case kind != Raw && !compressed:
-		rt.logf("%s: %s is %s-compressed (by its magic bytes); decompressing although COMPRESSED is not true", name, imgURL, kind)
+	case kind == Raw && c.compressed:
+		return permanentError{fmt.Errorf("%s: COMPRESSED=true but %s starts with no gzip, xz, zstd or bzip2 magic bytes; set COMPRESSED=false for a raw image or check the URL", name, c.url)}
+	case kind != Raw && !c.compressed:
+		rt.logf("%s: %s is %s-compressed (by its magic bytes); decompressing although COMPRESSED is not true", name, c.url, kind)
 	}
 	src, closeDec, err := decompress(kind, br)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", name, imgURL, err)
+		return fmt.Errorf("%s: %s: %w", name, c.url, err)
 	}
 	defer closeDec()
 
-	disk, err := os.OpenFile(dest, os.O_WRONLY, 0)
+	disk, err := os.OpenFile(c.dest, os.O_WRONLY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: opening DEST_DISK: %w", name, err)
+		return permanentError{fmt.Errorf("%s: opening DEST_DISK: %w", name, err)}
 	}
 	defer disk.Close()
 	out := &countingWriter{w: disk}
 
-	rt.logf("%s: streaming %s (%s, %s) to %s", name, imgURL, kind, sizeText(resp.ContentLength), dest)
+	rt.logf("%s: streaming %s (%s, %s) to %s", name, c.url, kind, sizeText(resp.ContentLength), c.dest)
 	start := time.Now()
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(every)
+		t := time.NewTicker(c.every)
 		defer t.Stop()
 		for {
 			select {
@@ -208,30 +266,30 @@ func Image2Disk(ctx context.Context, rt *Runtime, env Env, _ []string) (Then, er
 	got := in.n.Load()
 	switch {
 	case copyErr != nil && ctx.Err() != nil:
-		return nil, fmt.Errorf("%s: stopped after %s of %s: %w", name, mib(got), sizeText(resp.ContentLength), ctx.Err())
+		return fmt.Errorf("%s: stopped after %s of %s: %w", name, mib(got), sizeText(resp.ContentLength), ctx.Err())
 	case errors.Is(copyErr, io.ErrUnexpectedEOF):
-		return nil, fmt.Errorf("%s: %s is truncated: the stream ended after %s of %s (%s written to %s); the disk is NOT fully written", name, imgURL, mib(got), sizeText(resp.ContentLength), mib(out.n.Load()), dest)
+		return fmt.Errorf("%s: %s is truncated: the stream ended after %s of %s (%s written to %s); the disk is NOT fully written", name, c.url, mib(got), sizeText(resp.ContentLength), mib(out.n.Load()), c.dest)
 	case copyErr != nil:
-		return nil, fmt.Errorf("%s: after %s read, %s written to %s: %w", name, mib(got), mib(out.n.Load()), dest, copyErr)
+		return fmt.Errorf("%s: after %s read, %s written to %s: %w", name, mib(got), mib(out.n.Load()), c.dest, copyErr)
 	case resp.ContentLength >= 0 && got != resp.ContentLength:
-		return nil, fmt.Errorf("%s: %s is truncated: got %d of %d bytes", name, imgURL, got, resp.ContentLength)
+		return fmt.Errorf("%s: %s is truncated: got %d of %d bytes", name, c.url, got, resp.ContentLength)
 	}
-	if wantSum != "" {
-		if sum := hex.EncodeToString(in.h.Sum(nil)); sum != wantSum {
-			return nil, fmt.Errorf("%s: SHA-256 of %s is %s, IMG_SHA256 wants %s; the download is corrupt or the checksum is for another file", name, imgURL, sum, wantSum)
+	if c.sum != "" {
+		if sum := hex.EncodeToString(in.h.Sum(nil)); sum != c.sum {
+			return permanentError{fmt.Errorf("%s: SHA-256 of %s is %s, IMG_SHA256 wants %s; the download is corrupt or the checksum is for another file", name, c.url, sum, c.sum)}
 		}
 		rt.logf("%s: SHA-256 verified", name)
 	}
 	if err := disk.Sync(); err != nil {
-		return nil, fmt.Errorf("%s: fsync %s: %w", name, dest, err)
+		return permanentError{fmt.Errorf("%s: fsync %s: %w", name, c.dest, err)}
 	}
 	if err := unix.IoctlSetInt(int(disk.Fd()), unix.BLKRRPART, 0); err != nil && !errors.Is(err, unix.ENOTTY) {
 		// Partitions in use or a device without a table; the kernel
 		// re-reads at next boot. Tinkerbell ignores this too.
-		rt.logf("%s: re-reading the partition table of %s failed (%v); continuing", name, dest, err)
+		rt.logf("%s: re-reading the partition table of %s failed (%v); continuing", name, c.dest, err)
 	}
 	rt.logf("%s: done: %s", name, progress(got, resp.ContentLength, out.n.Load(), time.Since(start)))
-	return nil, nil
+	return nil
 }
 
 func httpClient(rt *Runtime, env Env) *http.Client {

@@ -12,8 +12,9 @@ import (
 
 // WriteFile mounts DEST_DISK (FS_TYPE), writes CONTENTS to DEST_PATH with
 // MODE, UID and GID, creating missing parent directories with DIRMODE (owned
-// by UID/GID), syncs and unmounts. Paths cannot escape the file system:
-// symbolic links are resolved inside it.
+// by UID/GID), syncs and unmounts. Paths cannot escape the file system: ".."
+// stops at its root and links leading out of it (absolute ones included) are
+// refused.
 func WriteFile(ctx context.Context, rt *Runtime, env Env, _ []string) (Then, error) {
 	const name = "writefile"
 	dev, err := env.Required(name, "DEST_DISK")

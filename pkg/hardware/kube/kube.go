@@ -9,12 +9,12 @@ import (
 	"bytes"
 	"fmt"
 
-	rufio "github.com/tinkerbell/rufio/api/v1alpha1"
 	tink "github.com/tinkerbell/tink/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	bmcv1 "github.com/kiln-dev/kiln/pkg/apis/bmc/v1alpha1"
 	"github.com/kiln-dev/kiln/pkg/hardware"
 )
 
@@ -33,7 +33,7 @@ const (
 // Objects are the Kubernetes objects of one inventory, in inventory order.
 type Objects struct {
 	Hardware    []tink.Hardware
-	BMCMachines []rufio.Machine
+	BMCMachines []bmcv1.Machine
 	Secrets     []corev1.Secret
 }
 
@@ -102,25 +102,25 @@ func Hardware(m hardware.Machine) tink.Hardware {
 		},
 	}
 	if m.HasBMC() {
-		group := rufio.GroupVersion.Group
+		group := bmcv1.GroupVersion.Group
 		h.Spec.BMCRef = &corev1.TypedLocalObjectReference{APIGroup: &group, Kind: "Machine", Name: BMCMachineName(m.Hostname)}
 	}
 	return h
 }
 
-// BMCMachine is the rufio Machine object that lets the BMC controller power
+// BMCMachine is the bmc.tinkerbell.org Machine object that lets the BMC controller power
 // the machine and set its boot device.
-func BMCMachine(m hardware.Machine) rufio.Machine {
-	return rufio.Machine{
-		TypeMeta:   metav1.TypeMeta{APIVersion: rufio.GroupVersion.String(), Kind: "Machine"},
+func BMCMachine(m hardware.Machine) bmcv1.Machine {
+	return bmcv1.Machine{
+		TypeMeta:   metav1.TypeMeta{APIVersion: bmcv1.GroupVersion.String(), Kind: "Machine"},
 		ObjectMeta: objectMeta(BMCMachineName(m.Hostname), nil),
-		Spec: rufio.MachineSpec{Connection: rufio.Connection{
+		Spec: bmcv1.MachineSpec{Connection: bmcv1.Connection{
 			Host:          m.BMCIP,
 			Port:          BMCPort,
 			AuthSecretRef: corev1.SecretReference{Name: BMCSecretName(m.Hostname), Namespace: Namespace},
 			InsecureTLS:   true,
-			ProviderOptions: &rufio.ProviderOptions{
-				PreferredOrder: []rufio.ProviderName{"gofish", "ipmitool"},
+			ProviderOptions: &bmcv1.ProviderOptions{
+				PreferredOrder: []bmcv1.ProviderName{"gofish", "ipmitool"},
 			},
 		}},
 	}

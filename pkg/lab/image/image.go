@@ -293,7 +293,9 @@ func writeInitramfs(opts Options, kver, out string) error {
 }
 
 func populateRoot(opts Options, root string) error {
-	cmdline := "console=tty0 console=ttyS0,115200 panic=10"
+	// no_timer_check: under heavy host load an emulated VM can fail the
+	// kernel's IO-APIC timer check and panic; real hardware does not need it.
+	cmdline := "console=tty0 console=ttyS0,115200 panic=10 no_timer_check"
 	if opts.Cmdline != "" {
 		cmdline += " " + opts.Cmdline
 	}

@@ -200,14 +200,21 @@ func (s *Server) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	}
 	mac := req.ClientHWAddr.String()
 	m, known := s.cfg.Machines.ByMAC(mac)
+	client := Classify(req)
 	if !known {
 		if s.unknown.allow(mac) {
-			s.log.Info("ignoring DHCP from a MAC that is not in the inventory (logged once a minute per MAC)", "mac", mac, "type", mt.String(), "vendor_class", req.ClassIdentifier())
+			// A machine trying to netboot that kiln does not know is most
+			// likely a Hardware.csv typo: say so at the default level.
+			level := slog.LevelDebug
+			if client.Netboot {
+				level = slog.LevelWarn
+			}
+			s.log.Log(context.Background(), level, "ignoring DHCP from a MAC that is not in Hardware.csv (logged once a minute per MAC)",
+				"mac", mac, "type", mt.String(), "vendor_class", req.ClassIdentifier(), "netboot", client.Netboot)
 		}
 		s.ignored("unknown MAC")
 		return nil, nil
 	}
-	client := Classify(req)
 	allowed := s.cfg.Policy == nil || s.cfg.Policy.NetbootAllowed(m)
 	boot, bootOK := Decide(client, s.cfg.Files, s.cfg.URLs)
 	if client.Netboot && !allowed {
@@ -313,6 +320,9 @@ func (s *Server) proxyReply(req *dhcpv4.DHCPv4, boot Boot) (*dhcpv4.DHCPv4, erro
 		return nil, err
 	}
 	reply.YourIPAddr = net.IPv4zero
+	// The proxy offer is iPXE's only source of the script URL: no
+	// no-pxedhcp here, iPXE must still take (and confirm on 4011) this offer.
+	reply.Options.Del(dhcpv4.GenericOptionCode(175))
 	// PXE ROMs must see a class identifier even if the boot file is HTTP.
 	if boot.ClassID == "" {
 		reply.UpdateOption(dhcpv4.OptClassIdentifier(string(ClientPXE)))

@@ -1,8 +1,10 @@
 package dhcp
 
 import (
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -269,6 +271,9 @@ func checkReply(t *testing.T, req, reply *dhcpv4.DHCPv4, dst *net.UDPAddr, mode 
 	if w.file == "" && !reply.ServerIPAddr.IsUnspecified() {
 		t.Errorf("siaddr %s set without a boot file", reply.ServerIPAddr)
 	}
+	if got := reply.Options.Has(dhcpv4.GenericOptionCode(175)); got != (mode == ModeReservation && strings.HasSuffix(w.file, "auto.ipxe")) {
+		t.Errorf("option 175 (no-pxedhcp) present=%v in %s mode for file %q", got, mode, w.file)
+	}
 	if mode == ModeProxy {
 		if reply.Options.Get(dhcpv4.OptionIPAddressLeaseTime) != nil || reply.SubnetMask() != nil {
 			t.Error("proxy reply carries address options")
@@ -390,4 +395,35 @@ func mustNew(f *testing.F, mac net.HardwareAddr, opts ...reqOpt) *dhcpv4.DHCPv4 
 		o(d)
 	}
 	return d
+}
+
+// syncBuffer collects log output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestUnknownNetbootMACWarnsOncePerMinute(t *testing.T) {
+	var buf syncBuffer
+	s, err := New(Config{Mode: ModeReservation, ServerIP: serverIP, Machines: testInventory(), Log: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if r, _ := s.Handle(build(t, dhcpv4.MessageTypeDiscover, macOther, pxe("PXEClient", 7))); r != nil {
+			t.Fatal("answered an unknown MAC")
+		}
+	}
+	s.Handle(build(t, dhcpv4.MessageTypeDiscover, net.HardwareAddr{2, 0, 0, 0, 0, 1})) // plain client: debug only
+	out := buf.String()
+	if n := strings.Count(out, "not in Hardware.csv"); n != 1 || !strings.Contains(out, "level=WARN") || !strings.Contains(out, macOther.String()) {
+		t.Fatalf("want one warning for %s, got:\n%s", macOther, out)
+	}
 }

@@ -9,8 +9,6 @@ package admin
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -18,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
@@ -78,9 +75,6 @@ type Server struct {
 	dbless bool
 	log    *slog.Logger
 	now    func() time.Time
-
-	mu         sync.Mutex
-	configHash string // md5 of the last declarative document loaded
 }
 
 // New returns an Admin API handler.
@@ -276,10 +270,4 @@ func endpointList() []string {
 	}
 	return append(out, "/", "/status", "/status/ready", "/config", "/tags", "/tags/{tags}", "/schemas/{db_entity_name}",
 		"/schemas/plugins/{name}", "/plugins/enabled", "/upstreams/{upstreams}/health", "/upstreams/{upstreams}/targets")
-}
-
-// md5Hex is Kong's configuration hash of a raw declarative document.
-func md5Hex(b []byte) string {
-	sum := md5.Sum(b)
-	return hex.EncodeToString(sum[:])
 }

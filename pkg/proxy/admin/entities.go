@@ -108,20 +108,19 @@ func (s *Server) entities(r *http.Request, segs []string) (int, any, error) {
 	return 0, nil, errNotFound
 }
 
+// toOne serves /routes/{r}/service and the like: GET, PATCH and PUT act on
+// the referenced entity; DELETE is not allowed (Kong answers 405 too).
 func (s *Server) toOne(r *http.Request, rec map[string]any, fk entity.ForeignKey) (int, any, error) {
-	if r.Method != http.MethodGet {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPatch, http.MethodPut:
+	default:
 		return 0, nil, errMethodNotAllowed
 	}
 	id := entity.FKID(rec, fk.Field)
 	if id == "" {
 		return 0, nil, errNotFound
 	}
-	target, err := s.st.Get(r.Context(), fk.Ref, id)
-	if err != nil {
-		return 0, nil, err
-	}
-	out, err := s.format(r.Context(), entity.KindByName(fk.Ref), target)
-	return http.StatusOK, out, err
+	return s.single(r, entity.KindByName(fk.Ref), id, nil)
 }
 
 // find resolves an entity by id or endpoint key; nil when absent.
@@ -354,11 +353,11 @@ func (s *Server) single(r *http.Request, k *entity.Kind, key string, par *parent
 			id = existing["id"].(string)
 		case schema.IsUUID(key):
 			id = strings.ToLower(key)
-		default:
-			if ep := k.Schema.EndpointKey; ep != "" && k.Name != "targets" {
+		}
+		if !schema.IsUUID(key) {
+			// PUT by name: the URL's key is the entity's key.
+			if ep := k.Schema.EndpointKey; ep != "" {
 				in[ep] = key
-			} else if k.Name == "targets" {
-				in["target"] = key
 			}
 		}
 		saved, err := s.upsert(ctx, k, in, existing, id)

@@ -143,16 +143,24 @@ func (s *Server) status(r *http.Request, segs []string) (int, any, error) {
 	return http.StatusOK, body, nil
 }
 
-// currentHash is md5 of the last /config document (Kong's behaviour), or
-// the snapshot's own hash when the configuration came from elsewhere.
+// sourceHash is md5 of the declarative document the store's contents were
+// loaded from, when the store tracks it ("" otherwise).
+func (s *Server) sourceHash() string {
+	if t, ok := s.st.(interface{ SourceHash() string }); ok {
+		return t.SourceHash()
+	}
+	return ""
+}
+
+// currentHash is md5 of the loaded declarative document (Kong's
+// behaviour), or the snapshot's own hash when the configuration came from
+// elsewhere.
 func (s *Server) currentHash(cfg *entity.Config) string {
 	if cfg.Hash == entity.EmptyHash {
 		return entity.EmptyHash
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.configHash != "" {
-		return s.configHash
+	if h := s.sourceHash(); h != "" {
+		return h
 	}
 	return cfg.Hash
 }
@@ -308,13 +316,8 @@ func (s *Server) config(r *http.Request, segs []string) (int, any, error) {
 		}
 		doc := extractConfig(r.Header.Get("Content-Type"), raw)
 		q := r.URL.Query()
-		if q.Get("check_hash") == "1" {
-			s.mu.Lock()
-			same := s.configHash == md5Hex(doc)
-			s.mu.Unlock()
-			if same {
-				return http.StatusNotModified, nil, nil
-			}
+		if q.Get("check_hash") == "1" && s.sourceHash() == declarative.SourceHash(doc) {
+			return http.StatusNotModified, nil, nil
 		}
 		loaded, err := s.LoadDeclarative(ctx, doc)
 		if err != nil {
@@ -359,26 +362,14 @@ func extractConfig(contentType string, raw []byte) []byte {
 }
 
 // LoadDeclarative parses a declarative document and atomically replaces
-// the store's configuration with it (DB-less start-up and POST /config).
-// It returns the loaded entities keyed by kind and id; a
-// *declarative.Error or a store key error describes an invalid document.
+// the store's configuration with it (POST /config; start-up can call
+// declarative.Load directly). It returns the loaded entities keyed by kind
+// and id; a *declarative.Error describes an invalid document.
 func (s *Server) LoadDeclarative(ctx context.Context, doc []byte) (map[string]any, error) {
-	recs, err := declarative.Parse(doc, s.now())
+	recs, err := declarative.Load(ctx, s.st, doc, s.now())
 	if err != nil {
 		return nil, err
 	}
-	if err := s.st.Replace(ctx, recs); err != nil {
-		var ue *store.UniqueError
-		var fke *store.ForeignKeyError
-		var pke *store.PrimaryKeyError
-		if errors.As(err, &ue) || errors.As(err, &fke) || errors.As(err, &pke) {
-			return nil, &declarative.Error{Message: err.Error()}
-		}
-		return nil, err
-	}
-	s.mu.Lock()
-	s.configHash = md5Hex(doc)
-	s.mu.Unlock()
 	out := map[string]any{}
 	for kind, list := range recs {
 		byID := map[string]any{}

@@ -7,9 +7,12 @@
 package declarative
 
 import (
+	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/schema"
+	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
 // FormatVersions are the accepted `_format_version` values.
@@ -470,6 +474,44 @@ func refText(v any) string {
 		return fmt.Sprint(t["id"])
 	}
 	return ""
+}
+
+// SourceHash is Kong's configuration hash of a raw declarative document
+// (md5 hex), used by /config?check_hash=1 and /status configuration_hash.
+func SourceHash(doc []byte) string {
+	sum := md5.Sum(doc)
+	return hex.EncodeToString(sum[:])
+}
+
+// sourceTracker is implemented by stores that remember which document
+// their contents came from (store.Memory).
+type sourceTracker interface {
+	ReplaceFrom(ctx context.Context, recs entity.Records, sourceHash string) error
+}
+
+// Load parses doc and atomically replaces st's contents with it (DB-less
+// start-up and POST /config). Store key errors (a duplicate name, a
+// dangling reference) are returned as *Error.
+func Load(ctx context.Context, st store.Store, doc []byte, now time.Time) (entity.Records, error) {
+	recs, err := Parse(doc, now)
+	if err != nil {
+		return nil, err
+	}
+	if t, ok := st.(sourceTracker); ok {
+		err = t.ReplaceFrom(ctx, recs, SourceHash(doc))
+	} else {
+		err = st.Replace(ctx, recs)
+	}
+	if err != nil {
+		var ue *store.UniqueError
+		var fke *store.ForeignKeyError
+		var pke *store.PrimaryKeyError
+		if errors.As(err, &ue) || errors.As(err, &fke) || errors.As(err, &pke) {
+			return nil, &Error{Message: err.Error()}
+		}
+		return nil, err
+	}
+	return recs, nil
 }
 
 // Export renders a configuration as a `_format_version: "3.0"` document

@@ -96,7 +96,7 @@ func TestValidateErrors(t *testing.T) {
 		{"consumers", `{}`, "at least one of these fields must be non-empty: 'custom_id', 'username'"},
 		{"plugins", `{"name":"nope"}`, "plugin 'nope' not enabled"},
 		{"plugins", `{"name":"rate-limiting","config":{}}`, "at least one of these fields must be non-empty: 'config.second'"},
-		{"plugins", `{"name":"rate-limiting","config":{"minute":10,"hour":5}}`, "cannot be lower than"},
+		{"plugins", `{"name":"rate-limiting","config":{"second":10,"minute":20,"hour":5}}`, "The limit for hour(5.0) cannot be lower than the limit for second(10.0)"},
 		{"plugins", `{"name":"key-auth","consumer":{"id":"cfbff0d1-9375-5685-968c-48ce8b15ae17"}}`, "consumer: value must be null"},
 		{"plugins", `{"name":"acl","config":{"allow":["a"],"deny":["b"]}}`, "only one of these fields"},
 		{"upstreams", `{"name":"10.0.0.1"}`, "no ip addresses allowed"},

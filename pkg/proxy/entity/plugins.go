@@ -94,20 +94,18 @@ func onlyOneOf(a, b string) schema.Check {
 var RateLimitPeriods = []string{"second", "minute", "hour", "day", "month", "year"}
 
 func checkRateLimits(rec map[string]any) []string {
-	var prev float64
-	prevName := ""
 	seen := false
-	for _, p := range RateLimitPeriods {
-		n, ok := rec[p].(float64)
+	for i, lower := range RateLimitPeriods {
+		v1, ok := rec[lower].(float64)
 		if !ok {
 			continue
 		}
 		seen = true
-		if prevName != "" && n < prev {
-			return []string{fmt.Sprintf("The limit for %s(%s) cannot be lower than the limit for %s(%s)",
-				p, fmtFloat(n), prevName, fmtFloat(prev))}
+		for _, upper := range RateLimitPeriods[i+1:] {
+			if v2, ok := rec[upper].(float64); ok && v2 < v1 {
+				return []string{fmt.Sprintf("The limit for %s(%.1f) cannot be lower than the limit for %s(%.1f)", upper, v2, lower, v1)}
+			}
 		}
-		prev, prevName = n, p
 	}
 	if !seen {
 		return []string{"at least one of these fields must be non-empty: 'config.second', 'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'"}
@@ -131,17 +129,10 @@ func checkRateLimits(rec map[string]any) []string {
 	return errs
 }
 
-func fmtFloat(f float64) string { return strings.TrimSuffix(fmt.Sprintf("%g", f), ".0") }
-
 func checkTermination(rec map[string]any) []string {
-	code, _ := rec["status_code"].(float64)
 	if !isEmpty(rec["message"]) && (!isEmpty(rec["body"]) || !isEmpty(rec["content_type"])) {
 		return []string{"message cannot be used with content_type or body"}
 	}
-	if !isEmpty(rec["body"]) && isEmpty(rec["content_type"]) {
-		return nil
-	}
-	_ = code
 	return nil
 }
 

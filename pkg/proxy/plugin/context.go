@@ -95,6 +95,9 @@ func (c *Context) Reset() {
 		delete(c.vars, k)
 	}
 	vars := c.vars
+	if h == nil {
+		h = http.Header{}
+	}
 	*c = Context{respHdrBase: h, vars: vars}
 	c.RespHeader = h
 }
@@ -145,11 +148,13 @@ func (c *Context) Authenticate(consumer *entity.Consumer, cred *Credential) {
 	c.Consumer = consumer
 	c.Credential = cred
 	h := c.Req.Header
-	h.Del("X-Consumer-ID")
-	h.Del("X-Consumer-Custom-ID")
-	h.Del("X-Consumer-Username")
-	h.Del("X-Credential-Identifier")
-	h.Del("X-Anonymous-Consumer")
+	// Client-sent copies are never forwarded (canonical names: no
+	// per-request canonicalization).
+	delete(h, "X-Consumer-Id")
+	delete(h, "X-Consumer-Custom-Id")
+	delete(h, "X-Consumer-Username")
+	delete(h, "X-Credential-Identifier")
+	delete(h, "X-Anonymous-Consumer")
 	if consumer != nil {
 		h["X-Consumer-Id"] = []string{consumer.ID}
 		if consumer.CustomID != nil {
@@ -187,6 +192,19 @@ func (c *Context) RunAccess(ch *Chain) {
 			}
 		}
 	}
+}
+
+// NeedsResponse reports whether a plugin that ran in the access phase has
+// a header or body filter (otherwise the response head can be written
+// without building a header map).
+func (c *Context) NeedsResponse() bool {
+	for i := 0; i < c.nResolved; i++ {
+		switch c.resolved[i].Handler.(type) {
+		case HeaderFilter, BodyFilter:
+			return true
+		}
+	}
+	return false
 }
 
 // RunHeaderFilter runs the header filter phase of the instances resolved in

@@ -3,6 +3,8 @@ package plugin
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 )
@@ -28,11 +30,13 @@ type Env struct {
 type State struct {
 	Counters *Counters
 	Metrics  *Metrics
+	// Now is the clock plugins read (the proxy's cached clock).
+	Now func() time.Time
 }
 
 // NewState returns empty long-lived plugin state.
 func NewState() *State {
-	return &State{Counters: NewCounters(), Metrics: NewMetrics()}
+	return &State{Counters: NewCounters(), Metrics: NewMetrics(), Now: time.Now}
 }
 
 // NewEnv indexes cfg for the plugins.
@@ -83,22 +87,25 @@ type CounterKey struct {
 
 const counterShards = 32
 
-// Counters are in-memory fixed-window counters (the "local" policy).
+// Counters are in-memory fixed-window counters (the "local" policy). A
+// window's counter is an atomic integer: the common case (the window
+// exists) takes only a shard's read lock, so concurrent requests of one
+// consumer do not serialise on a mutex.
 type Counters struct {
 	shards [counterShards]counterShard
 }
 
 type counterShard struct {
-	mu    sync.Mutex
-	m     map[CounterKey]int64
-	sweep int
+	mu      sync.RWMutex
+	m       map[CounterKey]*atomic.Int64
+	inserts int
 }
 
 // NewCounters returns empty counters.
 func NewCounters() *Counters {
 	c := &Counters{}
 	for i := range c.shards {
-		c.shards[i].m = map[CounterKey]int64{}
+		c.shards[i].m = map[CounterKey]*atomic.Int64{}
 	}
 	return c
 }
@@ -115,30 +122,41 @@ func (c *Counters) shard(k *CounterKey) *counterShard {
 // Get returns the count of a window.
 func (c *Counters) Get(k CounterKey) int64 {
 	s := c.shard(&k)
-	s.mu.Lock()
-	v := s.m[k]
-	s.mu.Unlock()
-	return v
+	s.mu.RLock()
+	p := s.m[k]
+	s.mu.RUnlock()
+	if p == nil {
+		return 0
+	}
+	return p.Load()
 }
 
-// Add increments a window's counter; expired windows (ended before now) are
-// swept from time to time. windowEnd tells the sweeper when k expires.
+// Add adds n to a window's counter and returns the new count. Windows that
+// ended before now are swept when new windows have been created 1024 times
+// in a shard; windowEnd tells when a key's window ends.
 func (c *Counters) Add(k CounterKey, n int64, now int64, windowEnd func(CounterKey) int64) int64 {
 	s := c.shard(&k)
-	s.mu.Lock()
-	v := s.m[k] + n
-	s.m[k] = v
-	s.sweep++
-	if s.sweep >= 4096 {
-		s.sweep = 0
-		for key := range s.m {
-			if windowEnd(key) <= now {
-				delete(s.m, key)
+	s.mu.RLock()
+	p := s.m[k]
+	s.mu.RUnlock()
+	if p == nil {
+		s.mu.Lock()
+		if p = s.m[k]; p == nil {
+			p = new(atomic.Int64)
+			s.m[k] = p
+			s.inserts++
+			if s.inserts >= 1024 {
+				s.inserts = 0
+				for key := range s.m {
+					if windowEnd(key) <= now {
+						delete(s.m, key)
+					}
+				}
 			}
 		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
-	return v
+	return p.Add(n)
 }
 
 // HeaderValue returns the first value of a header, case-insensitively, with

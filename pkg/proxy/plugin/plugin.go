@@ -7,6 +7,7 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -110,8 +111,17 @@ type Chain struct {
 // Len is the number of plugin names in the chain.
 func (ch *Chain) Len() int { return len(ch.slots) }
 
+// failed stands in for a plugin instance that could not be built.
+type failed struct{}
+
+func (failed) Access(c *Context) { c.Error(500, "An unexpected error occurred") }
+
 // Set is the compiled plugins of one configuration snapshot.
 type Set struct {
+	// Problems lists plugin instances that could not be built (they
+	// answer 500 in their scope).
+	Problems []error
+
 	instances []*Instance
 	global    *Chain
 	chains    map[string]*Chain // by route id
@@ -148,14 +158,24 @@ func Compile(cfg *entity.Config, reg Registry, env *Env) (*Set, error) {
 			continue
 		}
 		f := reg[p.Name]
+		var h any
+		var err error
+		prio := 0
 		if f == nil {
-			return nil, fmt.Errorf("plugin %s (%s): kiln does not implement this plugin", p.Name, p.ID)
+			err = errors.New("kiln does not implement this plugin")
+		} else {
+			prio = f.Priority
+			h, err = f.New(p, env)
 		}
-		h, err := f.New(p, env)
 		if err != nil {
-			return nil, fmt.Errorf("plugin %s (%s): %w", p.Name, p.ID, err)
+			// Fail closed: requests in the plugin's scope get a 500 (a
+			// skipped auth plugin would open the route), while the rest of
+			// the configuration still applies.
+			err = fmt.Errorf("plugin %s (%s): %w; requests in its scope answer 500 until it is fixed or removed", p.Name, p.ID, err)
+			set.Problems = append(set.Problems, err)
+			h = failed{}
 		}
-		in := &Instance{Plugin: p, Priority: f.Priority, Handler: h, protocols: p.Protocols}
+		in := &Instance{Plugin: p, Priority: prio, Handler: h, protocols: p.Protocols}
 		set.instances = append(set.instances, in)
 		sc := scoped{in: in}
 		if p.Route != nil {

@@ -60,7 +60,7 @@ func anonymousFallback(c *plugin.Context, env *plugin.Env, anonymous string) boo
 
 type keyAuth struct {
 	env                                  *plugin.Env
-	names                                []string
+	names, headerNames                   []string
 	inHeader, inQuery, inBody, hide, pre bool
 	anonymous, wwwAuth                   string
 }
@@ -81,6 +81,9 @@ func newKeyAuth(p *entity.Plugin, env *plugin.Env) (any, error) {
 	}
 	if len(k.names) == 0 {
 		k.names = []string{"apikey"}
+	}
+	for _, n := range k.names {
+		k.headerNames = append(k.headerNames, http.CanonicalHeaderKey(n))
 	}
 	if realm := cf.str("realm"); realm != "" {
 		k.wwwAuth = `Key realm="` + realm + `"`
@@ -112,14 +115,14 @@ func (k *keyAuth) authenticate(c *plugin.Context) (int, string) {
 	var body map[string]any
 	var form url.Values
 	key := ""
-	for _, name := range k.names {
+	for i, name := range k.names {
 		if k.inHeader {
-			if vs := r.Header.Values(name); len(vs) > 1 {
+			if vs := r.Header[k.headerNames[i]]; len(vs) > 1 {
 				return http.StatusUnauthorized, "Duplicate API key found"
 			} else if len(vs) == 1 {
 				key = vs[0]
 				if k.hide {
-					r.Header.Del(name)
+					delete(r.Header, k.headerNames[i])
 				}
 				break
 			}

@@ -16,8 +16,9 @@ var periodNames = [...]string{"second", "minute", "hour", "day", "month", "year"
 type rlLimit struct {
 	period   uint8
 	limit    int64
-	hdrLimit string // X-RateLimit-Limit-Minute
-	hdrRem   string // X-RateLimit-Remaining-Minute
+	limitStr []string // the limit, rendered once
+	hdrLimit string   // X-RateLimit-Limit-Minute
+	hdrRem   string   // X-RateLimit-Remaining-Minute
 }
 
 type rateLimiting struct {
@@ -40,7 +41,7 @@ func newRateLimiting(p *entity.Plugin, env *plugin.Env) (any, error) {
 	}
 	rl := &rateLimiting{id: p.ID, limitBy: cf.str("limit_by"), headerName: cf.str("header_name"), path: cf.str("path"),
 		hide: cf.boolean("hide_client_headers"), errCode: http.StatusTooManyRequests, errMsg: "API rate limit exceeded",
-		counters: env.State.Counters, now: time.Now}
+		counters: env.State.Counters, now: env.State.Now}
 	if v, ok := cf.num("error_code"); ok {
 		rl.errCode = int(v)
 	}
@@ -53,7 +54,7 @@ func newRateLimiting(p *entity.Plugin, env *plugin.Env) (any, error) {
 			continue
 		}
 		title := string(name[0]-'a'+'A') + name[1:]
-		rl.limits = append(rl.limits, rlLimit{period: uint8(i), limit: int64(v),
+		rl.limits = append(rl.limits, rlLimit{period: uint8(i), limit: int64(v), limitStr: []string{strconv.FormatInt(int64(v), 10)},
 			hdrLimit: "X-RateLimit-Limit-" + title, hdrRem: "X-RateLimit-Remaining-" + title})
 	}
 	if len(rl.limits) == 0 {
@@ -128,16 +129,23 @@ func (rl *rateLimiting) Access(c *plugin.Context) {
 	now := rl.now()
 	id := rl.identifier(c)
 	var (
-		stop               bool
-		minRem             int64 = -1
-		minLimit, minReset int64
-		keys               [6]plugin.CounterKey
+		stop        bool
+		minRem      int64 = -1
+		minReset    int64
+		minLimitStr []string
+		keys        [6]plugin.CounterKey
+		rems        [6]int64
 	)
+	nowS := now.Unix()
+	// Count the request in every window at once (one lock per window);
+	// when a window is over its limit the increments are taken back, so a
+	// blocked request is not counted, as in Kong.
 	for i, l := range rl.limits {
 		start, end := windowStart(l.period, now)
 		keys[i] = plugin.CounterKey{Plugin: rl.id, Identifier: id, Period: l.period, Window: start}
-		used := rl.counters.Get(keys[i])
+		used := rl.counters.Add(keys[i], 1, nowS, windowEnd) - 1
 		remaining := l.limit - used
+		rems[i] = remaining
 		if remaining <= 0 {
 			stop = true
 			remaining = 0
@@ -149,33 +157,35 @@ func (rl *rateLimiting) Access(c *plugin.Context) {
 		// The most restrictive window: lowest remaining, ties to the
 		// longer window.
 		if minRem < 0 || remaining <= minRem {
-			minRem, minLimit, minReset = remaining, l.limit, reset
+			minRem, minLimitStr, minReset = remaining, l.limitStr, reset
 		}
-		if !rl.hide {
-			shown := remaining
-			if !stop && shown > 0 {
-				shown--
-			}
-			c.SetRespHeader(l.hdrLimit, strconv.FormatInt(l.limit, 10))
-			c.SetRespHeader(l.hdrRem, strconv.FormatInt(shown, 10))
+	}
+	if stop {
+		for i := range rl.limits {
+			rl.counters.Add(keys[i], -1, nowS, windowEnd)
 		}
 	}
 	if !rl.hide {
+		for i, l := range rl.limits {
+			// A blocked request was not counted; an allowed one was.
+			remaining := rems[i]
+			if !stop {
+				remaining--
+			}
+			remaining = max(remaining, 0)
+			c.RespHeader[l.hdrLimit] = l.limitStr
+			c.RespHeader[l.hdrRem] = []string{strconv.FormatInt(remaining, 10)}
+		}
 		shown := minRem
 		if !stop && shown > 0 {
 			shown--
 		}
-		c.SetRespHeader("RateLimit-Limit", strconv.FormatInt(minLimit, 10))
-		c.SetRespHeader("RateLimit-Remaining", strconv.FormatInt(shown, 10))
-		c.SetRespHeader("RateLimit-Reset", strconv.FormatInt(minReset, 10))
+		c.RespHeader["RateLimit-Limit"] = minLimitStr
+		c.RespHeader["RateLimit-Remaining"] = []string{strconv.FormatInt(shown, 10)}
+		c.RespHeader["RateLimit-Reset"] = []string{strconv.FormatInt(minReset, 10)}
 	}
 	if stop {
 		c.SetRespHeader("Retry-After", strconv.FormatInt(minReset, 10))
 		c.Error(rl.errCode, rl.errMsg)
-		return
-	}
-	nowS := now.Unix()
-	for i := range rl.limits {
-		rl.counters.Add(keys[i], 1, nowS, windowEnd)
 	}
 }

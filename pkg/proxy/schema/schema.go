@@ -591,7 +591,9 @@ func coerceValue(f *Field, v any) any {
 			return out
 		}
 	case Foreign:
-		if s, ok := v.(string); ok {
+		// A bare id becomes {"id": …}; a name stays a string for the caller
+		// to resolve.
+		if s, ok := v.(string); ok && IsUUID(s) {
 			return map[string]any{"id": s}
 		}
 	}

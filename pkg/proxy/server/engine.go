@@ -43,18 +43,22 @@ type Options struct {
 // Engine is the proxy. Create it with New, feed it configurations with
 // Update and serve it with Serve / ServeHTTP-style listeners.
 type Engine struct {
-	opts     Options
-	log      *slog.Logger
-	snap     atomic.Pointer[snapshot]
-	state    *plugin.State
-	bals     *balancer.Manager
-	pool     *pool
-	ctx      context.Context
-	cancel   context.CancelFunc
-	ctxPool  sync.Pool
-	bufPool  sync.Pool
-	defCert  *tls.Certificate
-	accessMu sync.Mutex
+	opts    Options
+	log     *slog.Logger
+	snap    atomic.Pointer[snapshot]
+	state   *plugin.State
+	bals    *balancer.Manager
+	pool    *pool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	clock   *coarseClock
+	ctxPool sync.Pool
+	bufPool sync.Pool
+	// h1Readers / h1Writers recycle client connection buffers.
+	h1Readers sync.Pool
+	h1Writers sync.Pool
+	defCert   *tls.Certificate
+	accessMu  sync.Mutex
 
 	updateMu sync.Mutex
 }
@@ -68,7 +72,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.NodeID == "" {
 		opts.NodeID = entity.NewID()
 	}
-	e := &Engine{opts: opts, log: opts.Log, state: plugin.NewState(), bals: balancer.NewManager(opts.Log), pool: newPool()}
+	clk := newCoarseClock()
+	e := &Engine{opts: opts, log: opts.Log, state: plugin.NewState(), bals: balancer.NewManager(opts.Log), pool: newPool(clk), clock: clk}
+	e.state.Now = clk.Now
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.ctxPool.New = func() any { return &plugin.Context{} }
 	e.bufPool.New = func() any { b := make([]byte, 32<<10); return &b }
@@ -108,6 +114,9 @@ func (e *Engine) Update(cfg *entity.Config) error {
 		return fmt.Errorf("configuration version %d was not applied: %w", cfg.Version, err)
 	}
 	e.snap.Store(s)
+	for _, p := range s.plugins.Problems {
+		e.log.Error("plugin not applied", "version", cfg.Version, "error", p)
+	}
 	e.log.Info("configuration applied", "version", cfg.Version, "hash", cfg.Hash, "routes", s.router.Len())
 	return nil
 }
@@ -129,6 +138,7 @@ func (e *Engine) Close() {
 	e.cancel()
 	e.bals.Close()
 	e.pool.closeAll()
+	e.clock.Close()
 }
 
 func (e *Engine) targetHealth() []plugin.TargetHealth {

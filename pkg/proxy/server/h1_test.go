@@ -76,6 +76,7 @@ func TestHTTP1FastPath(t *testing.T) {
 		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", []string{"HTTP/1.1 400 Bad Request"}},
 		{"header too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", []string{"431"}},
 		{"header line folding rejected", "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", []string{"HTTP/1.1 400"}},
+		{"control character in the target", "GET /a\rb HTTP/1.1\r\nHost: x\r\n\r\n", []string{"HTTP/1.1 400"}},
 		{"unsupported HTTP version", "GET / HTTP/3.0\r\nHost: x\r\n\r\n", []string{"505"}},
 	}
 	for _, c := range cases {

@@ -25,6 +25,7 @@ var (
 // connection, so parsed values must not be retained after the message.
 type headerBlock struct {
 	buf  []byte
+	offs []int32
 	vals []string
 }
 
@@ -68,25 +69,36 @@ func isTokenByte(c byte) bool {
 		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
-// canonicalize rewrites the field names of the block in place to Go's
-// canonical form (same length, so offsets stay valid) and reports whether
-// every field line is well formed.
-func (hb *headerBlock) canonicalize() bool {
+// scan validates the block in one pass over its bytes: it rewrites field
+// names in place to Go's canonical form (same length, so offsets stay
+// valid) and records the offsets of the start line and of every name and
+// trimmed value in hb.offs. It reports false for a malformed block
+// (invalid name characters, obsolete line folding, stray CR or NUL).
+func (hb *headerBlock) scan() bool {
 	b := hb.buf
-	// Skip the start line.
+	offs := hb.offs[:0]
 	i := 0
 	for i < len(b) && b[i] != '\n' {
 		i++
 	}
+	if i >= len(b) {
+		return false
+	}
+	end := i
+	if end > 0 && b[end-1] == '\r' {
+		end--
+	}
+	offs = append(offs, 0, int32(end))
 	i++
 	for i < len(b) {
 		if b[i] == '\n' || (b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n') {
+			hb.offs = offs
 			return true // end of block
 		}
 		if b[i] == ' ' || b[i] == '\t' {
 			return false // obsolete line folding is rejected
 		}
-		start := i
+		ns := i
 		upper := true
 		for i < len(b) && b[i] != ':' {
 			c := b[i]
@@ -101,51 +113,50 @@ func (hb *headerBlock) canonicalize() bool {
 			upper = c == '-'
 			i++
 		}
-		if i == start || i >= len(b) {
+		if i == ns || i >= len(b) {
 			return false
 		}
+		ne := i
+		i++ // ':'
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+			i++
+		}
+		vs := i
 		for i < len(b) && b[i] != '\n' {
 			if c := b[i]; c == 0 || (c == '\r' && (i+1 >= len(b) || b[i+1] != '\n')) {
 				return false
 			}
 			i++
 		}
+		if i >= len(b) {
+			return false
+		}
+		ve := i
+		if ve > vs && b[ve-1] == '\r' {
+			ve--
+		}
+		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+			ve--
+		}
+		offs = append(offs, int32(ns), int32(ne), int32(vs), int32(ve))
 		i++
 	}
-	return true
+	return false
 }
 
 // parse converts the block to fields in h (cleared first) and returns the
 // start line.
 func (hb *headerBlock) parse(h http.Header) (string, bool) {
-	if !hb.canonicalize() {
+	if !hb.scan() {
 		return "", false
 	}
 	clear(h)
 	hb.vals = hb.vals[:0]
 	s := string(hb.buf)
-	nl := strings.IndexByte(s, '\n')
-	if nl < 0 {
-		return "", false
-	}
-	start := strings.TrimRight(s[:nl], "\r")
-	s = s[nl+1:]
-	for len(s) > 0 {
-		nl = strings.IndexByte(s, '\n')
-		if nl < 0 {
-			return "", false
-		}
-		line := strings.TrimRight(s[:nl], "\r")
-		s = s[nl+1:]
-		if line == "" {
-			break
-		}
-		colon := strings.IndexByte(line, ':')
-		if colon <= 0 {
-			return "", false
-		}
-		name := line[:colon]
-		value := strings.Trim(line[colon+1:], " \t")
+	offs := hb.offs
+	start := s[offs[0]:offs[1]]
+	for k := 2; k+3 < len(offs); k += 4 {
+		name, value := s[offs[k]:offs[k+1]], s[offs[k+2]:offs[k+3]]
 		if cur, ok := h[name]; ok {
 			h[name] = append(cur, value)
 			continue

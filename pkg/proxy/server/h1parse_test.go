@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"net/textproto"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -85,10 +87,24 @@ func FuzzHeaderBlock(f *testing.F) {
 		var hb headerBlock
 		h := http.Header{}
 		if err := hb.read(bufio.NewReader(strings.NewReader(in))); err == nil {
-			if _, ok := hb.parse(h); ok {
+			if start, ok := hb.parse(h); ok {
 				for k := range h {
 					if k != http.CanonicalHeaderKey(k) || k == "" {
 						t.Fatalf("non-canonical name %q", k)
+					}
+				}
+				// Differential check: where net/textproto also accepts the
+				// block, both must read the same fields.
+				tr := textproto.NewReader(bufio.NewReader(strings.NewReader(in)))
+				line, err := tr.ReadLine()
+				for err == nil && line == "" {
+					line, err = tr.ReadLine()
+				}
+				if err == nil && line == start {
+					if mh, err := tr.ReadMIMEHeader(); err == nil {
+						if !reflect.DeepEqual(http.Header(mh), h) && !(len(mh) == 0 && len(h) == 0) {
+							t.Fatalf("textproto read %q, kiln %q", mh, h)
+						}
 					}
 				}
 			}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
 )
 
 // The proxy's cleartext listeners use their own HTTP/1.x server: requests,
@@ -31,7 +32,7 @@ const (
 	maxDiscard      = 256 << 10
 )
 
-var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // h1Server serves HTTP/1.x on one listener.
 type h1Server struct {
@@ -128,7 +129,7 @@ func (s *h1Server) waitConns() {
 
 // date returns the cached Date header value.
 func (s *h1Server) date() string {
-	now := time.Now().Unix()
+	now := s.e.clock.Now().Unix()
 	if p := s.dateNow.Load(); p != nil && s.dateUnix.Load() == now {
 		return *p
 	}
@@ -137,11 +138,6 @@ func (s *h1Server) date() string {
 	s.dateUnix.Store(now)
 	return d
 }
-
-var (
-	h1Readers sync.Pool
-	h1Writers sync.Pool
-)
 
 // h1Conn is one client connection and the per-request state it reuses.
 type h1Conn struct {
@@ -161,13 +157,13 @@ type h1Conn struct {
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: make(http.Header, 16)}
-	if br, ok := h1Readers.Get().(*bufio.Reader); ok {
+	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(nc)
 		c.br = br
 	} else {
 		c.br = bufio.NewReaderSize(nc, 8<<10)
 	}
-	if bw, ok := h1Writers.Get().(*bufio.Writer); ok {
+	if bw, ok := s.e.h1Writers.Get().(*bufio.Writer); ok {
 		bw.Reset(nc)
 		c.bw = bw
 	} else {
@@ -188,11 +184,11 @@ func (c *h1Conn) release(closeConn bool) {
 	}
 	if c.br != nil {
 		c.br.Reset(nil)
-		h1Readers.Put(c.br)
+		c.s.e.h1Readers.Put(c.br)
 	}
 	if c.bw != nil {
 		c.bw.Reset(nil)
-		h1Writers.Put(c.bw)
+		c.s.e.h1Writers.Put(c.bw)
 	}
 	c.s.wg.Done()
 }
@@ -208,7 +204,7 @@ func (c *h1Conn) serve() {
 	}()
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1HeaderTimeout))
 	if peek, err := c.br.Peek(3); err == nil && string(peek) == "PRI" {
-		if full, err := c.br.Peek(len(h2Preface)); err == nil && bytes.Equal(full, h2Preface) {
+		if full, err := c.br.Peek(len(h2Preface)); err == nil && string(full) == h2Preface {
 			_ = c.nc.SetReadDeadline(time.Time{})
 			buffered, _ := c.br.Peek(c.br.Buffered())
 			pc := &prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}
@@ -227,7 +223,7 @@ func (c *h1Conn) serve() {
 		// One deadline covers waiting for the next request and reading its
 		// head; it is refreshed only when an eighth of it has elapsed, to
 		// keep timer updates off the per-request path.
-		if now := time.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
+		if now := c.s.e.clock.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
 			_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
 			deadlineSet = now
 		}
@@ -243,7 +239,7 @@ func (c *h1Conn) serve() {
 			return
 		}
 		if c.body.mode != bodyNone {
-			_ = c.nc.SetReadDeadline(time.Now().Add(h1BodyTimeout))
+			_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
 			deadlineSet = time.Time{}
 		}
 		c.w.reset(&c.req)
@@ -306,6 +302,13 @@ func (c *h1Conn) readRequest() (int, error) {
 	}
 	for i := 0; i < len(method); i++ {
 		if !isTokenByte(method[i]) {
+			return http.StatusBadRequest, errors.New("Bad request")
+		}
+	}
+	// Control characters in the target would reach the upstream's request
+	// line (request splitting): refuse them.
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c == 0x7f {
 			return http.StatusBadRequest, errors.New("Bad request")
 		}
 	}
@@ -551,6 +554,87 @@ func (w *h1Writer) WriteHeader(code int) {
 	if w.closeAfter && len(h["Connection"]) == 0 {
 		_, _ = bw.WriteString("Connection: close\r\n")
 	} else if !w.closeAfter && w.req.ProtoMinor == 0 {
+		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+	}
+	_, _ = bw.WriteString("\r\n")
+}
+
+// writeProxiedHead writes an upstream response's head without going
+// through the header map: the upstream's end-to-end fields, Date when the
+// upstream sent none, Via and Kong's latency and request-id headers, and
+// the framing for the client connection.
+func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *plugin.Context) {
+	code := resp.status
+	w.wrote, w.status = true, code
+	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if resp.contentLength >= 0 && !resp.chunked {
+		w.cl = resp.contentLength
+	}
+	if w.cl < 0 && !w.noBody {
+		if w.req.ProtoMinor >= 1 {
+			w.chunked = true
+		} else {
+			w.closeAfter = true
+		}
+	}
+	if w.req.Close || w.c.s.closing.Load() {
+		w.closeAfter = true
+	}
+	bw := w.c.bw
+	writeStatusLine(bw, w.req.ProtoMinor, code)
+	hasDate := false
+	var via []string
+	for k, vs := range resp.header {
+		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
+			continue
+		}
+		if _, set := c.RespHeader[k]; set {
+			continue // a plugin's response header replaces the upstream's
+		}
+		switch k {
+		case "Date":
+			hasDate = true
+		case "Via":
+			via = vs
+			continue
+		case "Content-Length":
+			if code == http.StatusNoContent {
+				continue
+			}
+		}
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	for k, vs := range c.RespHeader {
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	if !hasDate {
+		_, _ = bw.WriteString("Date: ")
+		_, _ = bw.WriteString(w.c.s.date())
+		_, _ = bw.WriteString("\r\n")
+	}
+	_, _ = bw.WriteString("Via: ")
+	for _, v := range via {
+		_, _ = bw.WriteString(v)
+		_, _ = bw.WriteString(", ")
+	}
+	_, _ = bw.WriteString(viaValue)
+	_, _ = bw.WriteString("\r\nX-Kong-Upstream-Latency: ")
+	_, _ = bw.WriteString(msHeader(c.UpstreamLatency)[0])
+	_, _ = bw.WriteString("\r\nX-Kong-Proxy-Latency: ")
+	_, _ = bw.WriteString(msHeader(c.ProxyLatency)[0])
+	_, _ = bw.WriteString("\r\nX-Kong-Request-Id: ")
+	_, _ = bw.WriteString(c.RequestID)
+	_, _ = bw.WriteString("\r\n")
+	if w.chunked {
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if w.closeAfter {
+		_, _ = bw.WriteString("Connection: close\r\n")
+	} else if w.req.ProtoMinor == 0 {
 		_, _ = bw.WriteString("Connection: keep-alive\r\n")
 	}
 	_, _ = bw.WriteString("\r\n")

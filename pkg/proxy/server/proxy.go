@@ -22,6 +22,26 @@ import (
 const viaValue = "1.1 kong/" + entity.KongVersion
 const serverValue = "kong/" + entity.KongVersion
 
+// msValues caches header values for small millisecond latencies so that the
+// hot path does not allocate them. The slices have len == cap, so an
+// append by a plugin copies instead of writing into the cache; they are
+// never modified.
+var msValues = func() [][]string {
+	v := make([][]string, 1000)
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}
+	}
+	return v
+}()
+
+func msHeader(d time.Duration) []string {
+	ms := max(d.Milliseconds(), 0) // the coarse clock follows wall time
+	if ms < int64(len(msValues)) {
+		return msValues[ms][:1:1]
+	}
+	return []string{strconv.FormatInt(ms, 10)}
+}
+
 // Listener is the http.Handler for one proxy listener: it knows the
 // listener's port and scheme, which routing needs.
 type Listener struct {
@@ -66,7 +86,7 @@ func isHopByHop(k string) bool {
 // ServeHTTP proxies one request.
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := l.e
-	start := time.Now()
+	start := e.clock.Now()
 	e.state.Metrics.TotalRequests.Add(1)
 	s := e.snap.Load()
 	reqID := newRequestID()
@@ -99,7 +119,20 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		wh["Location"] = []string{"https://" + requestHostNoPort(r.Host) + r.URL.RequestURI()}
-		e.writeError(w, r, code, DefaultRedirectMessage(code), reqID, start, true)
+		e.writeError(w, r, code, plugin.DefaultMessage(code), reqID, start, true)
+		return
+	}
+	if isGRPCRoute(ri.route.Protocols) {
+		wh["X-Kong-Request-Id"] = []string{reqID}
+		switch {
+		case !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"):
+			e.writeError(w, r, http.StatusUnsupportedMediaType, "Non-gRPC request matched gRPC route", reqID, start, true)
+		case r.ProtoMajor != 2:
+			e.writeError(w, r, http.StatusUpgradeRequired, "Please use HTTP2 protocol", reqID, start, true)
+		default:
+			// kiln speaks HTTP/1.1 to upstreams; gRPC needs HTTP/2.
+			e.writeError(w, r, http.StatusNotImplemented, "gRPC proxying is not supported by kiln", reqID, start, true)
+		}
 		return
 	}
 	c := e.ctxPool.Get().(*plugin.Context)
@@ -131,9 +164,17 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.proxy(w, r, c, ri, &m, l.portStr)
 }
 
-// DefaultRedirectMessage is the body of an https redirect.
-func DefaultRedirectMessage(code int) string {
-	return plugin.DefaultMessage(code)
+// isGRPCRoute reports whether a route only accepts gRPC.
+func isGRPCRoute(protocols []string) bool {
+	if len(protocols) == 0 {
+		return false
+	}
+	for _, p := range protocols {
+		if p != "grpc" && p != "grpcs" {
+			return false
+		}
+	}
+	return true
 }
 
 func requestHostNoPort(h string) string {
@@ -159,7 +200,7 @@ func (e *Engine) writeError(w http.ResponseWriter, r *http.Request, status int, 
 	h["Content-Type"] = []string{ct}
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	h["Server"] = []string{serverValue}
-	h["X-Kong-Response-Latency"] = []string{strconv.FormatInt(time.Since(start).Milliseconds(), 10)}
+	h["X-Kong-Response-Latency"] = msHeader(e.clock.Now().Sub(start))
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
@@ -190,7 +231,7 @@ func (e *Engine) finishExit(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	}
 	h["Server"] = []string{serverValue}
 	h["X-Kong-Request-Id"] = []string{c.RequestID}
-	h["X-Kong-Response-Latency"] = []string{strconv.FormatInt(time.Since(c.Start).Milliseconds(), 10)}
+	h["X-Kong-Response-Latency"] = msHeader(e.clock.Now().Sub(c.Start))
 	c.Status, c.ResponseHeader = ex.Status, h
 	c.RunHeaderFilter()
 	if c.WantsBody() {
@@ -339,7 +380,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			}
 		}
 		uc.dc.arm(si.read, si.write)
-		sent := time.Now()
+		sent := e.clock.Now()
 		c.ProxyLatency = sent.Sub(c.Start)
 		err := writeRequest(uc.bw, r, c, ri, try.host, port, body, upgrade)
 		if err == nil {
@@ -370,18 +411,18 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			// reached the upstream is not sent twice.
 			break
 		}
-		c.UpstreamLatency = time.Since(sent)
+		c.UpstreamLatency = e.clock.Now().Sub(sent)
 		break
 	}
 	if try.target != nil {
 		defer try.target.Release()
 	}
 	if resp == nil {
-		switch {
-		case timeout:
+		e.log.Warn("upstream request failed", "request_id", c.RequestID, "service", si.name, "upstream", c.Upstream,
+			"timeout", timeout, "error", lastErr)
+		if timeout {
 			e.proxyError(w, r, c, http.StatusGatewayTimeout, "The upstream server is timing out")
-		default:
-			_ = lastErr
+		} else {
 			e.proxyError(w, r, c, http.StatusBadGateway, "An invalid response was received from the upstream server")
 		}
 		return
@@ -563,7 +604,22 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	// The upstream header values live in the upstream connection's reused
 	// arena: the fast path writes them before the connection is released,
 	// net/http may write them later, so it gets copies.
-	_, direct := w.(*h1Writer)
+	hw, direct := w.(*h1Writer)
+	if direct && !c.NeedsResponse() && len(h) == 0 {
+		// No plugin looks at the response: write the head straight from
+		// the upstream's fields (plus what access plugins set).
+		hw.writeProxiedHead(resp, connTokens, c)
+		c.Status, c.Proxied = resp.status, true
+	} else {
+		e.responseHead(w, c, resp, connTokens, direct)
+	}
+	e.copyBody(w, r, c, uc, resp)
+}
+
+// responseHead builds the client response head in the header map, where
+// plugins' header filters can change it.
+func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *upResponse, connTokens []string, direct bool) {
+	h := w.Header()
 	for k, vs := range resp.header {
 		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
 			continue
@@ -581,11 +637,17 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 	} else {
 		h["Via"] = []string{viaValue}
 	}
-	h["X-Kong-Upstream-Latency"] = []string{strconv.FormatInt(c.UpstreamLatency.Milliseconds(), 10)}
-	h["X-Kong-Proxy-Latency"] = []string{strconv.FormatInt(c.ProxyLatency.Milliseconds(), 10)}
+	h["X-Kong-Upstream-Latency"] = msHeader(c.UpstreamLatency)
+	h["X-Kong-Proxy-Latency"] = msHeader(c.ProxyLatency)
 	h["X-Kong-Request-Id"] = []string{c.RequestID}
 	c.Status, c.ResponseHeader, c.Proxied = resp.status, h, true
 	c.RunHeaderFilter()
+}
+
+// copyBody streams (or, for body filters, buffers and rewrites) the
+// upstream body to the client, then releases the upstream connection.
+func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
+	h := w.Header()
 	bufp := e.bufPool.Get().(*[]byte)
 	defer e.bufPool.Put(bufp)
 	buf := *bufp
@@ -717,7 +779,7 @@ func (e *Engine) accessLog(r *http.Request, reqID string, status int, sent int64
 	ent := accessEntry{
 		Time: start.UTC().Format(time.RFC3339Nano), RequestID: reqID, ClientIP: clientIP(r.RemoteAddr), Method: r.Method, Host: r.Host,
 		URI: r.URL.RequestURI(), Proto: r.Proto, Status: status, BytesSent: sent, Upstream: upstream,
-		LatencyMS: time.Since(start).Milliseconds(), UserAgent: r.UserAgent(), ClientRequest: r.ContentLength,
+		LatencyMS: e.clock.Now().Sub(start).Milliseconds(), UserAgent: r.UserAgent(), ClientRequest: r.ContentLength,
 	}
 	if c != nil {
 		if c.Route != nil {

@@ -24,6 +24,8 @@ func TestProxyBasicsAndKongHeaders(t *testing.T) {
 			{"name": "nostrip", "paths": []any{"/keep"}, "strip_path": false, "preserve_host": true, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
 			{"name": "noservice", "paths": []any{"/orphan"}},
 			{"name": "secure", "paths": []any{"/secure"}, "protocols": []any{"https"}, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
+			{"name": "redirect", "paths": []any{"/redir"}, "protocols": []any{"https"}, "https_redirect_status_code": 301, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
+			{"name": "grpc", "paths": []any{"/grpc"}, "protocols": []any{"grpc"}, "service": map[string]any{"id": "5b1484f2-5209-49d9-b43e-92ba09dd9d52"}},
 		},
 	})
 	if err := e.Update(cfg); err != nil {
@@ -82,6 +84,23 @@ func TestProxyBasicsAndKongHeaders(t *testing.T) {
 	resp, body = proxytest.Get(t, gw+"/orphan", nil)
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "no Service found with those values") {
 		t.Errorf("route without service: %d %s", resp.StatusCode, body)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	rresp, err := noFollow.Get(gw + "/redir/x?q=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rresp.Body.Close()
+	if rresp.StatusCode != 301 || !strings.HasPrefix(rresp.Header.Get("Location"), "https://127.0.0.1/redir/x?q=1") {
+		t.Errorf("https redirect: %d %q", rresp.StatusCode, rresp.Header.Get("Location"))
+	}
+	resp, body = proxytest.Get(t, gw+"/grpc", nil)
+	if resp.StatusCode != 415 || !strings.Contains(string(body), "Non-gRPC request matched gRPC route") {
+		t.Errorf("plain request on a gRPC route: %d %s", resp.StatusCode, body)
+	}
+	resp, body = proxytest.Get(t, gw+"/grpc", map[string]string{"Content-Type": "application/grpc"})
+	if resp.StatusCode != 426 || !strings.Contains(string(body), "Please use HTTP2 protocol") {
+		t.Errorf("gRPC over HTTP/1.1: %d %s", resp.StatusCode, body)
 	}
 	resp, body = proxytest.Get(t, gw+"/secure", nil)
 	if resp.StatusCode != 426 || !strings.Contains(string(body), "Please use HTTPS protocol") {

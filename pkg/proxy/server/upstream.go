@@ -40,6 +40,7 @@ type upConn struct {
 // of its configured value after the last progress.
 type deadlineConn struct {
 	net.Conn
+	clock               *coarseClock
 	read, write         time.Duration
 	readSet, writeSet   time.Time
 	readUsed, writeUsed time.Duration
@@ -52,7 +53,7 @@ func (c *deadlineConn) arm(read, write time.Duration) {
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
 	if c.read > 0 {
-		if now := time.Now(); now.Sub(c.readSet) > c.read/8 || c.readUsed != c.read {
+		if now := c.clock.Now(); now.Sub(c.readSet) > c.read/8 || c.readUsed != c.read {
 			_ = c.Conn.SetReadDeadline(now.Add(c.read))
 			c.readSet, c.readUsed = now, c.read
 		}
@@ -62,7 +63,7 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 
 func (c *deadlineConn) Write(p []byte) (int, error) {
 	if c.write > 0 {
-		if now := time.Now(); now.Sub(c.writeSet) > c.write/8 || c.writeUsed != c.write {
+		if now := c.clock.Now(); now.Sub(c.writeSet) > c.write/8 || c.writeUsed != c.write {
 			_ = c.Conn.SetWriteDeadline(now.Add(c.write))
 			c.writeSet, c.writeUsed = now, c.write
 		}
@@ -72,20 +73,21 @@ func (c *deadlineConn) Write(p []byte) (int, error) {
 
 // pool keeps idle upstream connections per (scheme, address, SNI) key.
 type pool struct {
-	mu   sync.Mutex
-	idle map[string][]*upConn
+	clock *coarseClock
+	mu    sync.Mutex
+	idle  map[string][]*upConn
 	// bufs recycles bufio readers/writers of closed connections.
 	readers sync.Pool
 	writers sync.Pool
 }
 
-func newPool() *pool {
-	return &pool{idle: map[string][]*upConn{}}
+func newPool(clock *coarseClock) *pool {
+	return &pool{clock: clock, idle: map[string][]*upConn{}}
 }
 
 // get returns an idle connection for key, or nil.
 func (p *pool) get(key string) *upConn {
-	now := time.Now()
+	now := p.clock.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[key]
@@ -112,7 +114,7 @@ func (p *pool) put(c *upConn) {
 		return
 	}
 	c.reused = true
-	c.idleAt = time.Now()
+	c.idleAt = p.clock.Now()
 	p.mu.Lock()
 	list := p.idle[c.key]
 	if len(list) >= poolSizePerKey {
@@ -166,7 +168,7 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 		}
 		nc = tconn
 	}
-	dc := &deadlineConn{Conn: nc}
+	dc := &deadlineConn{Conn: nc, clock: p.clock}
 	c := &upConn{nc: nc, dc: dc, key: key}
 	if br, ok := p.readers.Get().(*bufio.Reader); ok {
 		br.Reset(dc)

@@ -1,12 +1,15 @@
 package server_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 )
@@ -88,5 +91,86 @@ func TestNoHealthyTarget(t *testing.T) {
 	resp, body := proxytest.Get(t, gw+"/", nil)
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "failure to get a peer from the ring-balancer") {
 		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+}
+
+func TestReconfigureUnderLoad(t *testing.T) {
+	// Requests keep flowing while the configuration is swapped repeatedly:
+	// none may fail or see a half-applied configuration.
+	up := proxytest.StartEcho(t, "up")
+	host, port := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	cfgFor := func(v uint64) map[string][]map[string]any {
+		return map[string][]map[string]any{
+			"services": {{"id": svc, "host": host, "port": port, "path": "/v"}},
+			"routes": {
+				{"id": "dddddddd-0000-4000-8000-00000000000a", "paths": []any{"/stable"}, "service": map[string]any{"id": svc}},
+				{"name": "churn", "paths": []any{"/churn" + strings.Repeat("x", int(v%3))}, "service": map[string]any{"id": svc}},
+			},
+		}
+	}
+	if err := e.Update(proxytest.BuildConfig(t, 1, cfgFor(1))); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errs := make(chan string, 100)
+	done := make(chan struct{})
+	var served atomic.Int64
+	go func() {
+		defer close(done)
+		client := &http.Client{}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := client.Get(gw + "/stable/x")
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(b), `"uri":"/v/x"`) {
+				errs <- fmt.Sprintf("request %d: %d %s", i, resp.StatusCode, b)
+				return
+			}
+			served.Add(1)
+		}
+	}()
+	for v := uint64(2); v < 60; v++ {
+		if err := e.Update(proxytest.BuildConfig(t, v, cfgFor(v))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	<-done
+	select {
+	case msg := <-errs:
+		t.Fatal(msg)
+	default:
+	}
+	if served.Load() < 20 {
+		t.Fatalf("only %d requests ran during the updates", served.Load())
+	}
+	if e.Config().Version != 59 {
+		t.Fatalf("serving version %d", e.Config().Version)
+	}
+}
+
+func TestDisabledServiceIsNotRouted(t *testing.T) {
+	up := proxytest.StartEcho(t, "up")
+	host, port := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": svc, "host": host, "port": port, "enabled": false}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": svc}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := proxytest.Get(t, gw+"/x", nil); resp.StatusCode != 404 {
+		t.Fatalf("route of a disabled service: %d %s", resp.StatusCode, body)
 	}
 }

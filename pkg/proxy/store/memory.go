@@ -16,6 +16,9 @@ type Memory struct {
 	st      *memState
 	version uint64
 	cfg     *entity.Config // cached snapshot for version
+	// source is the hash of the declarative document the contents came
+	// from ("" after any other change); Kong's /config?check_hash=1.
+	source string
 	*Notifier
 }
 
@@ -165,6 +168,7 @@ func (m *Memory) mutate(fn func(*memState) error) error {
 	m.st = next
 	m.version++
 	m.cfg = nil
+	m.source = ""
 	m.mu.Unlock()
 	m.Notify()
 	return nil
@@ -226,6 +230,27 @@ func (m *Memory) Delete(ctx context.Context, kind, id string) error {
 // Replace implements Store.
 func (m *Memory) Replace(ctx context.Context, recs entity.Records) error {
 	return m.mutate(func(s *memState) error { return ExecReplace(ctx, s, recs) })
+}
+
+// ReplaceFrom is Replace for contents loaded from a declarative document
+// whose hash (md5 hex of the raw document, as Kong computes it) SourceHash
+// reports until the next change.
+func (m *Memory) ReplaceFrom(ctx context.Context, recs entity.Records, sourceHash string) error {
+	if err := m.mutate(func(s *memState) error { return ExecReplace(ctx, s, recs) }); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.source = sourceHash
+	m.mu.Unlock()
+	return nil
+}
+
+// SourceHash returns the hash given to the last ReplaceFrom, or "" when the
+// contents changed since.
+func (m *Memory) SourceHash() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.source
 }
 
 // Snapshot implements Store.

@@ -6,6 +6,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,7 +45,45 @@ type Store interface {
 	Close() error
 }
 
-var bucket = []byte("workflows")
+var (
+	bucket = []byte("workflows")
+	// agentIndex maps "<lower-case agent id>\x00<workflow id>" to nothing, so
+	// GetAction decodes only the polling agent's workflows.
+	agentIndex = []byte("agents")
+)
+
+func indexKeys(w *workflow.Workflow) [][]byte {
+	seen := map[string]bool{}
+	var keys [][]byte
+	for _, t := range w.Tasks {
+		a := strings.ToLower(t.AgentID)
+		if !seen[a] {
+			seen[a] = true
+			keys = append(keys, []byte(a+"\x00"+w.ID()))
+		}
+	}
+	return keys
+}
+
+func putIndex(tx *bolt.Tx, w *workflow.Workflow) error {
+	idx := tx.Bucket(agentIndex)
+	for _, k := range indexKeys(w) {
+		if err := idx.Put(k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func deleteIndex(tx *bolt.Tx, w *workflow.Workflow) error {
+	idx := tx.Bucket(agentIndex)
+	for _, k := range indexKeys(w) {
+		if err := idx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Bolt is a Store in a single bbolt file.
 type Bolt struct {
@@ -62,14 +101,31 @@ func OpenBolt(path string, timeout time.Duration) (*Bolt, error) {
 		}
 		return nil, fmt.Errorf("opening workflow database %s: %w", path, err)
 	}
+	b := &Bolt{db: db, path: path}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
+		wfs, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		if tx.Bucket(agentIndex) != nil {
+			return nil
+		}
+		// A database from before the index: build it once.
+		if _, err := tx.CreateBucket(agentIndex); err != nil {
+			return err
+		}
+		return wfs.ForEach(func(k, v []byte) error {
+			w, err := b.decode(string(k), v)
+			if err != nil {
+				return err
+			}
+			return putIndex(tx, w)
+		})
 	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("initialising workflow database %s: %w", path, err)
 	}
-	return &Bolt{db: db, path: path}, nil
+	return b, nil
 }
 
 // Close releases the database file.
@@ -96,6 +152,9 @@ func (b *Bolt) Create(ctx context.Context, w *workflow.Workflow) error {
 		bk := tx.Bucket(bucket)
 		if bk.Get([]byte(w.ID())) != nil {
 			return fmt.Errorf("%w: %s", ErrExists, w.ID())
+		}
+		if err := putIndex(tx, w); err != nil {
+			return err
 		}
 		return bk.Put([]byte(w.ID()), raw)
 	})
@@ -138,13 +197,34 @@ func (b *Bolt) List(ctx context.Context) ([]*workflow.Workflow, error) {
 	return out, err // bbolt iterates in key order
 }
 
-// ListByAgent implements Store.
+// ListByAgent implements Store through the agent index.
 func (b *Bolt) ListByAgent(ctx context.Context, agentID string) ([]*workflow.Workflow, error) {
-	all, err := b.List(ctx)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	prefix := []byte(strings.ToLower(agentID) + "\x00")
+	var out []*workflow.Workflow
+	err := b.db.View(func(tx *bolt.Tx) error {
+		wfs := tx.Bucket(bucket)
+		c := tx.Bucket(agentIndex).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			id := string(k[len(prefix):])
+			raw := wfs.Get([]byte(id))
+			if raw == nil {
+				continue
+			}
+			w, err := b.decode(id, raw)
+			if err != nil {
+				return err
+			}
+			out = append(out, w)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return FilterByAgent(all, agentID), nil
+	return FilterByAgent(out, agentID), nil
 }
 
 // FilterByAgent keeps the workflows of one agent, oldest first; Store
@@ -179,7 +259,13 @@ func (b *Bolt) Update(ctx context.Context, id string, mutate func(*workflow.Work
 		if w, err = b.decode(id, raw); err != nil {
 			return err
 		}
+		if err := deleteIndex(tx, w); err != nil {
+			return err
+		}
 		if err := mutate(w); err != nil {
+			return err
+		}
+		if err := putIndex(tx, w); err != nil {
 			return err
 		}
 		if w.ID() != id {
@@ -204,8 +290,14 @@ func (b *Bolt) Delete(ctx context.Context, id string) error {
 	}
 	return b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucket)
-		if bk.Get([]byte(id)) == nil {
+		raw := bk.Get([]byte(id))
+		if raw == nil {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		if w, err := b.decode(id, raw); err == nil {
+			if err := deleteIndex(tx, w); err != nil {
+				return err
+			}
 		}
 		return bk.Delete([]byte(id))
 	})

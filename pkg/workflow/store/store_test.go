@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/kiln-dev/kiln/pkg/workflow"
 )
 
@@ -112,5 +114,57 @@ func TestBoltConcurrentUpdates(t *testing.T) {
 	got, _ := s.Get(ctx, w.ID())
 	if n := len(got.Tasks[0].Actions[0].Log); n != 20 {
 		t.Fatalf("%d log lines after 20 concurrent appends (lost updates)", n)
+	}
+}
+
+func TestBoltAgentIndex(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "wf.db")
+	s, err := OpenBolt(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := &workflow.Template{Name: "t", Tasks: []workflow.Task{
+		{Name: "a", Worker: "AA:00:00:00:00:01", Actions: []workflow.Action{{Name: "x", Image: "busybox", Timeout: 5}}},
+		{Name: "b", Worker: "aa:00:00:00:00:02", Actions: []workflow.Action{{Name: "y", Image: "busybox", Timeout: 5}}},
+	}}
+	w := workflow.New("", "multi", "multi", "t", two, time.Now())
+	if err := s.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, newWorkflow("other", "aa:00:00:00:00:03", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	for _, agent := range []string{"aa:00:00:00:00:01", "AA:00:00:00:00:02"} {
+		if got, err := s.ListByAgent(ctx, agent); err != nil || len(got) != 1 || got[0].Name != "multi" {
+			t.Fatalf("ListByAgent(%s) = %v, %v", agent, got, err)
+		}
+	}
+	// A prefix of another agent id must not match.
+	if got, _ := s.ListByAgent(ctx, "aa:00:00:00:00:0"); len(got) != 0 {
+		t.Fatalf("prefix matched: %v", got)
+	}
+	if err := s.Delete(ctx, w.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ListByAgent(ctx, "aa:00:00:00:00:01"); len(got) != 0 {
+		t.Fatalf("deleted workflow still indexed: %v", got)
+	}
+	_ = s.Close()
+
+	// A database written before the index existed gets it rebuilt on open.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(agentIndex) })
+	_ = db.Close()
+	s, err = OpenBolt(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.ListByAgent(ctx, "aa:00:00:00:00:03"); err != nil || len(got) != 1 || got[0].Name != "other" {
+		t.Fatalf("after index rebuild: %v, %v", got, err)
 	}
 }

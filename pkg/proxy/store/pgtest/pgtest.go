@@ -155,3 +155,26 @@ func (s *Server) Stop() {
 	}
 	_ = os.RemoveAll(s.dir)
 }
+
+// Main is a TestMain body: it starts a server, hands it to use (nil when
+// PostgreSQL is not installed and not Required), runs the tests and stops
+// the server. It returns the exit code for os.Exit.
+func Main(m interface{ Run() int }, use func(*Server)) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	srv, err := Start(ctx)
+	cancel()
+	if err != nil {
+		if Required() {
+			fmt.Fprintln(os.Stderr, "postgres required (KILN_REQUIRE_PG=1):", err)
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "postgres tests skipped:", err)
+		srv = nil
+	}
+	use(srv)
+	code := m.Run()
+	if srv != nil {
+		srv.Stop()
+	}
+	return code
+}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	// Pure-Go drivers: SQLite without cgo, PostgreSQL through pgx's database/sql adapter.
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
@@ -32,11 +33,13 @@ type SQL struct {
 	dialect string // "sqlite" or "postgres"
 	*store.Notifier
 
-	mu      sync.Mutex
-	cfg     *entity.Config
-	seen    uint64
-	stop    context.CancelFunc
-	stopped chan struct{}
+	mu   sync.Mutex
+	cfg  *entity.Config
+	seen uint64
+	// Background watchers (PostgreSQL poll and LISTEN) run until Close.
+	bgCtx context.Context
+	stop  context.CancelFunc
+	bg    sync.WaitGroup
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path.
@@ -52,14 +55,77 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 
 // OpenPostgres connects to PostgreSQL with a pgx connection string (URL or
 // "host=… user=… dbname=…"). pollEvery > 0 makes the store notice changes
-// written by other gateway nodes.
+// written by other gateway nodes: every write sends a NOTIFY that the other
+// nodes LISTEN for, and the version row is also polled every pollEvery in
+// case a notification is lost (e.g. while reconnecting).
 func OpenPostgres(ctx context.Context, dsn string, pollEvery time.Duration) (*SQL, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres connection: %w", err)
 	}
 	db.SetMaxOpenConns(16)
-	return openSQL(ctx, db, "postgres", pollEvery)
+	s, err := openSQL(ctx, db, "postgres", pollEvery)
+	if err != nil {
+		return nil, err
+	}
+	if pollEvery > 0 {
+		s.bg.Add(1)
+		go s.listen(s.bgCtx, dsn)
+	}
+	return s, nil
+}
+
+// notifyChannel is the PostgreSQL NOTIFY channel carrying new versions.
+const notifyChannel = "kiln_config"
+
+// listen follows other nodes' writes through LISTEN, reconnecting on error.
+func (s *SQL) listen(ctx context.Context, dsn string) {
+	defer s.bg.Done()
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, dsn)
+		if ctx.Err() != nil {
+			return
+		}
+		slog.Warn("store: postgres LISTEN failed; polling until it reconnects", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *SQL) listenOnce(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		v, err := strconv.ParseUint(n.Payload, 10, 64)
+		if err != nil {
+			continue
+		}
+		s.observe(v)
+	}
+}
+
+// observe records a version seen in the database and notifies on change.
+func (s *SQL) observe(v uint64) {
+	s.mu.Lock()
+	changed := v != s.seen
+	s.seen = v
+	s.mu.Unlock()
+	if changed {
+		s.Notify()
+	}
 }
 
 var schemaDDL = []string{
@@ -90,18 +156,17 @@ func openSQL(ctx context.Context, db *sql.DB, dialect string, pollEvery time.Dur
 		return nil, err
 	}
 	s.seen = v
+	s.bgCtx, s.stop = context.WithCancel(context.Background())
 	if pollEvery > 0 {
-		pctx, cancel := context.WithCancel(context.Background())
-		s.stop = cancel
-		s.stopped = make(chan struct{})
-		go s.poll(pctx, pollEvery)
+		s.bg.Add(1)
+		go s.poll(s.bgCtx, pollEvery)
 	}
 	return s, nil
 }
 
 // poll notices versions committed by other nodes.
 func (s *SQL) poll(ctx context.Context, every time.Duration) {
-	defer close(s.stopped)
+	defer s.bg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -117,13 +182,7 @@ func (s *SQL) poll(ctx context.Context, every time.Duration) {
 			}
 			continue
 		}
-		s.mu.Lock()
-		changed := v != s.seen
-		s.seen = v
-		s.mu.Unlock()
-		if changed {
-			s.Notify()
-		}
+		s.observe(v)
 	}
 }
 
@@ -316,6 +375,12 @@ func (s *SQL) writeTx(ctx context.Context, fn func(sqlTx) error) error {
 	if err := fn(sqlTx{s: s, tx: tx}); err != nil {
 		return err
 	}
+	if s.dialect == "postgres" {
+		// Delivered to listening nodes when the transaction commits.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, strconv.FormatUint(v, 10)); err != nil {
+			return fmt.Errorf("notify other nodes: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit %s transaction: %w", s.dialect, err)
 	}
@@ -458,10 +523,8 @@ func (s *SQL) Database() string { return s.dialect }
 
 // Close implements Store.
 func (s *SQL) Close() error {
-	if s.stop != nil {
-		s.stop()
-		<-s.stopped
-	}
+	s.stop()
+	s.bg.Wait()
 	return s.db.Close()
 }
 

@@ -7,12 +7,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
+	"github.com/kiln-dev/kiln/pkg/proxy/store/pgtest"
+	"github.com/kiln-dev/kiln/pkg/proxy/store/sqlstore"
 )
 
 // Run runs every conformance test; open returns a fresh, empty store.
@@ -25,21 +28,19 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Relations", testRelations},
 		{"Listing", testListing},
 		{"SnapshotAndNotify", testSnapshotAndNotify},
+		{"ConcurrentWriters", testConcurrentWriters},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
 }
 
-var clock float64
-
-// Mk validates in as a kind record with a fresh id and increasing created_at.
+// Mk validates in as a kind record with a fresh id and the current time.
 func Mk(t *testing.T, kind string, in map[string]any) map[string]any {
 	t.Helper()
 	if in["id"] == nil {
 		in["id"] = entity.NewID()
 	}
-	clock++
-	in["created_at"] = clock
+	in["created_at"] = float64(time.Now().Unix())
 	out, errs := entity.Validate(entity.KindByName(kind), in)
 	if errs != nil {
 		t.Fatalf("invalid %s: %s", kind, errs.Message())
@@ -311,4 +312,71 @@ func testSnapshotAndNotify(t *testing.T, s store.Store) {
 			t.Fatalf("after replace: %v routes=%d", names, len(cfg.Routes))
 		}
 	}
+}
+
+// testConcurrentWriters races writers on one unique name: exactly one wins,
+// the others get a UniqueError (never a database error), and the version
+// counts every committed write.
+func testConcurrentWriters(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	v0, err := s.Version(ctx)
+	Must(t, err)
+	const n = 8
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		rec := Mk(t, "services", map[string]any{"name": "contended", "host": "example.com"})
+		go func() { errs <- s.Insert(ctx, "services", rec) }()
+	}
+	wins := 0
+	for i := 0; i < n; i++ {
+		err := <-errs
+		var ue *store.UniqueError
+		switch {
+		case err == nil:
+			wins++
+		case errors.As(err, &ue):
+		default:
+			t.Errorf("concurrent insert: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d inserts of the same name succeeded", wins)
+	}
+	v1, err := s.Version(ctx)
+	Must(t, err)
+	if v1 <= v0 {
+		t.Fatalf("version %d → %d", v0, v1)
+	}
+}
+
+// OpenSQLite returns an empty SQLite store in the test's temp dir.
+func OpenSQLite(t *testing.T) *sqlstore.SQL {
+	t.Helper()
+	s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "kiln.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// OpenPostgres returns a store on a fresh database of pg (skipping the test
+// when pg is nil) and the database's DSN; poll is passed to
+// sqlstore.OpenPostgres.
+func OpenPostgres(t *testing.T, pg *pgtest.Server, poll time.Duration) (*sqlstore.SQL, string) {
+	t.Helper()
+	if pg == nil {
+		t.Skip("postgresql not installed")
+	}
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, fmt.Sprintf("t%d", time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sqlstore.OpenPostgres(ctx, dsn, poll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, dsn
 }

@@ -1,10 +1,11 @@
-// Command kongcompat runs go-kong's published integration tests
-// (github.com/kong/go-kong/kong at the version pinned in go.mod) against a
-// kiln gateway, once per storage mode (SQLite, PostgreSQL, DB-less), and
-// checks the number of passing tests against the floors in floors.txt.
+// Command compatrun runs go-kong's published integration tests
+// (github.com/kong/go-kong/kong at the version pinned by the separate module
+// in e2e/kongcompat) against a kiln gateway, once per storage mode (SQLite,
+// PostgreSQL, DB-less), and checks the number of passing tests against the
+// floors in e2e/kongcompat/floors.txt. Run it from the repository root.
 //
 // go-kong's tests are not copied: the test binary is built from the module
-// cache with `go test -c`. Each test runs in its own process (a go-kong test
+// cache with `go test -c` inside e2e/kongcompat. Each test runs in its own process (a go-kong test
 // that fails half-way can panic in its cleanup and would otherwise take the
 // remaining tests down with it), and the gateway is emptied through the
 // Admin API between tests so one failure does not cascade into the next.
@@ -21,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,8 +31,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	_ "github.com/kong/go-kong/kong" // the module whose tests run against kiln
 
 	"github.com/kiln-dev/kiln/pkg/proxy/store/pgtest"
 )
@@ -45,19 +45,21 @@ type result struct {
 }
 
 func main() {
-	kiln := flag.String("kiln", "../../bin/kiln", "kiln binary to test")
+	kiln := flag.String("kiln", "bin/kiln", "kiln binary to test")
+	moduleDir := flag.String("module", "e2e/kongcompat", "directory of the Go module that pins go-kong")
 	modes := flag.String("modes", "sqlite,postgres,off", "storage modes to run: sqlite, postgres, off")
-	floors := flag.String("floors", "floors.txt", "file with the minimum passing count per mode")
+	floors := flag.String("floors", "e2e/kongcompat/floors.txt", "file with the minimum passing count per mode")
 	run := flag.String("run", "", "only run go-kong tests matching this regexp")
 	verbose := flag.Bool("v", false, "print every test's result")
+	multiNode := flag.Bool("multinode", true, "also check that two nodes sharing PostgreSQL see each other's Admin API writes")
 	flag.Parse()
-	if err := mainErr(*kiln, strings.Split(*modes, ","), *floors, *run, *verbose); err != nil {
+	if err := mainErr(*kiln, *moduleDir, strings.Split(*modes, ","), *floors, *run, *verbose, *multiNode); err != nil {
 		fmt.Fprintln(os.Stderr, "✗", err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(kiln string, modes []string, floorsFile, run string, verbose bool) error {
+func mainErr(kiln, moduleDir string, modes []string, floorsFile, run string, verbose, multiNode bool) error {
 	kilnAbs, err := filepath.Abs(kiln)
 	if err != nil {
 		return err
@@ -73,11 +75,14 @@ func mainErr(kiln string, modes []string, floorsFile, run string, verbose bool) 
 	start := time.Now()
 	bin := filepath.Join(work, "gokong.test")
 	build := exec.Command("go", "test", "-c", "-o", bin, "github.com/kong/go-kong/kong")
+	build.Dir = moduleDir
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build go-kong's test binary: %w", err)
 	}
-	dir, err := exec.Command("go", "list", "-f", "{{.Dir}}", "github.com/kong/go-kong/kong").Output()
+	locate := exec.Command("go", "list", "-f", "{{.Dir}}", "github.com/kong/go-kong/kong")
+	locate.Dir = moduleDir
+	dir, err := locate.Output()
 	if err != nil {
 		return fmt.Errorf("locate go-kong's package directory: %w", err)
 	}
@@ -123,6 +128,11 @@ func mainErr(kiln string, modes []string, floorsFile, run string, verbose bool) 
 	if len(below) > 0 {
 		return fmt.Errorf("go-kong compatibility regressed: %s", strings.Join(below, "; "))
 	}
+	if multiNode {
+		if err := checkMultiNode(kilnAbs, work); err != nil {
+			return fmt.Errorf("two nodes on one PostgreSQL: %w", err)
+		}
+	}
 	fmt.Printf("\n✓ go-kong compatibility at or above the floors in %s (%s)\n", floorsFile, time.Since(start).Round(time.Second))
 	return nil
 }
@@ -165,25 +175,69 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// node is a running `kiln gateway run`.
+type node struct {
+	admin, proxy string
+	stop         func()
+}
+
+// startNode starts kiln with the storage arguments and waits for its Admin API.
+func startNode(kiln, work, name string, storeArgs []string) (*node, error) {
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	proxyPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"gateway", "run",
+		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort),
+		"--proxy-listen", fmt.Sprintf("127.0.0.1:%d", proxyPort),
+		"--status-listen", "off", "--proxy-access-log", "off"}, storeArgs...)
+	logPath := filepath.Join(work, "kiln-"+name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(kiln, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start kiln: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	n := &node{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), proxy: fmt.Sprintf("http://127.0.0.1:%d", proxyPort)}
+	n.stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	}
+	if err := waitReady(n.admin, done, logPath); err != nil {
+		n.stop()
+		return nil, err
+	}
+	return n, nil
+}
+
+func pgArgs(pg *pgtest.Server, db string) []string {
+	return []string{"--database", "postgres", "--pg-host", pg.SocketDir(), "--pg-port", "5432", "--pg-user", "postgres", "--pg-database", db}
+}
+
 func runMode(kiln, bin, pkgDir, work, mode string, tests []string, verbose bool) (result, error) {
 	res := result{Mode: mode}
 	start := time.Now()
 	ctx := context.Background()
-	adminPort, err := freePort()
-	if err != nil {
-		return res, err
-	}
-	proxyPort, err := freePort()
-	if err != nil {
-		return res, err
-	}
-	args := []string{"gateway", "run", "--database", mode,
-		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort),
-		"--proxy-listen", fmt.Sprintf("127.0.0.1:%d", proxyPort),
-		"--status-listen", "off", "--proxy-access-log", "off"}
+	var storeArgs []string
 	switch mode {
 	case "sqlite":
-		args = append(args, "--sqlite-path", filepath.Join(work, "kiln-"+strconv.Itoa(adminPort)+".db"))
+		storeArgs = []string{"--database", "sqlite", "--sqlite-path", filepath.Join(work, "kiln.db")}
 	case "postgres":
 		pg, err := pgtest.Start(ctx)
 		if err != nil {
@@ -193,37 +247,18 @@ func runMode(kiln, bin, pkgDir, work, mode string, tests []string, verbose bool)
 		if _, err := pg.CreateDB(ctx, "kong"); err != nil {
 			return res, err
 		}
-		args = append(args, "--pg-host", pg.SocketDir(), "--pg-port", "5432", "--pg-user", "postgres", "--pg-database", "kong")
+		storeArgs = pgArgs(pg, "kong")
 	case "off":
+		storeArgs = []string{"--database", "off"}
 	default:
 		return res, fmt.Errorf("unknown mode %q (want sqlite, postgres or off)", mode)
 	}
-	logPath := filepath.Join(work, "kiln-"+mode+".log")
-	logf, err := os.Create(logPath)
+	n, err := startNode(kiln, work, mode, storeArgs)
 	if err != nil {
 		return res, err
 	}
-	defer logf.Close()
-	cmd := exec.Command(kiln, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("start kiln: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
-	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
-	if err := waitReady(admin, done, logPath); err != nil {
-		return res, err
-	}
+	defer n.stop()
+	admin := n.admin
 	fmt.Printf("✓ kiln gateway run --database %s: Admin API at %s\n", mode, admin)
 	for _, name := range tests {
 		status := runOne(bin, pkgDir, admin, name)
@@ -320,4 +355,96 @@ func reset(admin string) error {
 		}
 	}
 	return nil
+}
+
+// checkMultiNode starts two gateway nodes on one PostgreSQL database,
+// configures a service and route through node A's Admin API and waits for
+// node B's proxy to route it, then moves the route and waits again: the
+// change must reach the other node's proxy without a restart.
+func checkMultiNode(kiln, work string) error {
+	ctx := context.Background()
+	pg, err := pgtest.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer pg.Stop()
+	if _, err := pg.CreateDB(ctx, "shared"); err != nil {
+		return err
+	}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "upstream saw "+r.URL.Path)
+	}))
+	defer upstream.Close()
+	a, err := startNode(kiln, work, "node-a", pgArgs(pg, "shared"))
+	if err != nil {
+		return err
+	}
+	defer a.stop()
+	b, err := startNode(kiln, work, "node-b", pgArgs(pg, "shared"))
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	for _, call := range []struct{ method, path, body string }{
+		{http.MethodPost, "/services", `{"name":"shared","url":"` + upstream.URL + `"}`},
+		{http.MethodPost, "/services/shared/routes", `{"name":"r","paths":["/one"]}`},
+	} {
+		if err := adminCall(a.admin, call.method, call.path, call.body); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	if err := waitStatus(b.proxy+"/one/x", http.StatusOK); err != nil {
+		return fmt.Errorf("node B never routed the route created on node A: %w", err)
+	}
+	first := time.Since(start)
+	if err := adminCall(a.admin, http.MethodPatch, "/routes/r", `{"paths":["/two"]}`); err != nil {
+		return err
+	}
+	start = time.Now()
+	if err := waitStatus(b.proxy+"/one/x", http.StatusNotFound); err != nil {
+		return fmt.Errorf("node B kept the old route: %w", err)
+	}
+	if err := waitStatus(b.proxy+"/two/x", http.StatusOK); err != nil {
+		return fmt.Errorf("node B never routed the moved route: %w", err)
+	}
+	fmt.Printf("✓ two nodes on one PostgreSQL: a route created on node A was proxied by node B after %s, a change after %s\n",
+		first.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func adminCall(admin, method, path, body string) error {
+	req, err := http.NewRequest(method, admin+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode >= 300 {
+		msg, _ := io.ReadAll(res.Body)
+		return fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, msg)
+	}
+	return nil
+}
+
+func waitStatus(url string, want int) error {
+	deadline := time.Now().Add(15 * time.Second)
+	last := 0
+	for time.Now().Before(deadline) {
+		res, err := http.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			last = res.StatusCode
+			if last == want {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("GET %s: status %d after 15s, want %d", url, last, want)
 }
