@@ -2,16 +2,8 @@ package workerapi
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-dev/kiln/pkg/pki"
 	"github.com/kiln-dev/kiln/pkg/workerapi/kilnpb"
 	pb "github.com/kiln-dev/kiln/pkg/workerapi/proto"
 	"github.com/kiln-dev/kiln/pkg/workflow"
@@ -264,11 +257,10 @@ func TestTokenAuth(t *testing.T) {
 func TestMutualTLS(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	ca, caKey := newCert(t, dir, "ca", nil, nil)
-	newCert(t, dir, "server", ca, caKey)
-	newCert(t, dir, "client", ca, caKey)
-	otherCA, otherKey := newCert(t, dir, "other-ca", nil, nil)
-	newCert(t, dir, "stranger", otherCA, otherKey)
+	ca := newCA(t, dir, "ca")
+	newCert(t, dir, "server", ca)
+	newCert(t, dir, "client", ca)
+	newCert(t, dir, "stranger", newCA(t, dir, "other-ca"))
 	p := func(n string) string { return filepath.Join(dir, n) }
 	sec := Security{CertFile: p("server.crt"), KeyFile: p("server.key"), ClientCAFile: p("ca.crt")}
 
@@ -293,33 +285,32 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
-// newCert writes name.crt/name.key signed by parent (self-signed CA when nil).
-func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+// loopbackCert is a certificate for 127.0.0.1 usable by both ends.
+func loopbackCert(name string) pki.Options {
+	return pki.Options{CommonName: name, IPs: []net.IP{net.ParseIP("127.0.0.1")}, Usage: pki.ServerAuth | pki.ClientAuth, Validity: time.Hour}
+}
+
+// newCA writes name.crt/name.key of a self-signed CA.
+func newCA(t *testing.T, dir, name string) *pki.CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.NewCA(loopbackCert(name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	if err := ca.WriteFiles(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")); err != nil {
+		t.Fatal(err)
 	}
-	signer, signKey := tmpl, key
-	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-	} else {
-		signer, signKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
+	return ca
+}
+
+// newCert writes name.crt/name.key signed by ca.
+func newCert(t *testing.T, dir, name string, ca *pki.CA) {
+	t.Helper()
+	kp, err := ca.Issue(loopbackCert(name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	_ = os.WriteFile(filepath.Join(dir, name+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	cert, _ := x509.ParseCertificate(der)
-	return cert, key
+	if err := kp.WriteFiles(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -158,7 +158,7 @@ func prepare(cfg bootstrap.Config, layout Layout) (State, error) {
 	if ip := net.ParseIP(state.BindAddress); ip != nil && !ip.IsLoopback() {
 		hosts = append(hosts, ip)
 	}
-	if err := (pki{dir: layout.PKIDir()}).ensure(hosts); err != nil {
+	if err := (pkiDir{dir: layout.PKIDir()}).ensure(hosts); err != nil {
 		return state, err
 	}
 	return state, writeKubeconfig(cfg, layout, state)

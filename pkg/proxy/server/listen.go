@@ -2,19 +2,15 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/pki"
 )
 
 // ListenSpec is one proxy listener, parsed from Kong's listen syntax
@@ -136,22 +132,13 @@ func (e *Engine) MetricsHandler() http.Handler {
 
 // selfSigned makes the default certificate served when no SNI matches.
 func selfSigned() (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kp, err := pki.SelfSigned(pki.Options{
+		CommonName: "localhost", Organization: []string{"kiln"},
+		Hosts: []string{"localhost"}, Usage: pki.ServerAuth, Validity: 10 * pki.DefaultValidity,
+	})
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "localhost", Organization: []string{"kiln"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(10, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: tmpl}, nil
+	c := kp.TLS()
+	return &c, nil
 }

@@ -5,21 +5,15 @@
 package admintest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/pkg/pki"
 	"github.com/kiln-dev/kiln/pkg/proxy/admin"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
@@ -299,16 +293,16 @@ func testPluginsCredentialsUpstreams(t *testing.T, st store.Store) {
 }
 
 func selfSigned(t *testing.T) (string, string) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "example.com"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"example.com"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	t.Helper()
+	kp, err := pki.SelfSigned(pki.Options{CommonName: "example.com", Hosts: []string{"example.com"}, Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+	key, err := kp.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(kp.CertPEM()), string(key)
 }
 
 func testCertificatesSNIs(t *testing.T, st store.Store) {
