@@ -1,20 +1,17 @@
 package cli
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/kiln-dev/kiln/pkg/spec"
+	"github.com/kiln-dev/kiln/pkg/sshkey"
 )
 
 func newGenerateClusterConfigCommand(streams Streams) *cobra.Command {
@@ -84,13 +81,9 @@ func authorizedKey(streams Streams, path, keyOut, name string) (string, error) {
 // generateKeyPair creates an ed25519 key pair, writes the private key to
 // keyOut (never overwriting a file) and returns the public key line.
 func generateKeyPair(streams Streams, keyOut, name string) (string, error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	kp, err := sshkey.Generate(name)
 	if err != nil {
-		return "", fmt.Errorf("generate SSH key: %w", err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "kiln "+name)
-	if err != nil {
-		return "", fmt.Errorf("encode SSH key: %w", err)
+		return "", err
 	}
 	f, err := os.OpenFile(keyOut, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
@@ -99,17 +92,13 @@ func generateKeyPair(streams Streams, keyOut, name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("write SSH private key: %w", err)
 	}
-	if err := pem.Encode(f, block); err != nil {
+	if _, err := f.Write(kp.PrivatePEM); err != nil {
 		f.Close()
 		return "", fmt.Errorf("write SSH private key %s: %w", keyOut, err)
 	}
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("write SSH private key %s: %w", keyOut, err)
 	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("encode SSH public key: %w", err)
-	}
 	fmt.Fprintf(streams.Err, "no SSH public key found: generated a key pair, private key in %s (log in with ssh -i %s ec2-user@<node>)\n", keyOut, keyOut)
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " kiln-" + name, nil
+	return kp.AuthorizedKey, nil
 }

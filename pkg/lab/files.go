@@ -1,10 +1,7 @@
 package lab
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/csv"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/kiln-dev/kiln/pkg/sshkey"
 )
 
 // SSH key files `kiln lab up` creates when no key is given.
@@ -36,23 +35,14 @@ func sshKey(dir, pubKeyFile string) (string, error) {
 		}
 		return strings.TrimSpace(string(b)), nil
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	kp, err := sshkey.Generate("lab")
 	if err != nil {
 		return "", err
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "kiln lab")
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, SSHKeyFile), pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, SSHKeyFile), kp.PrivatePEM, 0o600); err != nil {
 		return "", fmt.Errorf("lab SSH key: %w", err)
 	}
-	spub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		return "", err
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " kiln-lab"
-	return line, os.WriteFile(filepath.Join(dir, SSHPubKeyFile), []byte(line+"\n"), 0o644)
+	return kp.AuthorizedKey, os.WriteFile(filepath.Join(dir, SSHPubKeyFile), []byte(kp.AuthorizedKey+"\n"), 0o644)
 }
 
 func dirFile(dir, name string) string { return filepath.Join(dir, name) }
