@@ -193,3 +193,17 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// SelfSignedPEM makes a self-signed certificate (see SelfSigned) and returns
+// it and its key as PEM, the form Kong's certificate entities carry.
+func SelfSignedPEM(o Options) (certPEM, keyPEM []byte, err error) {
+	kp, err := SelfSigned(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = kp.KeyPEM()
+	if err != nil {
+		return nil, nil, err
+	}
+	return kp.CertPEM(), keyPEM, nil
+}

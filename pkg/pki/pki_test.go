@@ -122,3 +122,20 @@ func umask(t *testing.T) os.FileMode {
 	}
 	return 0o777 &^ st.Mode().Perm()
 }
+
+func TestSelfSignedPEM(t *testing.T) {
+	certPEM, keyPEM, err := SelfSignedPEM(Options{CommonName: "api.example.test", Hosts: []string{"api.example.test"}, Usage: ServerAuth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pair.Leaf.VerifyHostname("api.example.test"); err != nil {
+		t.Error(err)
+	}
+	if err := pair.Leaf.VerifyHostname("other.test"); err == nil {
+		t.Error("certificate valid for a host it does not name")
+	}
+}

@@ -116,15 +116,11 @@ func TestH2CPriorKnowledge(t *testing.T) {
 
 func selfSignedPEM(t *testing.T, names ...string) (certPEM, keyPEM string) {
 	t.Helper()
-	kp, err := pki.SelfSigned(pki.Options{CommonName: names[0], Hosts: names, Usage: pki.ServerAuth, Validity: time.Hour})
+	c, k, err := pki.SelfSignedPEM(pki.Options{CommonName: names[0], Hosts: names, Usage: pki.ServerAuth, Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := kp.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(kp.CertPEM()), string(key)
+	return string(c), string(k)
 }
 
 func TestTLSTerminationSNIAndHTTP2(t *testing.T) {

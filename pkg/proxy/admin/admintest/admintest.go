@@ -294,15 +294,11 @@ func testPluginsCredentialsUpstreams(t *testing.T, st store.Store) {
 
 func selfSigned(t *testing.T) (string, string) {
 	t.Helper()
-	kp, err := pki.SelfSigned(pki.Options{CommonName: "example.com", Hosts: []string{"example.com"}, Validity: time.Hour})
+	c, k, err := pki.SelfSignedPEM(pki.Options{CommonName: "example.com", Hosts: []string{"example.com"}, Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := kp.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(kp.CertPEM()), string(key)
+	return string(c), string(k)
 }
 
 func testCertificatesSNIs(t *testing.T, st store.Store) {
