@@ -92,8 +92,10 @@ func Down(ctx context.Context, p Provider, cfg Config) error {
 	if err := os.Remove(cfg.ProviderFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	// Remove generated/ if the bootstrap cluster was all it held.
+	// Remove generated/ and the cluster directory if the bootstrap cluster
+	// was all they held (os.Remove leaves non-empty directories alone).
 	_ = os.Remove(cfg.GeneratedDir())
+	_ = os.Remove(cfg.dir())
 	return nil
 }
 

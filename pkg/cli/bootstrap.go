@@ -14,6 +14,8 @@ import (
 	"github.com/kiln-dev/kiln/pkg/bootstrap/embedded"
 	"github.com/kiln-dev/kiln/pkg/bootstrap/embedded/controlplane"
 	"github.com/kiln-dev/kiln/pkg/bootstrap/kind"
+	"github.com/kiln-dev/kiln/pkg/capi"
+	"github.com/kiln-dev/kiln/pkg/pivot"
 )
 
 // internalControlPlaneArgs is the hidden subcommand the embedded
@@ -113,7 +115,7 @@ func newBootstrapCommand(streams Streams) *cobra.Command {
 		Short: "Create, delete and inspect the temporary bootstrap cluster (kind or embedded)",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newBootstrapCreateCommand(streams), newBootstrapDeleteCommand(streams), newBootstrapStatusCommand(streams))
+	cmd.AddCommand(newBootstrapCreateCommand(streams), newBootstrapDeleteCommand(streams), newBootstrapStatusCommand(streams), newBootstrapMoveCommand(streams))
 	return cmd
 }
 
@@ -258,5 +260,48 @@ func newInternalCommand(streams Streams) *cobra.Command {
 			return nil
 		},
 	})
+	return cmd
+}
+
+func newBootstrapMoveCommand(streams Streams) *cobra.Command {
+	o := &bootstrapOptions{}
+	var toKubeconfig, namespace string
+	cmd := &cobra.Command{
+		Use:   "move --name NAME --to-kubeconfig PATH [--namespace eksa-system]",
+		Short: "Move (pivot) the Cluster API objects of a namespace from the bootstrap cluster to another cluster",
+		Long: "Runs clusterctl move from NAME's bootstrap cluster to the cluster of --to-kubeconfig, limited to\n" +
+			"--namespace, after checking the target is reachable and serves the CRDs, and verifies afterwards\n" +
+			"that every moved object arrived with its owner references rebuilt.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			if toKubeconfig == "" {
+				return usageError("--to-kubeconfig is required")
+			}
+			progressOut := streams.Out
+			if o.output == OutputJSON {
+				progressOut = streams.Err
+			}
+			res, err := pivot.Move(cmd.Context(), pivot.Options{
+				FromKubeconfig: o.config().KubeconfigPath(), ToKubeconfig: toKubeconfig, Namespace: namespace, Log: slog.Default(),
+			}, stepLines(progressOut))
+			if err != nil {
+				return withExitCode(ExitInvalidInput, err)
+			}
+			if o.output == OutputJSON {
+				return writeJSON(streams.Out, res)
+			}
+			fmt.Fprintf(streams.Out, "moved %d object(s) from namespace %s; %d left on the bootstrap cluster (not part of any Cluster)\n", len(res.Moved), namespace, len(res.Stayed))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.name, "name", "", "cluster name (env KILN_NAME)")
+	cmd.Flags().StringVar(&o.dir, "dir", "", "cluster directory (default ./NAME)")
+	cmd.Flags().StringVar(&toKubeconfig, "to-kubeconfig", "", "kubeconfig of the target management cluster")
+	cmd.Flags().StringVar(&namespace, "namespace", capi.DefaultNamespace, "namespace holding the Cluster API objects")
+	o.mode = bootstrap.ModeAuto
+	addOutputFlag(cmd, &o.output, OutputText, OutputJSON)
 	return cmd
 }

@@ -7,6 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	tinkv1 "github.com/tinkerbell/tink/api/v1alpha1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kiln-dev/kiln/pkg/bootstrap"
 )
 
 // TestMain lets this test binary stand in for the kiln binary when the
@@ -89,5 +97,51 @@ func TestGenerateCAPI(t *testing.T) {
 	}
 	if code, _, _ := run(t, "generate", "capi", "--hardware-csv", exampleCSV); code != ExitUsage {
 		t.Errorf("missing -f: exit %d", code)
+	}
+}
+
+// TestBootstrapMove creates two embedded bootstrap clusters with the CLI and
+// moves a Hardware (a kind clusterctl always moves) from one to the other.
+func TestBootstrapMove(t *testing.T) {
+	base := t.TempDir()
+	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
+	for _, d := range []string{src, dst} {
+		t.Cleanup(func() { run(t, "bootstrap", "delete", "--name", filepath.Base(d), "--dir", d) })
+		if code, out, errOut := run(t, "bootstrap", "create", "--name", filepath.Base(d), "--dir", d, "--bootstrap", "embedded"); code != ExitOK {
+			t.Fatalf("create %s: exit %d\n%s%s", d, code, out, errOut)
+		}
+	}
+	ctx := context.Background()
+	from, err := bootstrap.Client(filepath.Join(src, "generated", "bootstrap.kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := bootstrap.Client(filepath.Join(dst, "generated", "bootstrap.kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := from.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "eksa-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	hw := &tinkv1.Hardware{ObjectMeta: metav1.ObjectMeta{Name: "cp01", Namespace: "eksa-system", Labels: map[string]string{"type": "cp"}}}
+	if err := from.Create(ctx, hw); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "bootstrap", "move", "--name", "src", "--dir", src, "--to-kubeconfig", filepath.Join(dst, "generated", "bootstrap.kubeconfig"), "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("move: exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, `"name": "cp01"`) || !strings.Contains(errOut, "✓ verify every moved object arrived") {
+		t.Errorf("move output:\n%s\n%s", out, errOut)
+	}
+	key := client.ObjectKeyFromObject(hw)
+	if err := to.Get(ctx, key, &tinkv1.Hardware{}); err != nil {
+		t.Errorf("Hardware not on the target: %v", err)
+	}
+	if err := from.Get(ctx, key, &tinkv1.Hardware{}); !apierrors.IsNotFound(err) {
+		t.Errorf("Hardware left on the source: %v", err)
+	}
+	if code, _, errOut := run(t, "bootstrap", "move", "--name", "src", "--dir", src, "--to-kubeconfig", filepath.Join(base, "missing.kubeconfig")); code != ExitInvalidInput || !strings.Contains(errOut, "target cluster") {
+		t.Errorf("move to a missing kubeconfig: exit %d %s", code, errOut)
 	}
 }

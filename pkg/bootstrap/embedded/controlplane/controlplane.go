@@ -46,12 +46,22 @@ func Run(dir string, logw io.Writer) int {
 
 func run(dir string, log *slog.Logger) error {
 	layout := embedded.Layout{Dir: dir}
-	lock, ok, err := layout.TryLock()
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("another embedded control plane is already running on %s", dir)
+	// `kiln bootstrap status` takes the lock for an instant to see whether a
+	// control plane runs; retry briefly rather than lose that race.
+	var lock *embedded.Lock
+	for attempt := 0; ; attempt++ {
+		l, ok, err := layout.TryLock()
+		if err != nil {
+			return err
+		}
+		if ok {
+			lock = l
+			break
+		}
+		if attempt == 20 {
+			return fmt.Errorf("another embedded control plane is already running on %s", dir)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	defer lock.Release()
 	state, err := layout.ReadState()
