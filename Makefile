@@ -13,7 +13,7 @@ TEST_TIMEOUT ?= 20m
 # Kubernetes dependency tree once per run; goreleaser adds -trimpath for releases.
 export CGO_ENABLED := 0
 
-.PHONY: all build test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot hook lab-image test-compat bench-proxy bench-image2disk crds bootstrap-smoke
+.PHONY: all build agent test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot hook lab-image test-compat bench-proxy bench-image2disk crds bootstrap-smoke
 
 all: lint build test
 
@@ -29,6 +29,12 @@ crds: $(CRD_STAMP)
 
 build: crds
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kiln
+
+# kiln-agent: the provisioning agent alone, the in-memory OS's /init (no
+# Kubernetes control plane, so the initramfs stays small).
+AGENT_BIN ?= bin/kiln-agent
+agent:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(AGENT_BIN) ./cmd/kiln-agent
 
 # Acceptance check of the embedded bootstrap cluster with the real binary and
 # kubectl: create (returns with the API running), list CRDs, delete.
@@ -78,12 +84,12 @@ release-snapshot:
 	@if command -v goreleaser >/dev/null 2>&1; then goreleaser release --snapshot --clean --config goreleaser.yaml; \
 	else echo "goreleaser is not installed; install it (go install github.com/goreleaser/goreleaser/v2@<version>) to build release archives"; exit 1; fi
 
-# The in-memory OS (kernel + initramfs with kiln as /init) and the lab's test
+# The in-memory OS (kernel + initramfs with kiln-agent as /init) and the lab's test
 # disk image; both need a Debian kernel (linux-image-amd64), see docs/lab.md.
 HOOK_DIR ?= out/hook
 LAB_IMAGE ?= out/lab-image.raw
-hook: build
-	$(BIN) build hook --kiln-binary $(BIN) --output-dir $(HOOK_DIR)
+hook: build agent
+	$(BIN) build hook --agent-binary $(AGENT_BIN) --output-dir $(HOOK_DIR)
 
 lab-image: build
 	$(BIN) build lab-image --output-file $(LAB_IMAGE)

@@ -54,7 +54,7 @@ tasks:
     timeout: 60
 `
 
-// TestAgentAsInitQEMU boots kiln's in-memory OS (kiln as /init) in QEMU with
+// TestAgentAsInitQEMU boots kiln's in-memory OS (kiln-agent as /init) in QEMU with
 // user-mode networking and a blank virtio disk, and no kiln_modules argument:
 // the agent must mount the kernel file systems, load the modules the image
 // lists in /etc/kiln/modules, find its NIC by hw_addr, get an address by
@@ -71,8 +71,8 @@ func TestAgentAsInitQEMU(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	kiln := buildKiln(t, ctx, dir)
-	res, err := hook.Build(ctx, hook.Options{Init: kiln, OutputDir: dir, SkipMissing: true})
+	agent := buildCommand(t, ctx, dir, "kiln-agent")
+	res, err := hook.Build(ctx, hook.Options{Init: agent, OutputDir: dir, SkipMissing: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +167,6 @@ func TestAgentAsInitQEMU(t *testing.T) {
 		t.Errorf("owner/mode on disk:\n%s", stat)
 	}
 	a := w.Tasks[0].Actions
-	t.Logf("kiln as /init in QEMU TCG: power-on to workflow SUCCESS and reboot in %s (image2disk %s, writefile %s)",
+	t.Logf("kiln-agent as /init in QEMU TCG: power-on to workflow SUCCESS and reboot in %s (image2disk %s, writefile %s)",
 		total.Round(100*time.Millisecond), a[0].Duration(time.Now()).Round(10*time.Millisecond), a[1].Duration(time.Now()).Round(10*time.Millisecond))
 }

@@ -66,9 +66,10 @@ func TestProvisionLab(t *testing.T) {
 	})
 
 	// Artifacts: the in-memory OS and the lab image.
-	kiln := buildKiln(t, ctx, work)
+	// kiln-agent is the in-memory OS's /init; the full kiln runs `workflows show`.
+	kiln, agent := buildCommand(t, ctx, work, "kiln"), buildCommand(t, ctx, work, "kiln-agent")
 	hookDir, imageDir := filepath.Join(work, "hook"), filepath.Join(work, "images")
-	hres, err := hook.Build(ctx, hook.Options{Init: kiln, OutputDir: hookDir, SkipMissing: true})
+	hres, err := hook.Build(ctx, hook.Options{Init: agent, OutputDir: hookDir, SkipMissing: true})
 	if err != nil {
 		t.Fatal(err)
 	}

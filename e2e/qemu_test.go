@@ -120,16 +120,18 @@ func repoRoot(t *testing.T) string {
 	return filepath.Dir(wd)
 }
 
-// buildKiln builds a static kiln binary into dir, with the same build
-// configuration as `make test` so the build cache is shared.
-func buildKiln(t *testing.T, ctx context.Context, dir string) string {
+// buildCommand builds the static binary of ./cmd/<name> (kiln, or
+// kiln-agent for the in-memory OS's /init) into dir, with the same build
+// configuration as `make test` so the build cache is shared, stripped as
+// make and the releases strip it.
+func buildCommand(t *testing.T, ctx context.Context, dir, name string) string {
 	t.Helper()
-	out := filepath.Join(dir, "kiln")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/kiln")
+	out := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags=-s -w", "-o", out, "./cmd/"+name)
 	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build kiln: %v\n%s", err, b)
+		t.Fatalf("build %s: %v\n%s", name, err, b)
 	}
 	return out
 }

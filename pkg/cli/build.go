@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -53,25 +54,31 @@ func newBuildHookCommand(streams Streams) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "hook",
-		Short: "Build the in-memory OS: vmlinuz-x86_64 and initramfs-x86_64 with kiln as /init",
+		Short: "Build the in-memory OS: vmlinuz-x86_64 and initramfs-x86_64 with kiln-agent as /init",
 		Long: `Builds kiln's in-memory OS into --output-dir: the kernel (copied as vmlinuz-x86_64)
-and a reproducible gzip cpio initramfs (initramfs-x86_64) whose /init is a static kiln
-binary, plus the kernel modules the agent needs (with their dependencies from
+and a reproducible gzip cpio initramfs (initramfs-x86_64) whose /init is the static
+kiln-agent binary (make agent builds bin/kiln-agent), plus the kernel modules the agent needs (with their dependencies from
 modules.dep) under /lib/modules/<version> and their load order in /etc/kiln/modules.
 
 By default the newest /boot/vmlinuz-* (Debian: linux-image-amd64) and its
-/lib/modules/<version> are used; --kernel and --modules-dir point at another kernel.`,
+/lib/modules/<version> are used; --kernel and --modules-dir point at another kernel.
+Without --agent-binary, kiln-agent is looked for next to this kiln, then on PATH;
+if there is none, this kiln itself becomes /init (it runs the same agent, but
+makes the initramfs several times larger).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, OutputText, OutputJSON); err != nil {
 				return err
 			}
 			if opts.Init == "" {
-				exe, err := os.Executable()
+				agentBin, fallback, err := findAgentBinary()
 				if err != nil {
-					return withExitCode(ExitInvalidInput, fmt.Errorf("find the running kiln binary: %w; pass --kiln-binary", err))
+					return withExitCode(ExitInvalidInput, err)
 				}
-				opts.Init = exe
+				if fallback {
+					fmt.Fprintf(streams.Err, "note: no kiln-agent next to kiln or on PATH; using the full kiln %s as /init (build bin/kiln-agent with make agent, or pass --agent-binary)\n", agentBin)
+				}
+				opts.Init = agentBin
 			}
 			if cmd.Flags().Changed("modules") {
 				opts.Modules = modules
@@ -108,12 +115,32 @@ By default the newest /boot/vmlinuz-* (Debian: linux-image-amd64) and its
 	f := cmd.Flags()
 	f.StringVar(&opts.Kernel, "kernel", "", "kernel image (bzImage); default the newest /boot/vmlinuz-*")
 	f.StringVar(&opts.ModulesDir, "modules-dir", "", "the kernel's module tree; default /lib/modules/<version read from the kernel>")
-	f.StringVar(&opts.Init, "kiln-binary", "", "static kiln binary to use as /init; default this kiln")
+	f.StringVar(&opts.Init, "agent-binary", "", "static kiln-agent binary to use as /init; default kiln-agent next to this kiln or on PATH")
+	f.StringVar(&opts.Init, "kiln-binary", "", "static binary to use as /init")
+	_ = f.MarkDeprecated("kiln-binary", "use --agent-binary (with bin/kiln-agent from make agent)")
 	f.StringSliceVar(&modules, "modules", hook.DefaultModules, "kernel modules to include, with dependencies (unknown names are an error when given)")
 	f.StringVar(&opts.CACerts, "ca-certs", "", `CA bundle for the agent; default the host's /etc/ssl/certs/ca-certificates.crt, "-" for none`)
 	f.StringVar(&opts.OutputDir, "output-dir", filepath.Join("out", "hook"), "directory for vmlinuz-x86_64 and initramfs-x86_64")
 	addOutputFlag(cmd, &output, OutputText, OutputJSON)
 	return cmd
+}
+
+// findAgentBinary returns the kiln-agent to use as /init: the one next to
+// the running kiln, else the one on PATH; fallback is true when there is
+// neither and the running kiln itself is returned.
+func findAgentBinary() (path string, fallback bool, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", false, fmt.Errorf("find the running kiln binary: %w; pass --agent-binary", err)
+	}
+	beside := filepath.Join(filepath.Dir(exe), "kiln-agent")
+	if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() {
+		return beside, false, nil
+	}
+	if p, err := exec.LookPath("kiln-agent"); err == nil {
+		return p, false, nil
+	}
+	return exe, true, nil
 }
 
 func newBuildLabImageCommand(streams Streams) *cobra.Command {

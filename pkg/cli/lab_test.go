@@ -23,8 +23,9 @@ func TestLabAndBuildCommandErrors(t *testing.T) {
 		{"uefi and firmware", []string{"lab", "up", "--uefi", "--firmware", "bios", "--dir", missing}, ExitUsage, "not both"},
 		{"bad firmware", []string{"lab", "up", "--firmware", "coreboot", "--dir", missing}, ExitUsage, "coreboot"},
 		{"status yaml", []string{"lab", "status", "-o", "yaml", "--dir", missing}, ExitUsage, ""},
-		{"hook with a dynamic binary", []string{"build", "hook", "--kiln-binary", "/etc/hostname", "--output-dir", t.TempDir()}, ExitInvalidInput, "ELF"},
-		{"hook with a missing kernel", []string{"build", "hook", "--kiln-binary", "/bin/busybox", "--kernel", missing, "--output-dir", t.TempDir()}, ExitInvalidInput, ""},
+		{"hook with a dynamic binary", []string{"build", "hook", "--agent-binary", "/etc/hostname", "--output-dir", t.TempDir()}, ExitInvalidInput, "ELF"},
+		{"hook with a missing kernel", []string{"build", "hook", "--agent-binary", "/bin/busybox", "--kernel", missing, "--output-dir", t.TempDir()}, ExitInvalidInput, ""},
+		{"deprecated --kiln-binary still read", []string{"build", "hook", "--kiln-binary", "/etc/hostname", "--output-dir", t.TempDir()}, ExitInvalidInput, "ELF"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := run(t, tc.args...)
@@ -49,7 +50,7 @@ func TestBuildHookJSON(t *testing.T) {
 		t.Skip("no static busybox (apt-get install busybox-static)")
 	}
 	out := t.TempDir()
-	code, stdout, stderr := run(t, "build", "hook", "--kiln-binary", "/bin/busybox", "--modules", "virtio_net,ext4", "--output-dir", out, "-o", "json")
+	code, stdout, stderr := run(t, "build", "hook", "--agent-binary", "/bin/busybox", "--modules", "virtio_net,ext4", "--output-dir", out, "-o", "json")
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -65,5 +66,32 @@ func TestBuildHookJSON(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "✓ build in-memory OS") {
 		t.Fatalf("no progress line on stderr: %q", stderr)
+	}
+}
+
+func TestFindAgentBinary(t *testing.T) {
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "kiln-agent")
+	if err := os.WriteFile(agent, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, want string
+		fallback         bool
+	}{
+		{"on PATH", dir, agent, false},
+		{"nowhere: this binary", t.TempDir(), exe, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PATH", tc.path)
+			got, fallback, err := findAgentBinary()
+			if err != nil || got != tc.want || fallback != tc.fallback {
+				t.Fatalf("findAgentBinary() = %q, %v, %v; want %q, %v", got, fallback, err, tc.want, tc.fallback)
+			}
+		})
 	}
 }

@@ -1,7 +1,7 @@
 // Package hook builds kiln's in-memory operating system (the role HookOS has
 // in Tinkerbell): a Linux kernel plus an initramfs whose /init is the static
-// kiln binary, which runs kiln's provisioning agent when started as PID 1,
-// together with the kernel modules the agent needs to see disks and NICs.
+// kiln-agent binary (cmd/kiln-agent; a full kiln binary works too), which runs
+// kiln's provisioning agent when started as PID 1, together with the kernel modules the agent needs to see disks and NICs.
 // The outputs are named vmlinuz-<arch> and initramfs-<arch>, as Hook's are.
 package hook
 
@@ -50,7 +50,8 @@ type Options struct {
 	// ModulesDir is the kernel's module tree. Empty: /lib/modules/<version>,
 	// with the version read from the kernel image.
 	ModulesDir string
-	// Init is the static kiln binary that becomes /init.
+	// Init is the static binary that becomes /init: kiln-agent
+	// (cmd/kiln-agent), or a full kiln, which runs the same agent as PID 1.
 	Init string
 	// Modules are the modules to include (with their dependencies); nil
 	// means DefaultModules. Names the kernel has neither as module nor
@@ -167,7 +168,7 @@ func CheckStatic(path string) error {
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked; build kiln with CGO_ENABLED=0 (make build) for the in-memory OS", path)
+			return fmt.Errorf("%s is dynamically linked; build it with CGO_ENABLED=0 (make agent) for the in-memory OS", path)
 		}
 	}
 	if f.Machine != elf.EM_X86_64 {
@@ -188,7 +189,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, errors.New("no output directory given")
 	}
 	if opts.Init == "" {
-		return nil, errors.New("no kiln binary given for /init")
+		return nil, errors.New("no agent binary given for /init; build one with make agent (bin/kiln-agent)")
 	}
 	if err := CheckStatic(opts.Init); err != nil {
 		return nil, err

@@ -1,0 +1,91 @@
+package agentcmd
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestInitMode(t *testing.T) {
+	for _, tc := range []struct {
+		argv []string
+		want bool
+	}{
+		{[]string{"/init", "console=ttyS0"}, true},
+		{[]string{"init"}, true},
+		{[]string{"/usr/bin/kiln-agent", "--worker-id", "x"}, false},
+		{[]string{"/sbin/initctl"}, false},
+		{nil, false},
+	} {
+		if got := InitMode(tc.argv); got != tc.want {
+			t.Errorf("InitMode(%q) = %v, want %v", tc.argv, got, tc.want)
+		}
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"unknown flag", []string{"--bogus"}, ExitUsage, "unknown flag: --bogus"},
+		{"positional argument", []string{"now"}, ExitUsage, "takes no arguments"},
+		{"no worker id", nil, ExitInvalidInput, "no worker id"},
+		{"no authority", []string{"--worker-id", "aa:bb:cc:dd:ee:ff"}, ExitInvalidInput, "grpc"},
+		{"help", []string{"--help"}, ExitOK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var out, errOut bytes.Buffer
+			code := Run(ctx, append([]string{"/usr/bin/kiln-agent"}, tc.args...), &out, &errOut)
+			if code != tc.code || !strings.Contains(errOut.String(), tc.stderr) {
+				t.Errorf("kiln-agent %q = %d, stderr %q; want %d with %q", tc.args, code, errOut.String(), tc.code, tc.stderr)
+			}
+		})
+	}
+}
+
+// TestRunsTheAgent starts the agent against a closed loopback port: it must
+// start, log that the worker API is unreachable and stop with its context.
+func TestRunsTheAgent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	Run(ctx, []string{"kiln-agent", "--worker-id", "52:54:00:00:00:01", "--grpc-authority", "127.0.0.1:1", "--temp-dir", t.TempDir()}, &out, &errOut)
+	if s := errOut.String(); !strings.Contains(s, "agent started") || !strings.Contains(s, "127.0.0.1:1") {
+		t.Errorf("agent output %q: want it started against 127.0.0.1:1", s)
+	}
+}
+
+// TestSlimBinaryDependencies keeps cmd/kiln-agent slim: it is the in-memory
+// OS's /init and must not link kiln's control plane or Kubernetes itself.
+func TestSlimBinaryDependencies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command on PATH")
+	}
+	b, err := exec.CommandContext(ctx, "go", "list", "-deps", "github.com/kiln-dev/kiln/cmd/kiln-agent").Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/kiln-agent: %v", err)
+	}
+	forbidden := []string{"k8s.io/kubernetes", "github.com/kiln-dev/kiln/pkg/cli", "github.com/kiln-dev/kiln/pkg/bootstrap",
+		"github.com/kiln-dev/kiln/pkg/capi", "github.com/kiln-dev/kiln/pkg/pivot", "github.com/kiln-dev/kiln/pkg/proxy",
+		"sigs.k8s.io/cluster-api", "go.etcd.io/etcd/server"}
+	for _, dep := range strings.Fields(string(b)) {
+		for _, f := range forbidden {
+			if dep == f || strings.HasPrefix(dep, f+"/") {
+				t.Errorf("cmd/kiln-agent depends on %s; keep the agent binary free of %s", dep, f)
+			}
+		}
+	}
+}
