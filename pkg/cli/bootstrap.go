@@ -119,15 +119,9 @@ func newBootstrapCommand(streams Streams) *cobra.Command {
 	return cmd
 }
 
-// stepLines prints one ✓/✗ line per finished step.
+// stepLines prints one progress line per finished bootstrap step.
 func stepLines(w io.Writer) bootstrap.Step {
-	return func(name string, took time.Duration, err error) {
-		mark := "✓"
-		if err != nil {
-			mark = "✗"
-		}
-		fmt.Fprintf(w, "%s %s (%s)\n", mark, name, took.Round(10*time.Millisecond))
-	}
+	return func(name string, took time.Duration, err error) { progressLine(w, name, "", took, err) }
 }
 
 func newBootstrapCreateCommand(streams Streams) *cobra.Command {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,24 +23,6 @@ func newBuildCommand(streams Streams) *cobra.Command {
 	}
 	cmd.AddCommand(newBuildHookCommand(streams), newBuildLabImageCommand(streams))
 	return cmd
-}
-
-// progress prints one line per step with ✓/✗ and its duration.
-type progress struct{ w io.Writer }
-
-func (p progress) step(name string, fn func() (string, error)) error {
-	start := time.Now()
-	detail, err := fn()
-	d := time.Since(start).Round(10 * time.Millisecond)
-	if err != nil {
-		fmt.Fprintf(p.w, "✗ %s (%s)\n", name, d)
-		return err
-	}
-	if detail != "" {
-		detail = ": " + detail
-	}
-	fmt.Fprintf(p.w, "✓ %s%s (%s)\n", name, detail, d)
-	return nil
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
@@ -167,12 +148,11 @@ writes it) or from --kiln-url, which bakes a default into the image.`,
 			if output == OutputText {
 				out = streams.Out
 			}
-			opts.Log = func(step string, took time.Duration) {
-				fmt.Fprintf(out, "✓ %s (%s)\n", step, took.Round(10*time.Millisecond))
-			}
+			opts.Log = func(step string, took time.Duration) { progressLine(out, step, "", took, nil) }
+			start := time.Now()
 			res, err := image.Build(cmd.Context(), opts)
 			if err != nil {
-				fmt.Fprintf(out, "✗ build lab image\n")
+				progressLine(out, "build lab image", "", time.Since(start), err)
 				return withExitCode(ExitInvalidInput, err)
 			}
 			if output == OutputJSON {

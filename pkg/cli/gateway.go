@@ -130,10 +130,10 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	start := time.Now()
 	st, err := openStore(ctx, o)
 	if err != nil {
-		fmt.Fprintf(streams.Err, "✗ open %s store (%s)\n", o.database, time.Since(start).Round(time.Millisecond))
+		progressLine(streams.Err, "open "+o.database+" store", "", time.Since(start), err)
 		return withExitCode(ExitInvalidInput, err)
 	}
-	fmt.Fprintf(streams.Err, "✓ open %s store (%s)\n", st.Database(), time.Since(start).Round(time.Millisecond))
+	progressLine(streams.Err, "open "+st.Database()+" store", "", time.Since(start), nil)
 	opts := gateway.Options{
 		ProxyListen: o.proxyListen, AdminListen: o.adminListen, StatusListen: o.statusListen,
 		Store: st, AccessLog: accessLog, Log: slog.Default(), DeclarativeConfig: o.declarative,

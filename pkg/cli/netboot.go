@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -84,15 +83,6 @@ in-memory OS (--hook-dir), OS images (--image-dir), EC2-style metadata,
 	return cmd
 }
 
-// netbootStep prints one progress line with ✓/✗ and the duration.
-func netbootStep(w io.Writer, what string, start time.Time, err error) {
-	mark := "✓"
-	if err != nil {
-		mark = "✗"
-	}
-	fmt.Fprintf(w, "%s %s (%s)\n", mark, what, time.Since(start).Round(time.Millisecond))
-}
-
 func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) error {
 	if o.hardwareCSV == "" {
 		return usageError("--hardware-csv is required")
@@ -116,7 +106,7 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 	}
 	start := time.Now()
 	inv, err := hardware.ReadFile(o.hardwareCSV)
-	netbootStep(streams.Out, fmt.Sprintf("read %s", o.hardwareCSV), start, err)
+	progressLine(streams.Out, fmt.Sprintf("read %s", o.hardwareCSV), "", time.Since(start), err)
 	if err != nil {
 		return withExitCode(ExitInvalidInput, err)
 	}
@@ -155,7 +145,7 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 		LeaseTime: o.leaseTime, Domain: o.domain, NTP: ntp, TFTPBlockSize: o.tftpBlockSize, TFTPSinglePort: o.tftpSinglePort,
 		Metadata: metadata.Static{Keys: keys}, Log: slog.Default(),
 	})
-	netbootStep(streams.Out, fmt.Sprintf("start netboot for %d machines (dhcp %s)", len(inv.Machines), o.dhcpMode), start, err)
+	progressLine(streams.Out, fmt.Sprintf("start netboot for %d machines (dhcp %s)", len(inv.Machines), o.dhcpMode), "", time.Since(start), err)
 	if err != nil {
 		return withExitCode(ExitInvalidInput, err)
 	}
@@ -164,7 +154,7 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 	start = time.Now()
 	srv.Shutdown()
 	err = srv.Wait()
-	netbootStep(streams.Out, "stop netboot", start, err)
+	progressLine(streams.Out, "stop netboot", "", time.Since(start), err)
 	if err != nil {
 		return withExitCode(ExitInvalidInput, err)
 	}

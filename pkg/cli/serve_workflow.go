@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -97,7 +96,7 @@ func templateValues(o *templateOptions) (map[string]string, error) {
 }
 
 func runServeWorkflow(ctx context.Context, streams Streams, o *serveWorkflowOptions) error {
-	step := newStepper(streams.Out)
+	step := progress{streams.Out}
 	r, err := renderWorkflows(step, &o.templateOptions)
 	if err != nil {
 		return err
@@ -105,7 +104,7 @@ func runServeWorkflow(ctx context.Context, streams Streams, o *serveWorkflowOpti
 	wfs := r.workflows
 
 	var st *store.Bolt
-	if err := step.run("open workflow database "+o.db, func() (string, error) {
+	if err := step.step("open workflow database "+o.db, func() (string, error) {
 		if st, err = store.OpenBolt(o.db, 2*time.Second); err != nil {
 			return "", err
 		}
@@ -144,7 +143,7 @@ type rendered struct {
 
 // renderWorkflows reads the inventory and the template and renders one
 // workflow per machine, one progress step each.
-func renderWorkflows(step *stepper, o *templateOptions) (*rendered, error) {
+func renderWorkflows(step progress, o *templateOptions) (*rendered, error) {
 	if o.hardwareCSV == "" {
 		return nil, usageError("--hardware-csv is required")
 	}
@@ -153,7 +152,7 @@ func renderWorkflows(step *stepper, o *templateOptions) (*rendered, error) {
 		return nil, err
 	}
 	var inv *hardware.Inventory
-	if err := step.run(fmt.Sprintf("read %s", o.hardwareCSV), func() (string, error) {
+	if err := step.step(fmt.Sprintf("read %s", o.hardwareCSV), func() (string, error) {
 		inv, err = hardware.ReadFile(o.hardwareCSV)
 		if err != nil {
 			return "", withExitCode(ExitInvalidInput, err)
@@ -172,7 +171,7 @@ func renderWorkflows(step *stepper, o *templateOptions) (*rendered, error) {
 		return nil, err
 	}
 	r := &rendered{inv: inv, name: name, src: src, values: values}
-	err = step.run("render template "+name, func() (string, error) {
+	err = step.step("render template "+name, func() (string, error) {
 		r.workflows, err = workflow.ForInventory(inv, name, src, values, o.namespace, time.Now())
 		if err != nil && strings.Contains(err.Error(), "map has no entry for key") {
 			err = fmt.Errorf("%w\nhint: template values come from --set KEY=VALUE, --image-url (.image_url) and --metadata-url (.metadata_url)", err)
@@ -183,23 +182,6 @@ func renderWorkflows(step *stepper, o *templateOptions) (*rendered, error) {
 		return fmt.Sprintf("%d workflows", len(r.workflows)), nil
 	})
 	return r, err
-}
-
-// stepper prints one progress line per step with ✓/✗ and its duration.
-type stepper struct{ w io.Writer }
-
-func newStepper(w io.Writer) *stepper { return &stepper{w: w} }
-
-func (s *stepper) run(name string, fn func() (string, error)) error {
-	start := time.Now()
-	detail, err := fn()
-	d := time.Since(start).Round(time.Millisecond)
-	if err != nil {
-		fmt.Fprintf(s.w, "✗ %s (%s)\n", name, d)
-		return err
-	}
-	fmt.Fprintf(s.w, "✓ %s: %s (%s)\n", name, detail, d)
-	return nil
 }
 
 // workflowProgress prints one line per action transition and per finished
@@ -274,7 +256,7 @@ and action with a problem.`,
 			if err := checkOutput(*output, OutputText, OutputJSON); err != nil {
 				return err
 			}
-			r, err := renderWorkflows(newStepper(streams.Err), o)
+			r, err := renderWorkflows(progress{streams.Err}, o)
 			if err != nil {
 				return err
 			}
