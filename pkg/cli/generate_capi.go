@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-dev/kiln/pkg/capi"
-	"github.com/kiln-dev/kiln/pkg/diag"
 	"github.com/kiln-dev/kiln/pkg/validate"
 )
 
@@ -32,13 +31,7 @@ template.`,
 				return usageError("--hardware-csv is required (env %s)", EnvName("hardware-csv"))
 			}
 			r := validate.Files(specPath, csvPath)
-			for _, p := range r.Problems {
-				mark := "✗"
-				if p.Severity == diag.SeverityWarning {
-					mark = "!"
-				}
-				fmt.Fprintf(streams.Err, "%s %s\n", mark, p)
-			}
+			writeProblems(streams.Err, r.Problems)
 			if !r.Valid() {
 				return withExitCode(ExitInvalidInput, fmt.Errorf("%d error(s) in %s / %s; nothing generated", len(r.Problems.Errors()), specPath, csvPath))
 			}

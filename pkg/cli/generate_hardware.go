@@ -30,9 +30,7 @@ clusterctl.cluster.x-k8s.io/move so that the pivot carries them.`,
 			if err != nil {
 				var list diag.List
 				if errors.As(err, &list) {
-					for _, p := range list {
-						fmt.Fprintf(streams.Err, "✗ %s\n", p)
-					}
+					writeProblems(streams.Err, list)
 					return withExitCode(ExitInvalidInput, fmt.Errorf("%s is invalid: %d error(s); nothing generated", csvPath, len(list.Errors())))
 				}
 				return withExitCode(ExitInvalidInput, err)

@@ -83,14 +83,19 @@ func runValidate(streams Streams, o *validateOptions) error {
 	return nil
 }
 
-func writeValidateText(w io.Writer, o *validateOptions, r *validate.Result, took time.Duration) {
-	for _, p := range r.Problems {
+// writeProblems prints one line per problem: ✗ for an error, ! for a warning.
+func writeProblems(w io.Writer, problems diag.List) {
+	for _, p := range problems {
 		mark := "✗"
 		if p.Severity == diag.SeverityWarning {
 			mark = "!"
 		}
 		fmt.Fprintf(w, "%s %s\n", mark, p)
 	}
+}
+
+func writeValidateText(w io.Writer, o *validateOptions, r *validate.Result, took time.Duration) {
+	writeProblems(w, r.Problems)
 	if r.Spec != nil {
 		cp, workers := 0, 0
 		for _, g := range r.Spec.NodeGroups() {
