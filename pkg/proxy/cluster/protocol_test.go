@@ -18,8 +18,8 @@ func TestCheckVersion(t *testing.T) {
 		want   SyncStatus
 	}{
 		{"3.10.0", "3.10.0", StatusNormal},
-		{"3.10.0", "3.10.7", StatusNormal},   // patch ignored
-		{"3.10.0", "3.4.2", StatusNormal},    // older DP minor
+		{"3.10.0", "3.10.7", StatusNormal}, // patch ignored
+		{"3.10.0", "3.4.2", StatusNormal},  // older DP minor
 		{"3.10.0", "3.11.0", StatusKongVersionIncompatible},
 		{"3.10.0", "4.0.0", StatusKongVersionIncompatible},
 		{"3.10.0", "2.8.1", StatusKongVersionIncompatible},
