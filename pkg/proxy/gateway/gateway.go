@@ -440,12 +440,10 @@ func loadDeclarative(ctx context.Context, st store.Store, path string) error {
 	if err != nil {
 		return fmt.Errorf("read --declarative-config: %w", err)
 	}
-	recs, err := declarative.Parse(data, time.Now())
-	if err != nil {
+	// declarative.Load records the md5 of the file, which /status reports
+	// as configuration_hash and POST /config?check_hash=1 compares with.
+	if _, err := declarative.Load(ctx, st, data, time.Now()); err != nil {
 		return fmt.Errorf("--declarative-config %s: %w", path, err)
-	}
-	if err := st.Replace(ctx, recs); err != nil {
-		return fmt.Errorf("load --declarative-config %s: %w", path, err)
 	}
 	return nil
 }
