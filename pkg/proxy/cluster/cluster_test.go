@@ -72,7 +72,12 @@ func loadedStore(t testing.TB, doc string) *store.Memory {
 // startCP serves a control plane on an ephemeral loopback port.
 func startCP(t *testing.T, st store.Store, m *TLS) (*ControlPlane, string) {
 	t.Helper()
-	cp, err := NewControlPlane(ControlPlaneOptions{Store: st, TLS: m, UpdateFrequency: 50 * time.Millisecond})
+	return startCPWith(t, ControlPlaneOptions{Store: st, TLS: m, UpdateFrequency: 50 * time.Millisecond})
+}
+
+func startCPWith(t *testing.T, o ControlPlaneOptions) (*ControlPlane, string) {
+	t.Helper()
+	cp, err := NewControlPlane(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +245,8 @@ func TestOutletSyncAndPluginMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next, err := DecodeReconfigure(frame); err != nil || next.ConfigHash == msg.ConfigHash || next.ConfigTable["plugins"] != nil {
+	next, err := DecodeReconfigure(frame)
+	if err != nil || next.ConfigHash == msg.ConfigHash || next.ConfigTable["plugins"] != nil {
 		t.Fatalf("change frame: %v, %v", next, err)
 	}
 
@@ -249,7 +255,7 @@ func TestOutletSyncAndPluginMismatch(t *testing.T) {
 	if _, err := declarative.Load(context.Background(), st, []byte(keyAuthDoc), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the re-export", func() bool { return cp.ConfigHash() == msg.ConfigHash })
+	waitFor(t, "the re-export", func() bool { return cp.ConfigHash() != next.ConfigHash })
 	lacking := "44444444-4444-4444-8444-444444444444"
 	l, _, err := dialOutlet(addr, m, dpQuery(lacking, "3.10.0"))
 	if err != nil {
@@ -346,5 +352,51 @@ func TestDataPlaneApplyAndPersist(t *testing.T) {
 	dp3, _ := NewDataPlane(DataPlaneOptions{Store: store.NewMemory(), ControlPlane: "127.0.0.1:1", TLS: sharedTLS(t), PersistPath: filepath.Join(dir, "config.json.gz")})
 	if err := dp3.LoadPersisted(ctx); err != nil || dp3.ConfigHash() != confighash.Empty {
 		t.Fatalf("damaged file: %v, hash %s", err, dp3.ConfigHash())
+	}
+}
+
+// TestPushBatching: the first change is pushed at once, the next one waits
+// for db_update_frequency (an hour here, so it must not be seen).
+func TestPushBatching(t *testing.T) {
+	st := loadedStore(t, "")
+	cp, _ := startCPWith(t, ControlPlaneOptions{Store: st, TLS: sharedTLS(t), UpdateFrequency: time.Hour})
+	// An empty store still exports a table (with _format_version), whose
+	// hash is not the all-zeros one ConfigHash reports before any export.
+	waitFor(t, "the initial export", func() bool { return cp.ConfigHash() != confighash.Empty })
+	h0 := cp.ConfigHash()
+	if _, err := declarative.Load(context.Background(), st, []byte(keyAuthDoc), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first change to be pushed", func() bool { return cp.ConfigHash() != h0 })
+	h1 := cp.ConfigHash()
+	if _, err := declarative.Load(context.Background(), st, []byte(strings.Replace(keyAuthDoc, "/r]", "/other]", 1)), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if cp.ConfigHash() != h1 {
+		t.Fatal("a second change was pushed before db_update_frequency elapsed")
+	}
+}
+
+// TestSilentDataPlaneDropped: a DP that stops pinging loses its link after
+// PingWait.
+func TestSilentDataPlaneDropped(t *testing.T) {
+	m := sharedTLS(t)
+	_, addr := startCPWith(t, ControlPlaneOptions{Store: loadedStore(t, ""), TLS: m, PingWait: 300 * time.Millisecond})
+	c, _, err := dialOutlet(addr, m, dpQuery("55555555-5555-4555-8555-555555555555", "3.10.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sendBasicInfo(t, c, LocalPlugins())
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		if _, _, err := c.ReadMessage(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the control plane kept a silent data plane connected")
+			}
+			return
+		}
 	}
 }
