@@ -382,7 +382,7 @@ func TestPushBatching(t *testing.T) {
 // PingWait.
 func TestSilentDataPlaneDropped(t *testing.T) {
 	m := sharedTLS(t)
-	_, addr := startCPWith(t, ControlPlaneOptions{Store: loadedStore(t, ""), TLS: m, PingWait: 300 * time.Millisecond})
+	_, addr := startCPWith(t, ControlPlaneOptions{Store: loadedStore(t, ""), TLS: m, Node: Node{PingWait: 300 * time.Millisecond}})
 	c, _, err := dialOutlet(addr, m, dpQuery("55555555-5555-4555-8555-555555555555", "3.10.0"))
 	if err != nil {
 		t.Fatal(err)

@@ -24,20 +24,44 @@ import (
 type ControlPlaneOptions struct {
 	Store store.Store
 	TLS   *TLS
-	// Version is the Kong version the CP speaks (default entity.KongVersion).
-	Version string
-	// Plugins are the CP's plugins (default LocalPlugins()).
-	Plugins []PluginInfo
+	Node
 	// UpdateFrequency is the minimum time between two pushes after the
 	// first (db_update_frequency; default 5 s).
 	UpdateFrequency time.Duration
 	// PurgeDelay is how long a DP's row outlives its last ping (default
 	// 14 days).
 	PurgeDelay time.Duration
-	// PingWait drops a DP link after this much silence (default 45 s).
+}
+
+// Node holds the options both roles share.
+type Node struct {
+	// Version is the Kong version the node speaks (default
+	// entity.KongVersion).
+	Version string
+	// Plugins are the node's plugins (default LocalPlugins()).
+	Plugins []PluginInfo
+	// PingWait drops a link after this much silence (default 45 s).
 	PingWait time.Duration
 	Log      *slog.Logger
 	Now      func() time.Time
+}
+
+func (n *Node) setDefaults() {
+	if n.Version == "" {
+		n.Version = entity.KongVersion
+	}
+	if n.Plugins == nil {
+		n.Plugins = LocalPlugins()
+	}
+	if n.PingWait <= 0 {
+		n.PingWait = PingWait
+	}
+	if n.Log == nil {
+		n.Log = slog.New(slog.DiscardHandler)
+	}
+	if n.Now == nil {
+		n.Now = time.Now
+	}
 }
 
 // ControlPlane serves /v1/outlet to data planes and pushes the store's
@@ -78,26 +102,12 @@ func NewControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 	if o.Store == nil || o.TLS == nil {
 		return nil, errors.New("cluster: a control plane needs a store and cluster TLS material")
 	}
-	if o.Version == "" {
-		o.Version = entity.KongVersion
-	}
-	if o.Plugins == nil {
-		o.Plugins = LocalPlugins()
-	}
+	o.setDefaults()
 	if o.UpdateFrequency <= 0 {
 		o.UpdateFrequency = DefaultUpdateFrequency
 	}
 	if o.PurgeDelay <= 0 {
 		o.PurgeDelay = DefaultPurgeDelay
-	}
-	if o.PingWait <= 0 {
-		o.PingWait = PingWait
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
 	}
 	cp := &ControlPlane{
 		o: o, log: o.Log.With("component", "clustering", "role", "control_plane"),

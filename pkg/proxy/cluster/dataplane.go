@@ -32,23 +32,19 @@ type DataPlaneOptions struct {
 	TLS          *TLS
 	NodeID       string
 	Hostname     string
-	// Version is the Kong version announced (default entity.KongVersion).
-	Version string
-	// Plugins announced in basic_info (default LocalPlugins()).
-	Plugins []PluginInfo
-	Labels  map[string]string
+	// Node: the Kong version and plugins announced in basic_info.
+	Node
+	Labels map[string]string
 	// ProcessConf is reported as basic_info.process_conf (no secrets).
 	ProcessConf map[string]any
 	// PersistPath is the file the last applied configuration is written to
 	// and loaded from at start ("" disables persistence).
 	PersistPath string
-	// PingInterval (default 30 s) and PingWait (default 45 s).
-	PingInterval, PingWait time.Duration
+	// PingInterval defaults to 30 s.
+	PingInterval time.Duration
 	// ReconnectDelay returns the wait before redialling (default a random
 	// 5–10 s, as Kong).
 	ReconnectDelay func() time.Duration
-	Log            *slog.Logger
-	Now            func() time.Time
 }
 
 // DataPlane keeps a node's in-memory store in sync with a control plane.
@@ -74,26 +70,12 @@ func NewDataPlane(o DataPlaneOptions) (*DataPlane, error) {
 	if o.Hostname == "" {
 		o.Hostname, _ = os.Hostname()
 	}
-	if o.Version == "" {
-		o.Version = entity.KongVersion
-	}
-	if o.Plugins == nil {
-		o.Plugins = LocalPlugins()
-	}
+	o.setDefaults()
 	if o.PingInterval <= 0 {
 		o.PingInterval = PingInterval
 	}
-	if o.PingWait <= 0 {
-		o.PingWait = PingWait
-	}
 	if o.ReconnectDelay == nil {
 		o.ReconnectDelay = func() time.Duration { return 5*time.Second + rand.N(5*time.Second+1) }
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
 	}
 	return &DataPlane{o: o, hash: confighash.Empty,
 		log: o.Log.With("component", "clustering", "role", "data_plane", "control_plane", o.ControlPlane)}, nil

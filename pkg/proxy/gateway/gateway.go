@@ -203,7 +203,7 @@ func Run(ctx context.Context, o Options) error {
 	var clusterLn net.Listener
 	if o.Role == RoleControlPlane {
 		if cp, err = cluster.NewControlPlane(cluster.ControlPlaneOptions{Store: st, TLS: o.Cluster.TLS,
-			UpdateFrequency: o.Cluster.UpdateFrequency, Log: log}); err != nil {
+			UpdateFrequency: o.Cluster.UpdateFrequency, Node: cluster.Node{Log: log}}); err != nil {
 			closeAll()
 			return err
 		}
@@ -456,8 +456,8 @@ func newDataPlane(o Options, nodeID string, log *slog.Logger) (*cluster.DataPlan
 	}
 	return cluster.NewDataPlane(cluster.DataPlaneOptions{
 		Store: o.Store.(*store.Memory), ControlPlane: o.Cluster.ControlPlane, TLS: o.Cluster.TLS,
-		NodeID: nodeID, Version: o.Cluster.Version, Labels: o.Cluster.Labels, PersistPath: persist,
-		PingInterval: o.Cluster.PingInterval, ReconnectDelay: o.Cluster.ReconnectDelay, Log: log,
+		NodeID: nodeID, Node: cluster.Node{Version: o.Cluster.Version, Log: log}, Labels: o.Cluster.Labels, PersistPath: persist,
+		PingInterval: o.Cluster.PingInterval, ReconnectDelay: o.Cluster.ReconnectDelay,
 		ProcessConf: map[string]any{"role": RoleDataPlane, "database": "off", "proxy_listen": splitList(o.ProxyListen)},
 	})
 }
