@@ -400,3 +400,59 @@ func TestSilentDataPlaneDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestOutletPKI: in pki mode both sides verify the other against the CA;
+// the DP checks the CP's name (cluster_server_name).
+func TestOutletPKI(t *testing.T) {
+	ca, err := pki.NewCA(pki.Options{CommonName: "cluster-ca"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(cn string) tls.Certificate {
+		kp, err := ca.Issue(pki.Options{CommonName: cn, Hosts: []string{cn}, Usage: pki.ServerAuth | pki.ClientAuth})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kp.TLS()
+	}
+	pool := ca.Pool()
+	cpTLS, err := NewTLS(ModePKI, issue("cp.cluster.test"), pool, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startCP(t, loadedStore(t, keyAuthDoc), cpTLS)
+	dpTLS, err := NewTLS(ModePKI, issue("dp-1"), pool, "cp.cluster.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := dialOutlet(addr, dpTLS, dpQuery("66666666-6666-4666-8666-666666666666", "3.10.0"))
+	if err != nil {
+		t.Fatalf("a CA-issued data plane was refused: %v", err)
+	}
+	defer c.Close()
+	sendBasicInfo(t, c, LocalPlugins())
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, frame, err := c.ReadMessage(); err != nil {
+		t.Fatal(err)
+	} else if _, err := DecodeReconfigure(frame); err != nil {
+		t.Fatal(err)
+	}
+
+	// A certificate from elsewhere fails the CP's handshake.
+	stranger, err := NewTLS(ModePKI, sharedTLS(t).Cert, pool, "cp.cluster.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, resp, err := dialOutlet(addr, stranger, dpQuery("77777777-7777-4777-8777-777777777777", "3.10.0")); err == nil {
+		c.Close()
+		t.Fatal("a data plane with a certificate from another CA was upgraded")
+	} else if resp != nil {
+		t.Fatalf("answered HTTP %d", resp.StatusCode)
+	}
+	// The DP refuses a CP that is not the expected name.
+	wrongName, _ := NewTLS(ModePKI, issue("dp-2"), pool, "other.cluster.test")
+	if c, _, err := dialOutlet(addr, wrongName, dpQuery("88888888-8888-4888-8888-888888888888", "3.10.0")); err == nil {
+		c.Close()
+		t.Fatal("a data plane accepted a control plane certificate for another name")
+	}
+}

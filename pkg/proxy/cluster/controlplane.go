@@ -73,11 +73,13 @@ type ControlPlane struct {
 	log      *slog.Logger
 	pluginsM map[string]pluginVersion
 	upgrader websocket.Upgrader
+	links    sync.WaitGroup // connected DPs' handlers
 
 	mu      sync.Mutex
 	current *export // the latest configuration frame
 	clients map[*cpLink]struct{}
 	rows    map[string]*dpRow
+	closing bool // Serve is returning: no new links
 }
 
 // export is one rendered configuration.
@@ -152,13 +154,15 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-errc:
 	}
 	_ = srv.Close()
+	cancel()
 	cp.mu.Lock()
+	cp.closing = true
 	for l := range cp.clients {
 		_ = l.conn.Close()
 	}
 	cp.mu.Unlock()
-	cancel()
 	wg.Wait()
+	cp.links.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -256,6 +260,15 @@ func (cp *ControlPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node_id and node_version are required", http.StatusBadRequest)
 		return
 	}
+	cp.mu.Lock()
+	if cp.closing {
+		cp.mu.Unlock()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	cp.links.Add(1)
+	cp.mu.Unlock()
+	defer cp.links.Done()
 	conn, err := cp.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		log.Error("failed to perform server side websocket handshake", "error", err)

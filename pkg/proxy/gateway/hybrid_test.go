@@ -205,6 +205,9 @@ func TestHybridMode(t *testing.T) {
 		}
 		return ""
 	})
+	if conf, _ := statusJSON(t, cp.admin+"/")["configuration"].(map[string]any); conf["role"] != "control_plane" || conf["database"] != "sqlite" {
+		t.Errorf("control plane GET / configuration: %v", conf)
+	}
 	root := statusJSON(t, dp.admin+"/")
 	if conf, _ := root["configuration"].(map[string]any); conf["role"] != "data_plane" || conf["database"] != "off" {
 		t.Errorf("data plane GET / configuration: %v", conf)
