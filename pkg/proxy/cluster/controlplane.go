@@ -394,6 +394,7 @@ func (l *cpLink) writer(ctx context.Context, done <-chan struct{}) {
 		select {
 		case <-ctx.Done():
 			l.close(websocket.CloseGoingAway, "")
+			_ = l.conn.Close()
 			return
 		case <-done:
 			return
