@@ -329,7 +329,8 @@ func TestDataPlaneApplyAndPersist(t *testing.T) {
 	}
 	// A Kong CP's workspaces and ws_id are tolerated; an empty
 	// configuration reports the all-zeros hash.
-	empty := map[string]any{"_format_version": "3.0", "workspaces": []any{map[string]any{"id": "w", "name": "default"}}}
+	empty := map[string]any{"_format_version": "3.0", "workspaces": []any{map[string]any{"id": "w", "name": "default"}},
+		"parameters": []any{map[string]any{"key": "cluster_id", "value": "x"}}}
 	emptyMsg, _ := NewReconfigure(empty, time.Now())
 	emptyFrame, _ := EncodeReconfigure(emptyMsg)
 	if _, err := dp.Apply(ctx, emptyFrame, false); err != nil || dp.ConfigHash() != confighash.Empty {

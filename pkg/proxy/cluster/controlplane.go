@@ -330,6 +330,15 @@ func (l *cpLink) run(ctx context.Context) {
 	}
 	l.log.Info("data plane connected")
 	cp.mu.Lock()
+	missing := cp.current == nil
+	cp.mu.Unlock()
+	if missing {
+		// The export failed so far; try again for this DP, as Kong does.
+		if err := cp.refresh(ctx); err != nil {
+			l.log.Error("unable to export the configuration for the data plane", "error", err)
+		}
+	}
+	cp.mu.Lock()
 	cp.clients[l] = struct{}{}
 	if cp.current != nil {
 		l.mu.Lock()

@@ -152,11 +152,12 @@ func (dp *DataPlane) Apply(ctx context.Context, frame []byte, persist bool) (boo
 }
 
 // stripWorkspaces drops what a Kong CP exports but kiln has no notion of:
-// the workspaces collection and each entity's ws_id.
+// the workspaces collection, each entity's ws_id, and the parameters
+// collection (Kong's cluster id).
 func stripWorkspaces(table map[string]any) map[string]any {
 	out := make(map[string]any, len(table))
 	for k, v := range table {
-		if k == "workspaces" {
+		if k == "workspaces" || k == "parameters" {
 			continue
 		}
 		if list, ok := v.([]any); ok {
