@@ -74,6 +74,7 @@ type ControlPlane struct {
 	pluginsM map[string]pluginVersion
 	upgrader websocket.Upgrader
 	links    sync.WaitGroup // connected DPs' handlers
+	exportMu sync.Mutex     // serialises refresh: snapshots publish in order
 
 	mu      sync.Mutex
 	current *export // the latest configuration frame
@@ -192,6 +193,8 @@ func (cp *ControlPlane) pushLoop(ctx context.Context, changed <-chan struct{}) {
 
 // refresh renders the store's configuration and queues it to every DP.
 func (cp *ControlPlane) refresh(ctx context.Context) error {
+	cp.exportMu.Lock()
+	defer cp.exportMu.Unlock()
 	cfg, err := cp.o.Store.Snapshot(ctx)
 	if err != nil {
 		return fmt.Errorf("read the configuration: %w", err)
