@@ -4,6 +4,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -115,6 +116,76 @@ func TestConfig(t *testing.T) {
 			}
 			if len(hashes) != len(wantHashes) {
 				t.Errorf("hashes %v, want keys of %v", hashes, wantHashes)
+			}
+		})
+	}
+}
+
+// TestKongVectors checks the hashes Kong's own unit tests expect
+// (spec/01-unit/19-hybrid/02-clustering_spec.lua).
+func TestKongVectors(t *testing.T) {
+	six := func() []any { return []any{"v1", "v2", "v3", "v4", "v5", "v6"} }
+	plugin := func(name string, config map[string]any) any {
+		return map[string]any{"name": name, "config": config}
+	}
+	consumers := make([]any, 1000)
+	for i := range consumers {
+		consumers[i] = map[string]any{"username": "user-" + strconv.Itoa(i+1)}
+	}
+	complexTable := map[string]any{
+		"plugins": []any{
+			plugin("0", map[string]any{"param": "value"}),
+			plugin("1", map[string]any{"param": six()}),
+			plugin("2", map[string]any{"param": []any{"v1", "v2", "v3", "v4", "v5"}}),
+			plugin("3", map[string]any{"param": []any{"v1", "v2", "v3", "v4"}}),
+			plugin("4", map[string]any{"param": []any{"v1", "v2", "v3"}}),
+			plugin("5", map[string]any{"param": []any{"v1", "v2"}}),
+			plugin("6", map[string]any{"param": []any{"v1"}}),
+			plugin("7", map[string]any{"param": []any{}}),
+			plugin("8", map[string]any{"param": "value", "array": six()}),
+			plugin("9", map[string]any{"bool1": true, "bool2": false, "number": 1.0, "double": 1.1, "empty": map[string]any{},
+				"null": nil, "string": "test", "hash": map[string]any{"k": "v"}, "array": six()}),
+		},
+		"consumers": consumers,
+	}
+	tests := []struct {
+		name   string
+		in     any
+		want   string
+		hashes Hashes
+	}{
+		{"nil", nil, Empty, nil},
+		{"number", 10.0, "d3d9446802a44259755d38e6d163e820", nil},
+		{"double", 0.9, "a894124cc6d5c5c71afe060d5dde0762", nil},
+		{"empty string", "", "d41d8cd98f00b204e9800998ecf8427e", nil},
+		{"string", "hello", "5d41402abc4b2a76b9719d911017c592", nil},
+		{"false", false, "68934a3e9455fa72420237eb05902327", nil},
+		{"true", true, "b326b5062b2f0e69046810717534cb09", nil},
+		{"empty table", map[string]any{}, "2da3c26e4dbd6dd6ea3ab60a3dd7fb3e", Hashes{"config": "2da3c26e4dbd6dd6ea3ab60a3dd7fb3e",
+			"routes": Empty, "services": Empty, "plugins": Empty, "upstreams": Empty, "targets": Empty}},
+		{"empty routes, services, plugins", map[string]any{"routes": []any{}, "services": []any{}, "plugins": []any{}},
+			"81aac97a81ad03c0cf0b36663806488e", Hashes{"config": "81aac97a81ad03c0cf0b36663806488e",
+				"routes": "99914b932bd37a50b983c5e7c90ae93b", "services": "99914b932bd37a50b983c5e7c90ae93b",
+				"plugins": "99914b932bd37a50b983c5e7c90ae93b", "upstreams": Empty, "targets": Empty}},
+		{"empty upstreams, targets", map[string]any{"upstreams": []any{}, "targets": []any{}},
+			"4d60dd9998ea4314039da5ca2f1db96f", Hashes{"config": "4d60dd9998ea4314039da5ca2f1db96f",
+				"routes": Empty, "services": Empty, "plugins": Empty,
+				"upstreams": "99914b932bd37a50b983c5e7c90ae93b", "targets": "99914b932bd37a50b983c5e7c90ae93b"}},
+		{"complex table", complexTable, "675ff4b6b1c8cefa5198284110786ad0", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, hashes, err := Config(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("hash %s, Kong's is %s", got, tt.want)
+			}
+			for k, v := range tt.hashes {
+				if hashes[k] != v {
+					t.Errorf("hashes[%s] = %s, Kong's is %s", k, hashes[k], v)
+				}
 			}
 		})
 	}
