@@ -66,8 +66,9 @@ func (n *Node) setDefaults() {
 
 // ControlPlane serves /v1/outlet to data planes and pushes the store's
 // configuration to them. It records each DP in the store's data plane rows
-// (Kong's clustering_data_planes table) on connect and every ping, with a
-// time to live of PurgeDelay: in a database, the rows survive a CP restart
+// (Kong's clustering_data_planes table) on every ping, when its sync status
+// changes and when it is refused, each time with a time to live of
+// PurgeDelay: in a database, the rows survive a CP restart
 // and CPs sharing the database list each other's DPs.
 type ControlPlane struct {
 	o        ControlPlaneOptions
@@ -91,8 +92,8 @@ type export struct {
 	configured map[string]bool // plugin names present in the configuration
 }
 
-// PurgeInterval is how often a control plane deletes expired DP rows.
-const PurgeInterval = time.Minute
+// purgeInterval is how often a control plane deletes expired DP rows.
+const purgeInterval = time.Minute
 
 // NewControlPlane checks the options and returns a control plane.
 func NewControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
@@ -192,10 +193,10 @@ func (cp *ControlPlane) pushLoop(ctx context.Context, changed <-chan struct{}) {
 	}
 }
 
-// purgeLoop deletes expired DP rows now and every PurgeInterval. Every CP
+// purgeLoop deletes expired DP rows now and every purgeInterval. Every CP
 // sharing a database does so; the deletes are idempotent.
 func (cp *ControlPlane) purgeLoop(ctx context.Context) {
-	t := time.NewTicker(PurgeInterval)
+	t := time.NewTicker(purgeInterval)
 	defer t.Stop()
 	for {
 		n, err := cp.dps.PurgeDataPlanes(ctx, cp.o.Now())
