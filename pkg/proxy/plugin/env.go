@@ -18,6 +18,10 @@ type Env struct {
 	KeyAuth map[string]*entity.KeyAuthCredential
 	// BasicAuth maps a basic-auth username to its credential.
 	BasicAuth map[string]*entity.BasicAuthCredential
+	// JWT maps a jwt credential key to its credential.
+	JWT map[string]*entity.JWTSecret
+	// HMAC maps an hmac-auth username to its credential.
+	HMAC map[string]*entity.HMACAuthCredential
 	// Groups maps a consumer id to its ACL groups.
 	Groups map[string][]string
 	// consumersByName maps usernames to consumers.
@@ -32,11 +36,39 @@ type State struct {
 	Metrics  *Metrics
 	// Now is the clock plugins read (the proxy's cached clock).
 	Now func() time.Time
+	// Shared holds objects a plugin keeps across snapshots (http-log's
+	// delivery queues), keyed by the plugin.
+	Shared *Shared
+}
+
+// Shared is a keyed set of long-lived plugin objects.
+type Shared struct {
+	mu sync.Mutex
+	m  map[string]any
+}
+
+// Get returns the object stored under key, creating it with mk the first
+// time. A nil Shared keeps nothing: every call creates.
+func (s *Shared) Get(key string, mk func() any) any {
+	if s == nil {
+		return mk()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.m[key]; ok {
+		return v
+	}
+	if s.m == nil {
+		s.m = map[string]any{}
+	}
+	v := mk()
+	s.m[key] = v
+	return v
 }
 
 // NewState returns empty long-lived plugin state.
 func NewState() *State {
-	return &State{Counters: NewCounters(), Metrics: NewMetrics(), Now: time.Now}
+	return &State{Counters: NewCounters(), Metrics: NewMetrics(), Now: time.Now, Shared: &Shared{}}
 }
 
 // NewEnv indexes cfg for the plugins.
@@ -45,6 +77,8 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 		Config:          cfg,
 		KeyAuth:         make(map[string]*entity.KeyAuthCredential, len(cfg.KeyAuthCredentials)),
 		BasicAuth:       make(map[string]*entity.BasicAuthCredential, len(cfg.BasicAuthCredentials)),
+		JWT:             make(map[string]*entity.JWTSecret, len(cfg.JWTSecrets)),
+		HMAC:            make(map[string]*entity.HMACAuthCredential, len(cfg.HMACAuthCredentials)),
 		Groups:          map[string][]string{},
 		consumersByName: map[string]*entity.Consumer{},
 		State:           st,
@@ -54,6 +88,12 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 	}
 	for _, b := range cfg.BasicAuthCredentials {
 		e.BasicAuth[b.Username] = b
+	}
+	for _, j := range cfg.JWTSecrets {
+		e.JWT[j.Key] = j
+	}
+	for _, h := range cfg.HMACAuthCredentials {
+		e.HMAC[h.Username] = h
 	}
 	for _, a := range cfg.ACLGroups {
 		if a.Consumer != nil {

@@ -31,10 +31,16 @@ func fk(id string) map[string]any { return map[string]any{"id": id} }
 // with key-auth, basic-auth and acl credentials, plus the given plugins.
 func gateway(t *testing.T, pl ...map[string]any) string {
 	t.Helper()
+	return gatewayWith(t, nil, pl...)
+}
+
+// gatewayWith is gateway with extra records (credentials of other kinds).
+func gatewayWith(t *testing.T, extra map[string][]map[string]any, pl ...map[string]any) string {
+	t.Helper()
 	up := proxytest.StartEcho(t, "up")
 	host, port := proxytest.HostPort(t, up)
 	e, gw := proxytest.StartGateway(t, plugins.Registry())
-	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+	recs := map[string][]map[string]any{
 		"services": {{"id": svcID, "name": "svc", "host": host, "port": port}},
 		"routes": {
 			{"id": routeID, "name": "r", "paths": []any{"/r"}, "service": fk(svcID)},
@@ -57,7 +63,11 @@ func gateway(t *testing.T, pl ...map[string]any) string {
 			{"consumer": fk(bobID), "group": "users"},
 		},
 		"plugins": pl,
-	})
+	}
+	for k, v := range extra {
+		recs[k] = append(recs[k], v...)
+	}
+	cfg := proxytest.BuildConfig(t, 1, recs)
 	if err := e.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
