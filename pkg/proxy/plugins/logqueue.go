@@ -143,3 +143,10 @@ func (q *logQueue) deliver(batch [][]byte) {
 		delay = min(delay*2, q.cfg.maxRetryDelay)
 	}
 }
+
+// isRunning reports whether the delivery goroutine exists.
+func (q *logQueue) isRunning() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.running
+}
