@@ -47,15 +47,17 @@ type Shared struct {
 	m  map[string]any
 }
 
-// Get returns the object stored under key, creating it with mk the first
-// time. A nil Shared keeps nothing: every call creates.
-func (s *Shared) Get(key string, mk func() any) any {
+// Get returns the object stored under key if keep accepts it; otherwise it
+// stores and returns a new one from mk (a plugin whose config changed
+// replaces its object, so the set holds one per plugin). A nil Shared keeps
+// nothing: every call creates.
+func (s *Shared) Get(key string, keep func(any) bool, mk func() any) any {
 	if s == nil {
 		return mk()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if v, ok := s.m[key]; ok {
+	if v, ok := s.m[key]; ok && keep(v) {
 		return v
 	}
 	if s.m == nil {

@@ -45,9 +45,14 @@ func newHTTPLog(p *entity.Plugin, env *plugin.Env) (any, error) {
 	}
 	raw, _ := json.Marshal(p.Config)
 	sum := sha256.Sum256(raw)
-	key := "http-log:" + p.ID + ":" + hex.EncodeToString(sum[:8])
-	q := env.State.Shared.Get(key, func() any {
-		return newLogQueue(httpLogQueueConfig(p, cf, endpoint))
+	hash := hex.EncodeToString(sum[:8])
+	// The queue outlives configuration snapshots while the plugin's config
+	// is unchanged; a replaced queue delivers what it holds, then its
+	// goroutine ends.
+	q := env.State.Shared.Get("http-log:"+p.ID, func(v any) bool { return v.(*logQueue).cfg.version == hash }, func() any {
+		cfg := httpLogQueueConfig(p, cf, endpoint)
+		cfg.version = hash
+		return newLogQueue(cfg)
 	}).(*logQueue)
 	return &httpLog{q: q}, nil
 }

@@ -18,6 +18,7 @@ type queueConfig struct {
 	initialRetry     time.Duration
 	maxRetryDelay    time.Duration
 	name             string // for log messages
+	version          string // identifies the plugin config the queue serves
 	log              *slog.Logger
 	handler          func(ctx context.Context, batch [][]byte) error
 	handlerTimeLimit time.Duration
