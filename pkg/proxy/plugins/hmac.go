@@ -76,15 +76,23 @@ func (h *hmacAuth) Access(c *plugin.Context) {
 	if h.anonymous != "" && c.Credential != nil {
 		return
 	}
-	status, msg := h.authenticate(c)
-	if status == 0 {
+	if status, msg := h.authenticate(c); status != 0 {
+		rejectAuth(c, h.env, h.anonymous, h.www, func() { c.Error(status, msg) })
+	}
+}
+
+// rejectAuth ends a failed authentication as Kong's auth plugins do: in
+// anonymous (logical OR) mode the anonymous consumer is set and the request
+// goes on; otherwise the challenge (when not empty) is set and answer
+// writes the rejection.
+func rejectAuth(c *plugin.Context, env *plugin.Env, anonymous, www string, answer func()) {
+	if anonymousFallback(c, env, anonymous) {
 		return
 	}
-	if anonymousFallback(c, h.env, h.anonymous) {
-		return
+	if www != "" {
+		c.SetRespHeader("WWW-Authenticate", www)
 	}
-	c.SetRespHeader("WWW-Authenticate", h.www)
-	c.Error(status, msg)
+	answer()
 }
 
 func (h *hmacAuth) now() time.Time {

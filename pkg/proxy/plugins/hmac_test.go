@@ -96,14 +96,8 @@ func TestHMACAuth(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			resp, body := do(t, "POST", gw+c.url, c.hdr, c.body)
-			if resp.StatusCode != c.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.status, body)
-			}
+			resp, _ := expect(t, "POST", gw+c.url, c.hdr, c.body, c.status, c.msg)
 			if c.msg != "" {
-				if got := message(t, body); got != c.msg {
-					t.Fatalf("message %q, want %q", got, c.msg)
-				}
 				if resp.Header.Get("WWW-Authenticate") != `hmac realm="kiln"` {
 					t.Fatalf("WWW-Authenticate %q", resp.Header.Get("WWW-Authenticate"))
 				}

@@ -77,18 +77,14 @@ func (j *jwtAuth) Access(c *plugin.Context) {
 	if f == nil {
 		return
 	}
-	if anonymousFallback(c, j.env, j.anonymous) {
-		return
-	}
-	if f.www != "" {
-		c.SetRespHeader("WWW-Authenticate", f.www)
-	}
-	if f.claims != nil {
-		b, _ := json.Marshal(f.claims)
-		c.ExitWith(&plugin.Exit{Status: http.StatusUnauthorized, Body: b, ContentType: "application/json; charset=utf-8"})
-		return
-	}
-	c.Error(http.StatusUnauthorized, f.message)
+	rejectAuth(c, j.env, j.anonymous, f.www, func() {
+		if f.claims != nil {
+			b, _ := json.Marshal(f.claims)
+			c.ExitWith(&plugin.Exit{Status: http.StatusUnauthorized, Body: b, ContentType: "application/json; charset=utf-8"})
+			return
+		}
+		c.Error(http.StatusUnauthorized, f.message)
+	})
 }
 
 // tokens collects the distinct non-empty tokens of the request: query

@@ -165,15 +165,7 @@ func TestJWT(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			resp, body := do(t, "GET", gw+c.url, c.hdr, "")
-			if resp.StatusCode != c.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.status, body)
-			}
-			if c.msg != "" {
-				if got := message(t, body); got != c.msg {
-					t.Fatalf("message %q, want %q", got, c.msg)
-				}
-			}
+			resp, body := expect(t, "GET", gw+c.url, c.hdr, "", c.status, c.msg)
 			if c.claims != "" && body != c.claims {
 				t.Fatalf("body %s, want %s", body, c.claims)
 			}

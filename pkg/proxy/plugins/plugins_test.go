@@ -92,6 +92,22 @@ func do(t *testing.T, method, url string, hdr map[string]string, body string) (*
 	return resp, string(b)
 }
 
+// expect sends a request and checks its status and, when msg is not empty,
+// the message of its Kong error body.
+func expect(t *testing.T, method, url string, hdr map[string]string, reqBody string, status int, msg string) (*http.Response, string) {
+	t.Helper()
+	resp, body := do(t, method, url, hdr, reqBody)
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, body)
+	}
+	if msg != "" {
+		if got := message(t, body); got != msg {
+			t.Fatalf("message %q, want %q", got, msg)
+		}
+	}
+	return resp, body
+}
+
 func message(t *testing.T, body string) string {
 	t.Helper()
 	var m struct {
@@ -125,14 +141,8 @@ func TestKeyAuthAndACL(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			resp, body := do(t, "GET", gw+c.url, c.hdr, "")
-			if resp.StatusCode != c.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.status, body)
-			}
+			resp, _ := expect(t, "GET", gw+c.url, c.hdr, "", c.status, c.msg)
 			if c.msg != "" {
-				if got := message(t, body); got != c.msg {
-					t.Fatalf("message %q, want %q", got, c.msg)
-				}
 				if c.status == 401 && resp.Header.Get("WWW-Authenticate") != "Key" {
 					t.Fatalf("WWW-Authenticate %q", resp.Header.Get("WWW-Authenticate"))
 				}
