@@ -4,15 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
 )
-
-// bearerRE is Kong's token pattern for the jwt header_names.
-var bearerRE = regexp.MustCompile(`\s*[Bb]earer\s+(.+)`)
 
 type jwtAuth struct {
 	env                           *plugin.Env
@@ -120,8 +116,8 @@ func (j *jwtAuth) tokens(c *plugin.Context) []string {
 		if v == "" {
 			continue
 		}
-		if m := bearerRE.FindStringSubmatch(v); m != nil {
-			add(m[1])
+		if tok, ok := bearerToken(v); ok {
+			add(tok)
 		}
 	}
 	return out

@@ -24,7 +24,7 @@ import (
 
 func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
-func pubPEM(t *testing.T, k any) string {
+func pubPEM(t testing.TB, k any) string {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(k)
 	if err != nil {
@@ -34,7 +34,7 @@ func pubPEM(t *testing.T, k any) string {
 }
 
 // signJWT builds a token the way a client library would.
-func signJWT(t *testing.T, alg string, key any, claims map[string]any) string {
+func signJWT(t testing.TB, alg string, key any, claims map[string]any) string {
 	t.Helper()
 	hb, _ := json.Marshal(map[string]any{"alg": alg, "typ": "JWT"})
 	cb, _ := json.Marshal(claims)

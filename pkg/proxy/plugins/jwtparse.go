@@ -33,8 +33,50 @@ var jwtAlgs = map[string]bool{"HS256": true, "HS384": true, "HS512": true, "RS25
 // Kong's parser does.
 func b64Decode(s string) ([]byte, error) {
 	s = strings.TrimRight(s, "=")
-	s = strings.NewReplacer("+", "-", "/", "_").Replace(s)
+	if strings.ContainsAny(s, "+/") {
+		b := []byte(s)
+		for i, c := range b {
+			switch c {
+			case '+':
+				b[i] = '-'
+			case '/':
+				b[i] = '_'
+			}
+		}
+		s = string(b)
+	}
 	return base64.RawURLEncoding.DecodeString(s)
+}
+
+func isRE2Space(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'
+}
+
+// bearerToken finds the token as Kong's pattern \s*[Bb]earer\s+(.+) does
+// (leftmost match, greedy, "." not matching a newline), without a regexp on
+// the request path.
+func bearerToken(v string) (string, bool) {
+	for i := 0; i+6 <= len(v); i++ {
+		if (v[i] != 'B' && v[i] != 'b') || v[i+1:i+6] != "earer" {
+			continue
+		}
+		j := i + 6
+		k := j
+		for k < len(v) && isRE2Space(v[k]) {
+			k++
+		}
+		// \s+ gives back whitespace until (.+) can take one character.
+		for p := k; p > j; p-- {
+			if p < len(v) && v[p] != '\n' {
+				tok := v[p:]
+				if n := strings.IndexByte(tok, '\n'); n >= 0 {
+					tok = tok[:n]
+				}
+				return tok, true
+			}
+		}
+	}
+	return "", false
 }
 
 // parseJWT splits and decodes a token. The errors are Kong's texts (the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -93,6 +94,30 @@ func FuzzParseHMACAuthorization(f *testing.F) {
 			t.Fatalf("%q: username %q is not in the input", s, p.username)
 		}
 	})
+}
+
+// bearerRE is Kong's pattern, the oracle for bearerToken.
+var bearerRE = regexp.MustCompile(`\s*[Bb]earer\s+(.+)`)
+
+func checkBearer(t *testing.T, v string) {
+	got, ok := bearerToken(v)
+	m := bearerRE.FindStringSubmatch(v)
+	if ok != (m != nil) || (m != nil && got != m[1]) {
+		t.Fatalf("%q: bearerToken %q %v, regexp %q", v, got, ok, m)
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	for _, v := range []string{"Bearer abc", "bearer  abc def", "Bearerabc", "Basic x, Bearer y", "Bearer ", "Bearer   ",
+		"xBearer\tT", "Bearer \n", "Bearer \nx", "Bearer x\ny", "BEARER x", "Bearerx bearer y", ""} {
+		checkBearer(t, v)
+	}
+}
+
+func FuzzBearerToken(f *testing.F) {
+	f.Add("Bearer abc")
+	f.Add("bearer \n x")
+	f.Fuzz(func(t *testing.T, v string) { checkBearer(t, v) })
 }
 
 func TestLogQueue(t *testing.T) {
