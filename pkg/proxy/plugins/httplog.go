@@ -229,6 +229,18 @@ func serializeLog(c *plugin.Context) map[string]any {
 	if respHeaders == nil {
 		respHeaders = map[string]any{}
 	}
+	// Kong reports bytes_sent: the body and the response head.
+	respSize := c.BytesSent + int64(len("HTTP/1.1 200 OK\r\n\r\n"))
+	for k, v := range respHeaders {
+		switch v := v.(type) {
+		case string:
+			respSize += int64(len(k) + len(v) + 4)
+		case []string:
+			for _, x := range v {
+				respSize += int64(len(k) + len(x) + 4)
+			}
+		}
+	}
 	upstreamURI := c.UpstreamPath
 	if c.UpstreamQuery != "" {
 		upstreamURI += "?" + c.UpstreamQuery
@@ -253,7 +265,7 @@ func serializeLog(c *plugin.Context) map[string]any {
 		"response": map[string]any{
 			"status":  c.Status,
 			"headers": respHeaders,
-			"size":    c.BytesSent,
+			"size":    respSize,
 		},
 		"latencies": map[string]any{
 			"request": total.Milliseconds(),
