@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
@@ -85,6 +88,10 @@ func (j *jwtAuth) Access(c *plugin.Context) {
 
 // tokens collects the distinct non-empty tokens of the request: query
 // parameters, then cookies, then the bearer headers.
+// bareQueryToken stands for a query parameter without a value, which is no
+// token at all.
+const bareQueryToken = "\x00"
+
 func (j *jwtAuth) tokens(c *plugin.Context) []string {
 	var out []string
 	add := func(t string) {
@@ -99,9 +106,17 @@ func (j *jwtAuth) tokens(c *plugin.Context) []string {
 		out = append(out, t)
 	}
 	if len(j.uriParams) > 0 && c.Req.URL.RawQuery != "" {
-		q := c.Req.URL.Query()
-		for _, name := range j.uriParams {
-			for _, v := range q[name] {
+		for _, part := range strings.Split(c.Req.URL.RawQuery, "&") {
+			k, v, hasValue := strings.Cut(part, "=")
+			if k, err := url.QueryUnescape(k); err != nil || !slices.Contains(j.uriParams, k) {
+				continue
+			}
+			if !hasValue {
+				// Kong reads a bare "?jwt" as the boolean true.
+				add(bareQueryToken)
+				continue
+			}
+			if v, err := url.QueryUnescape(v); err == nil {
 				add(v)
 			}
 		}
@@ -130,6 +145,9 @@ func (j *jwtAuth) authenticate(c *plugin.Context) *jwtFailure {
 	case 0:
 		return &jwtFailure{message: "Unauthorized", www: j.wwwAuthBase}
 	case 1:
+		if toks[0] == bareQueryToken {
+			return bad("Unrecognizable token")
+		}
 	default:
 		return bad("Multiple tokens provided")
 	}

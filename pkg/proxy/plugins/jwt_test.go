@@ -159,6 +159,8 @@ func TestJWT(t *testing.T) {
 		{"beyond maximum_expiration", "/r", bearer(hs(map[string]any{"iss": "alice-HS256", "exp": now + 7200, "nbf": now})), 401, "", `{"exp":"exceeds maximum allowed expiration"}`, ""},
 		{"two tokens", "/r?jwt=" + tok("HS384", "alice-HS384"), bearer(tok("HS256", "alice-HS256")), 401, "Multiple tokens provided", "", ""},
 		{"query parameter", "/r?jwt=" + tok("HS256", "alice-HS256"), nil, 200, "", "", ""},
+		{"query parameter without a value", "/r?jwt", nil, 401, "Unrecognizable token", "", `Bearer error="invalid_token"`},
+		{"empty query parameter", "/r?jwt=", nil, 401, "Unauthorized", "", "Bearer"},
 		{"cookie", "/r", map[string]string{"Cookie": "session=" + tok("HS256", "alice-HS256")}, 200, "", "", ""},
 		{"anonymous fallback", "/other", nil, 200, "", "", ""},
 		{"base64 secret", "/other", bearer(signJWT(t, "HS256", []byte("raw\x00secret"), map[string]any{"iss": "alice-b64"})), 200, "", "", ""},
