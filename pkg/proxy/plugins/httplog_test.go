@@ -9,9 +9,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 )
 
 // collector is a loopback log endpoint recording every entry it receives.
@@ -46,18 +46,6 @@ func (c *collector) count() int {
 	return len(c.entries)
 }
 
-// waitFor polls cond with a generous deadline (CI machines are loaded).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestHTTPLog(t *testing.T) {
 	col := &collector{}
 	srv := httptest.NewServer(col)
@@ -78,7 +66,7 @@ func TestHTTPLog(t *testing.T) {
 	if resp, _ := do(t, "GET", gw+"/r", nil, ""); resp.StatusCode != 401 {
 		t.Fatalf("key-auth did not reject: %d", resp.StatusCode)
 	}
-	waitFor(t, "13 log entries", func() bool { return col.count() >= n+1 })
+	proxytest.WaitFor(t, "13 log entries", func() bool { return col.count() >= n+1 })
 
 	col.mu.Lock()
 	defer col.mu.Unlock()
