@@ -37,7 +37,7 @@ type State struct {
 	// Now is the clock plugins read (the proxy's cached clock).
 	Now func() time.Time
 	// Shared holds objects a plugin keeps across snapshots (http-log's
-	// delivery queues), keyed by the plugin.
+	// delivery queues), keyed by the plugin's id.
 	Shared *Shared
 }
 
@@ -47,7 +47,21 @@ type Shared struct {
 	m  map[string]any
 }
 
-// Get returns the object stored under key if keep accepts it; otherwise it
+// prune forgets the objects of plugins that are no longer configured.
+func (s *Shared) prune(live map[string]bool) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.m {
+		if !live[k] {
+			delete(s.m, k)
+		}
+	}
+}
+
+// Get returns the object stored under key (a plugin id) if keep accepts it; otherwise it
 // stores and returns a new one from mk (a plugin whose config changed
 // replaces its object, so the set holds one per plugin). A nil Shared keeps
 // nothing: every call creates.
@@ -106,6 +120,13 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 		if c.Username != nil {
 			e.consumersByName[*c.Username] = c
 		}
+	}
+	if st != nil && st.Shared != nil {
+		live := make(map[string]bool, len(cfg.Plugins))
+		for _, p := range cfg.Plugins {
+			live[p.ID] = true
+		}
+		st.Shared.prune(live)
 	}
 	return e
 }

@@ -49,7 +49,11 @@ func newHTTPLog(p *entity.Plugin, env *plugin.Env) (any, error) {
 	// The queue outlives configuration snapshots while the plugin's config
 	// is unchanged; a replaced queue delivers what it holds, then its
 	// goroutine ends.
-	q := env.State.Shared.Get("http-log:"+p.ID, func(v any) bool { return v.(*logQueue).cfg.version == hash }, func() any {
+	var shared *plugin.Shared
+	if env.State != nil {
+		shared = env.State.Shared
+	}
+	q := shared.Get(p.ID, func(v any) bool { return v.(*logQueue).cfg.version == hash }, func() any {
 		cfg := httpLogQueueConfig(p, cf, endpoint)
 		cfg.version = hash
 		return newLogQueue(cfg)
