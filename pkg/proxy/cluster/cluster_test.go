@@ -20,21 +20,11 @@ import (
 	"github.com/kiln-dev/kiln/pkg/pki"
 	"github.com/kiln-dev/kiln/pkg/proxy/confighash"
 	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
 // waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func sharedTLS(t testing.TB) *TLS {
 	t.Helper()
 	kp, err := pki.SelfSigned(pki.Options{CommonName: SharedServerName, Usage: pki.ServerAuth | pki.ClientAuth})
@@ -257,7 +247,7 @@ func TestOutletVersionIncompatible(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("a newer-minor data plane was not closed: %v", err)
 	}
-	waitFor(t, "the refused data plane's row", func() bool {
+	proxytest.WaitFor(t, "the refused data plane's row", func() bool {
 		r := rowOf(cp, id)
 		return r != nil && r["sync_status"] == string(StatusKongVersionIncompatible) && r["version"] == "3.99.0"
 	})
@@ -267,7 +257,7 @@ func TestOutletSyncAndPluginMismatch(t *testing.T) {
 	m := sharedTLS(t)
 	st := loadedStore(t, keyAuthDoc)
 	cp, addr := startCP(t, st, m)
-	waitFor(t, "the initial export", func() bool { return cp.ConfigHash() != confighash.Empty })
+	proxytest.WaitFor(t, "the initial export", func() bool { return cp.ConfigHash() != confighash.Empty })
 
 	// A DP with every plugin gets the configuration at once.
 	good := "33333333-3333-4333-8333-333333333333"
@@ -301,7 +291,7 @@ func TestOutletSyncAndPluginMismatch(t *testing.T) {
 	if err := c.WriteControl(websocket.PingMessage, []byte(msg.ConfigHash), time.Now().Add(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the synced row", func() bool {
+	proxytest.WaitFor(t, "the synced row", func() bool {
 		r := rowOf(cp, good)
 		return r != nil && r["config_hash"] == msg.ConfigHash && r["sync_status"] == string(StatusNormal) &&
 			r["hostname"] == "dp-host" && r["ip"] == "127.0.0.1" && r["labels"].(map[string]string)["zone"] == "a"
@@ -332,7 +322,7 @@ func TestOutletSyncAndPluginMismatch(t *testing.T) {
 	if _, err := declarative.Load(context.Background(), st, []byte(keyAuthDoc), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the re-export", func() bool { return cp.ConfigHash() != next.ConfigHash })
+	proxytest.WaitFor(t, "the re-export", func() bool { return cp.ConfigHash() != next.ConfigHash })
 	lacking := "44444444-4444-4444-8444-444444444444"
 	l, _, err := dialOutlet(addr, m, dpQuery(lacking, "3.10.0"))
 	if err != nil {
@@ -359,7 +349,7 @@ func TestOutletSyncAndPluginMismatch(t *testing.T) {
 	case err := <-got:
 		t.Fatalf("before the pong: %v (configuration must be withheld, the link kept)", err)
 	}
-	waitFor(t, "the plugin_set_incompatible row", func() bool {
+	proxytest.WaitFor(t, "the plugin_set_incompatible row", func() bool {
 		r := rowOf(cp, lacking)
 		return r != nil && r["sync_status"] == string(StatusPluginSetIncompatible) && r["config_hash"] == confighash.Empty
 	})
@@ -440,12 +430,12 @@ func TestPushBatching(t *testing.T) {
 	cp, _ := startCPWith(t, ControlPlaneOptions{Store: st, TLS: sharedTLS(t), UpdateFrequency: time.Hour})
 	// An empty store still exports a table (with _format_version), whose
 	// hash is not the all-zeros one ConfigHash reports before any export.
-	waitFor(t, "the initial export", func() bool { return cp.ConfigHash() != confighash.Empty })
+	proxytest.WaitFor(t, "the initial export", func() bool { return cp.ConfigHash() != confighash.Empty })
 	h0 := cp.ConfigHash()
 	if _, err := declarative.Load(context.Background(), st, []byte(keyAuthDoc), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first change to be pushed", func() bool { return cp.ConfigHash() != h0 })
+	proxytest.WaitFor(t, "the first change to be pushed", func() bool { return cp.ConfigHash() != h0 })
 	h1 := cp.ConfigHash()
 	if _, err := declarative.Load(context.Background(), st, []byte(strings.Replace(keyAuthDoc, "/r]", "/other]", 1)), time.Now()); err != nil {
 		t.Fatal(err)

@@ -179,9 +179,10 @@ type parser struct {
 
 // nested lists the child collections Kong accepts inside an entity.
 var nested = map[string][]struct{ key, kind, field string }{
-	"services":     {{"routes", "routes", "service"}, {"plugins", "plugins", "service"}},
-	"routes":       {{"plugins", "plugins", "route"}},
-	"consumers":    {{"plugins", "plugins", "consumer"}, {"keyauth_credentials", "keyauth_credentials", "consumer"}, {"basicauth_credentials", "basicauth_credentials", "consumer"}, {"acls", "acls", "consumer"}},
+	"services": {{"routes", "routes", "service"}, {"plugins", "plugins", "service"}},
+	"routes":   {{"plugins", "plugins", "route"}},
+	"consumers": {{"plugins", "plugins", "consumer"}, {"keyauth_credentials", "keyauth_credentials", "consumer"}, {"basicauth_credentials", "basicauth_credentials", "consumer"},
+		{"jwt_secrets", "jwt_secrets", "consumer"}, {"hmacauth_credentials", "hmacauth_credentials", "consumer"}, {"acls", "acls", "consumer"}},
 	"upstreams":    {{"targets", "targets", "upstream"}},
 	"certificates": {{"snis", "snis", "certificate"}},
 }
@@ -637,6 +638,10 @@ func recordsOf(cfg *entity.Config, kind string) ([]map[string]any, error) {
 		src = cfg.KeyAuthCredentials
 	case "basicauth_credentials":
 		src = cfg.BasicAuthCredentials
+	case "jwt_secrets":
+		src = cfg.JWTSecrets
+	case "hmacauth_credentials":
+		src = cfg.HMACAuthCredentials
 	case "acls":
 		src = cfg.ACLGroups
 	case "key_sets":

@@ -31,6 +31,8 @@ type Config struct {
 	CACertificates       []*CACertificate
 	KeyAuthCredentials   []*KeyAuthCredential
 	BasicAuthCredentials []*BasicAuthCredential
+	JWTSecrets           []*JWTSecret
+	HMACAuthCredentials  []*HMACAuthCredential
 	ACLGroups            []*ACLGroup
 	KeySets              []*KeySet
 	Keys                 []*Key
@@ -128,6 +130,10 @@ func (c *Config) decode(kind string, raw []byte) error {
 		dst = &c.KeyAuthCredentials
 	case "basicauth_credentials":
 		dst = &c.BasicAuthCredentials
+	case "jwt_secrets":
+		dst = &c.JWTSecrets
+	case "hmacauth_credentials":
+		dst = &c.HMACAuthCredentials
 	case "acls":
 		dst = &c.ACLGroups
 	case "key_sets":

@@ -71,6 +71,12 @@ var Kinds = []*Kind{
 	{Name: "basicauth_credentials", Singular: "basicauth_credential", Schema: BasicAuthSchema, AdminPath: "basic-auths", NestedPath: "basic-auth",
 		Unique:  [][]string{{"username"}},
 		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
+	{Name: "jwt_secrets", Singular: "jwt_secret", Schema: JWTSecretSchema, AdminPath: "jwts", NestedPath: "jwt",
+		Unique:  [][]string{{"key"}},
+		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
+	{Name: "hmacauth_credentials", Singular: "hmacauth_credential", Schema: HMACAuthSchema, AdminPath: "hmac-auths", NestedPath: "hmac-auth",
+		Unique:  [][]string{{"username"}},
+		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
 	{Name: "acls", Singular: "acl", Schema: ACLSchema, AdminPath: "acls", NestedPath: "acls",
 		Unique:  [][]string{{"consumer", "group"}},
 		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
@@ -179,9 +185,15 @@ func HashBasicAuthPassword(password, consumerID string) string {
 // key-auth keys). The returned errors are Kong's "fields" object.
 func Validate(k *Kind, rec map[string]any) (map[string]any, schema.Errors) {
 	in := rec
-	if k.Name == "keyauth_credentials" && (in["key"] == nil || in["key"] == "") {
-		in = copyMap(in)
-		in["key"] = RandomKey()
+	// Kong's "auto" credential fields: generated when absent.
+	copied := false
+	for _, f := range autoFields[k.Name] {
+		if in[f] == nil || in[f] == "" {
+			if !copied {
+				in, copied = copyMap(in), true
+			}
+			in[f] = RandomKey()
+		}
 	}
 	if k.Name == "ca_certificates" {
 		if c, ok := in["cert"].(string); ok {
@@ -193,6 +205,9 @@ func Validate(k *Kind, rec map[string]any) (map[string]any, schema.Errors) {
 	if k.Name == "plugins" {
 		errs = validatePlugin(out, rec, errs)
 	}
+	if k.Name == "jwt_secrets" && len(errs) == 0 {
+		errs = checkJWTSecret(out)
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -200,6 +215,14 @@ func Validate(k *Kind, rec map[string]any) (map[string]any, schema.Errors) {
 		out["target"] = NormalizeTarget(out["target"].(string))
 	}
 	return out, nil
+}
+
+// autoFields are the credential fields Kong generates when a write leaves
+// them out: the API key, and the jwt / hmac-auth shared secrets.
+var autoFields = map[string][]string{
+	"keyauth_credentials":  {"key"},
+	"jwt_secrets":          {"key", "secret"},
+	"hmacauth_credentials": {"secret"},
 }
 
 func validatePlugin(out, in map[string]any, errs schema.Errors) schema.Errors {
