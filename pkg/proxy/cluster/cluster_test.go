@@ -24,7 +24,6 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
-// waitFor polls cond until it holds or a generous deadline passes.
 func sharedTLS(t testing.TB) *TLS {
 	t.Helper()
 	kp, err := pki.SelfSigned(pki.Options{CommonName: SharedServerName, Usage: pki.ServerAuth | pki.ClientAuth})
@@ -153,7 +152,7 @@ func TestDataPlaneRowTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp, addr := startCPWith(t, ControlPlaneOptions{Store: st, TLS: m, PurgeDelay: time.Hour, Node: Node{Now: clk.Now}})
-	waitFor(t, "the expired row to be purged", func() bool {
+	proxytest.WaitFor(t, "the expired row to be purged", func() bool {
 		rows, err := st.ListDataPlanes(ctx, time.Time{}, "", 0)
 		return err == nil && len(rows) == 0
 	})
@@ -173,7 +172,7 @@ func TestDataPlaneRowTTL(t *testing.T) {
 	}
 	first := strings.Repeat("1", 32)
 	ping(first)
-	waitFor(t, "the pinged row", func() bool { r := rowOf(cp, id); return r != nil && r["config_hash"] == first })
+	proxytest.WaitFor(t, "the pinged row", func() bool { r := rowOf(cp, id); return r != nil && r["config_hash"] == first })
 	r := rowOf(cp, id)
 	if r["ttl"] != int64(3600) || r["last_seen"] != clk.Now().Unix() || r["updated_at"] != clk.Now().Unix() {
 		t.Fatalf("fresh row %v, want ttl 3600 and last_seen/updated_at %d", r, clk.Now().Unix())
@@ -185,7 +184,7 @@ func TestDataPlaneRowTTL(t *testing.T) {
 	}
 	second := strings.Repeat("2", 32)
 	ping(second)
-	waitFor(t, "the renewed row", func() bool { r := rowOf(cp, id); return r != nil && r["config_hash"] == second })
+	proxytest.WaitFor(t, "the renewed row", func() bool { r := rowOf(cp, id); return r != nil && r["config_hash"] == second })
 	if r := rowOf(cp, id); r["ttl"] != int64(3600) || r["last_seen"] != clk.Now().Unix() {
 		t.Fatalf("renewed row %v, want ttl 3600 and last_seen %d", r, clk.Now().Unix())
 	}
