@@ -182,7 +182,8 @@ var nested = map[string][]struct{ key, kind, field string }{
 	"services": {{"routes", "routes", "service"}, {"plugins", "plugins", "service"}},
 	"routes":   {{"plugins", "plugins", "route"}},
 	"consumers": {{"plugins", "plugins", "consumer"}, {"keyauth_credentials", "keyauth_credentials", "consumer"}, {"basicauth_credentials", "basicauth_credentials", "consumer"},
-		{"jwt_secrets", "jwt_secrets", "consumer"}, {"hmacauth_credentials", "hmacauth_credentials", "consumer"}, {"acls", "acls", "consumer"}},
+		{"jwt_secrets", "jwt_secrets", "consumer"}, {"hmacauth_credentials", "hmacauth_credentials", "consumer"},
+		{"oauth2_credentials", "oauth2_credentials", "consumer"}, {"acls", "acls", "consumer"}},
 	"upstreams":    {{"targets", "targets", "upstream"}},
 	"certificates": {{"snis", "snis", "certificate"}},
 }
@@ -642,6 +643,8 @@ func recordsOf(cfg *entity.Config, kind string) ([]map[string]any, error) {
 		src = cfg.JWTSecrets
 	case "hmacauth_credentials":
 		src = cfg.HMACAuthCredentials
+	case "oauth2_credentials":
+		src = cfg.OAuth2Credentials
 	case "acls":
 		src = cfg.ACLGroups
 	case "key_sets":

@@ -33,6 +33,7 @@ type Config struct {
 	BasicAuthCredentials []*BasicAuthCredential
 	JWTSecrets           []*JWTSecret
 	HMACAuthCredentials  []*HMACAuthCredential
+	OAuth2Credentials    []*OAuth2Credential
 	ACLGroups            []*ACLGroup
 	KeySets              []*KeySet
 	Keys                 []*Key
@@ -134,6 +135,8 @@ func (c *Config) decode(kind string, raw []byte) error {
 		dst = &c.JWTSecrets
 	case "hmacauth_credentials":
 		dst = &c.HMACAuthCredentials
+	case "oauth2_credentials":
+		dst = &c.OAuth2Credentials
 	case "acls":
 		dst = &c.ACLGroups
 	case "key_sets":

@@ -77,6 +77,9 @@ var Kinds = []*Kind{
 	{Name: "hmacauth_credentials", Singular: "hmacauth_credential", Schema: HMACAuthSchema, AdminPath: "hmac-auths", NestedPath: "hmac-auth",
 		Unique:  [][]string{{"username"}},
 		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
+	{Name: "oauth2_credentials", Singular: "oauth2_credential", Schema: OAuth2CredentialSchema, AdminPath: "oauth2", NestedPath: "oauth2",
+		Unique:  [][]string{{"client_id"}},
+		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
 	{Name: "acls", Singular: "acl", Schema: ACLSchema, AdminPath: "acls", NestedPath: "acls",
 		Unique:  [][]string{{"consumer", "group"}},
 		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
@@ -208,6 +211,9 @@ func Validate(k *Kind, rec map[string]any) (map[string]any, schema.Errors) {
 	if k.Name == "jwt_secrets" && len(errs) == 0 {
 		errs = checkJWTSecret(out)
 	}
+	if k.Name == "oauth2_credentials" && len(errs) == 0 {
+		errs = hashOAuth2Secret(out)
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -223,6 +229,7 @@ var autoFields = map[string][]string{
 	"keyauth_credentials":  {"key"},
 	"jwt_secrets":          {"key", "secret"},
 	"hmacauth_credentials": {"secret"},
+	"oauth2_credentials":   {"client_id", "client_secret"},
 }
 
 func validatePlugin(out, in map[string]any, errs schema.Errors) schema.Errors {
@@ -244,6 +251,11 @@ func validatePlugin(out, in map[string]any, errs schema.Errors) schema.Errors {
 	raw, _ := in["config"].(map[string]any)
 	if raw == nil {
 		raw = map[string]any{}
+	}
+	if name == "oauth2" && (raw["provision_key"] == nil || raw["provision_key"] == "") {
+		// Kong generates the provision key when the config has none.
+		raw = copyMap(raw)
+		raw["provision_key"] = RandomKey()
 	}
 	f := def.Config
 	cfgOut, cfgErr := schema.ProcessField(&f, raw)

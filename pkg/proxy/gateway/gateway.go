@@ -159,7 +159,9 @@ func Run(ctx context.Context, o Options) error {
 			return st.Ping(pctx) == nil
 		}
 	}
-	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable, NodeID: nodeID})
+	tokens := oauth2Tokens(st)
+	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable,
+		NodeID: nodeID, OAuth2: tokens})
 	if err != nil {
 		return err
 	}
@@ -301,6 +303,13 @@ func Run(ctx context.Context, o Options) error {
 		go func() {
 			defer wg.Done()
 			_ = dp.Run(ctx)
+		}()
+	}
+	if tokens != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			purgeOAuth2(ctx, tokens, log)
 		}()
 	}
 	if clusterLn != nil && o.Cluster.Ready != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
 // Env is what plugin factories get besides their own config: look-ups over
@@ -22,6 +23,9 @@ type Env struct {
 	JWT map[string]*entity.JWTSecret
 	// HMAC maps an hmac-auth username to its credential.
 	HMAC map[string]*entity.HMACAuthCredential
+	// OAuth2 maps an oauth2 client_id, and OAuth2ByID a credential id, to
+	// its credential.
+	OAuth2, OAuth2ByID map[string]*entity.OAuth2Credential
 	// Groups maps a consumer id to its ACL groups.
 	Groups map[string][]string
 	// consumersByName maps usernames to consumers.
@@ -39,6 +43,10 @@ type State struct {
 	// Shared holds objects a plugin keeps across snapshots (http-log's
 	// delivery queues), keyed by the plugin's id.
 	Shared *Shared
+	// OAuth2 stores the oauth2 plugin's tokens and codes; nil without a
+	// database (DB-less and hybrid data planes), where the plugin refuses
+	// to run as Kong's does.
+	OAuth2 store.OAuth2Store
 }
 
 // Shared is a keyed set of long-lived plugin objects.
@@ -95,6 +103,8 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 		BasicAuth:       make(map[string]*entity.BasicAuthCredential, len(cfg.BasicAuthCredentials)),
 		JWT:             make(map[string]*entity.JWTSecret, len(cfg.JWTSecrets)),
 		HMAC:            make(map[string]*entity.HMACAuthCredential, len(cfg.HMACAuthCredentials)),
+		OAuth2:          make(map[string]*entity.OAuth2Credential, len(cfg.OAuth2Credentials)),
+		OAuth2ByID:      make(map[string]*entity.OAuth2Credential, len(cfg.OAuth2Credentials)),
 		Groups:          map[string][]string{},
 		consumersByName: map[string]*entity.Consumer{},
 		State:           st,
@@ -110,6 +120,10 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 	}
 	for _, h := range cfg.HMACAuthCredentials {
 		e.HMAC[h.Username] = h
+	}
+	for _, o := range cfg.OAuth2Credentials {
+		e.OAuth2[o.ClientID] = o
+		e.OAuth2ByID[o.ID] = o
 	}
 	for _, a := range cfg.ACLGroups {
 		if a.Consumer != nil {

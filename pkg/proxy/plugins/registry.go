@@ -1,5 +1,5 @@
 // Package plugins holds kiln's implementations of Kong's bundled plugins:
-// key-auth, basic-auth, jwt, hmac-auth, acl, rate-limiting (local policy),
+// key-auth, basic-auth, jwt, hmac-auth, oauth2, acl, rate-limiting (local policy),
 // cors, ip-restriction, request-transformer, response-transformer,
 // correlation-id, request-termination, prometheus and http-log. Each reads the
 // validated config the Admin API stored (Kong's field names and defaults)
@@ -27,6 +27,7 @@ func Registry() plugin.Registry {
 	add("basic-auth", newBasicAuth)
 	add("jwt", newJWT)
 	add("hmac-auth", newHMACAuth)
+	add("oauth2", newOAuth2)
 	add("http-log", newHTTPLog)
 	add("acl", newACL)
 	add("rate-limiting", newRateLimiting)
