@@ -245,6 +245,8 @@ func (s *Server) dispatch(r *http.Request, segs []string) (int, any, error) {
 		return s.tags(r, segs)
 	case "clustering":
 		return s.clustering(r, segs)
+	case "oauth2_tokens":
+		return s.oauth2Tokens(r, segs)
 	case "endpoints":
 		return http.StatusOK, map[string]any{"data": endpointList()}, nil
 	case "metrics":
@@ -292,5 +294,6 @@ func endpointList() []string {
 		}
 	}
 	return append(out, "/", "/status", "/status/ready", "/config", "/tags", "/tags/{tags}", "/schemas/{db_entity_name}",
-		"/schemas/plugins/{name}", "/plugins/enabled", "/clustering/data-planes", "/clustering/status", "/upstreams/{upstreams}/health", "/upstreams/{upstreams}/targets")
+		"/schemas/plugins/{name}", "/plugins/enabled", "/clustering/data-planes", "/clustering/status", "/upstreams/{upstreams}/health", "/upstreams/{upstreams}/targets",
+		"/oauth2_tokens", "/oauth2_tokens/{oauth2_tokens}")
 }

@@ -43,6 +43,15 @@ func (s *Server) clustering(r *http.Request, segs []string) (int, any, error) {
 		}
 		return http.StatusOK, withHeaders{body: out, header: map[string]string{"Deprecation": "true"}}, nil
 	}
+	return keysetPage(r, func(after string, limit int) ([]map[string]any, error) {
+		return s.opt.Clustering.DataPlanes(ctx, after, limit)
+	})
+}
+
+// keysetPage serves one page of a collection of rows ordered by id (Kong's
+// data, next and offset); fetch returns up to limit rows whose id sorts
+// after after.
+func keysetPage(r *http.Request, fetch func(after string, limit int) ([]map[string]any, error)) (int, any, error) {
 	qv := r.URL.Query()
 	size, err := pageSize(qv)
 	if err != nil {
@@ -58,7 +67,7 @@ func (s *Server) clustering(r *http.Request, segs []string) (int, any, error) {
 		after = string(b)
 	}
 	// One row more than the page tells whether another page follows.
-	rows, err := s.opt.Clustering.DataPlanes(ctx, after, size+1)
+	rows, err := fetch(after, size+1)
 	if err != nil {
 		return 0, nil, err
 	}

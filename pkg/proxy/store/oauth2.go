@@ -49,6 +49,11 @@ type OAuth2Store interface {
 	// with that access / refresh token, or ErrNotFound.
 	OAuth2TokenByAccess(ctx context.Context, accessToken string, now time.Time) (OAuth2Token, error)
 	OAuth2TokenByRefresh(ctx context.Context, refreshToken string, now time.Time) (OAuth2Token, error)
+	// OAuth2TokenByID returns the live token with that id, or ErrNotFound.
+	OAuth2TokenByID(ctx context.Context, id string, now time.Time) (OAuth2Token, error)
+	// ListOAuth2Tokens returns, ordered by id, up to limit live tokens
+	// (every one when limit <= 0) whose id sorts after after.
+	ListOAuth2Tokens(ctx context.Context, now time.Time, after string, limit int) ([]OAuth2Token, error)
 	// UpdateOAuth2Token replaces the token with t.ID (ErrNotFound if gone).
 	UpdateOAuth2Token(ctx context.Context, t OAuth2Token) error
 	// DeleteOAuth2Token deletes a token and reports whether it existed.

@@ -64,25 +64,62 @@ func (s *SQL) InsertOAuth2Token(ctx context.Context, t store.OAuth2Token) error 
 const tokenColumns = `id, credential_id, service_id, access_token, refresh_token, authenticated_userid, scope,
 	expires_in, created_at, expires_at`
 
-func (s *SQL) oauth2TokenBy(ctx context.Context, column, value string, now time.Time) (store.OAuth2Token, error) {
+// scanToken reads one row of tokenColumns.
+func scanToken(row interface{ Scan(...any) error }) (store.OAuth2Token, error) {
 	var (
 		t                  store.OAuth2Token
 		refresh            sql.NullString
 		created, expiresAt int64
 	)
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT `+tokenColumns+` FROM kiln_oauth2_tokens
-		WHERE `+column+` = ? AND (expires_at = 0 OR expires_at > ?)`), value, now.UnixMilli()).
-		Scan(&t.ID, &t.CredentialID, &t.ServiceID, &t.AccessToken, &refresh, &t.AuthenticatedUserID, &t.Scope,
-			&t.ExpiresIn, &created, &expiresAt)
+	err := row.Scan(&t.ID, &t.CredentialID, &t.ServiceID, &t.AccessToken, &refresh, &t.AuthenticatedUserID, &t.Scope,
+		&t.ExpiresIn, &created, &expiresAt)
+	t.RefreshToken = refresh.String
+	t.CreatedAt, t.ExpiresAt = fromMillis(created), fromMillis(expiresAt)
+	return t, err
+}
+
+func (s *SQL) oauth2TokenBy(ctx context.Context, column, value string, now time.Time) (store.OAuth2Token, error) {
+	t, err := scanToken(s.db.QueryRowContext(ctx, s.q(`SELECT `+tokenColumns+` FROM kiln_oauth2_tokens
+		WHERE `+column+` = ? AND (expires_at = 0 OR expires_at > ?)`), value, now.UnixMilli()))
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, store.ErrNotFound
 	}
 	if err != nil {
 		return t, fmt.Errorf("read oauth2 token from %s: %w", s.dialect, err)
 	}
-	t.RefreshToken = refresh.String
-	t.CreatedAt, t.ExpiresAt = fromMillis(created), fromMillis(expiresAt)
 	return t, nil
+}
+
+// OAuth2TokenByID implements store.OAuth2Store.
+func (s *SQL) OAuth2TokenByID(ctx context.Context, id string, now time.Time) (store.OAuth2Token, error) {
+	return s.oauth2TokenBy(ctx, "id", id, now)
+}
+
+// ListOAuth2Tokens implements store.OAuth2Store.
+func (s *SQL) ListOAuth2Tokens(ctx context.Context, now time.Time, after string, limit int) ([]store.OAuth2Token, error) {
+	query := `SELECT ` + tokenColumns + ` FROM kiln_oauth2_tokens WHERE id > ? AND (expires_at = 0 OR expires_at > ?) ORDER BY id`
+	args := []any{after, now.UnixMilli()}
+	if limit > 0 {
+		query += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list oauth2 tokens in %s: %w", s.dialect, err)
+	}
+	defer rows.Close()
+	var out []store.OAuth2Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read oauth2 token row: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list oauth2 tokens in %s: %w", s.dialect, err)
+	}
+	return out, nil
 }
 
 // OAuth2TokenByAccess implements store.OAuth2Store.
