@@ -76,7 +76,8 @@ var oauth2Plugin = &PluginDef{Name: "oauth2", Priority: 1400, NoConsumer: true, 
 	schema.Field{Name: "refresh_token_ttl", Type: schema.Number, Default: 1209600, Required: true, Between: &schema.Range{Min: 0, Max: 100000000}},
 	boolean("reuse_refresh_token", false),
 	oneOf("pkce", "lax", "none", "lax", "strict"),
-	boolean("persistent_refresh_token", false),
+	// Kong has no persistent_refresh_token (its docs once listed it by
+	// mistake): the field is rejected as unknown, as Kong does.
 )}
 
 // checkOAuth2Config is the plugin's entity check: one grant flow at least,

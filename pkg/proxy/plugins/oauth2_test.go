@@ -50,9 +50,9 @@ type oauthGW struct {
 
 // startOAuth2 runs a gateway on TLS and plain loopback listeners with the
 // oauth2 plugin globally (service svc with route /r, service 2 with route
-// /other) and with anonymous on route /anon; tokens go to ts (nil: no
-// database).
-func startOAuth2(t *testing.T, ts store.OAuth2Store) *oauthGW {
+// /other; override changes its config) and with anonymous on route /anon;
+// tokens go to ts (nil: no database).
+func startOAuth2(t *testing.T, ts store.OAuth2Store, override map[string]any) *oauthGW {
 	t.Helper()
 	up := proxytest.StartEcho(t, "up")
 	host, port := proxytest.HostPort(t, up)
@@ -65,6 +65,9 @@ func startOAuth2(t *testing.T, ts store.OAuth2Store) *oauthGW {
 	oauthConf := map[string]any{"scopes": []any{"read", "write"}, "provision_key": provision, "enable_authorization_code": true,
 		"enable_implicit_grant": true, "enable_client_credentials": true, "enable_password_grant": true,
 		"accept_http_if_already_terminated": true}
+	for k, v := range override {
+		oauthConf[k] = v
+	}
 	anonConf := map[string]any{"provision_key": provision, "enable_client_credentials": true, "anonymous": "anonymous"}
 	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": svcID, "name": "svc", "host": host, "port": port}, {"id": oaSvc2, "name": "svc2", "host": host, "port": port}},
@@ -222,7 +225,7 @@ func runOAuth2(t *testing.T, st interface {
 	store.Store
 	store.OAuth2Store
 }) {
-	g := startOAuth2(t, st)
+	g := startOAuth2(t, st, nil)
 	ctx := context.Background()
 	version, err := st.Version(ctx)
 	if err != nil {
@@ -426,6 +429,34 @@ func runOAuth2(t *testing.T, st interface {
 	}
 }
 
+// TestOAuth2ReuseGlobalHide covers reuse_refresh_token, global_credentials
+// and hide_credentials.
+func TestOAuth2ReuseGlobalHide(t *testing.T) {
+	g := startOAuth2(t, storetest.OpenSQLite(t), map[string]any{"reuse_refresh_token": true, "global_credentials": true,
+		"hide_credentials": true})
+	m := g.token(t, url.Values{"grant_type": {"password"}, "client_id": {"app"}, "client_secret": {"s3cret"},
+		"provision_key": {provision}, "authenticated_userid": {"u-1"}})
+	ref := url.Values{"grant_type": {"refresh_token"}, "client_id": {"app"}, "client_secret": {"s3cret"},
+		"refresh_token": {m["refresh_token"].(string)}}
+	m2 := g.token(t, ref)
+	if m2["refresh_token"] != m["refresh_token"] || m2["access_token"] == m["access_token"] {
+		t.Fatalf("reuse_refresh_token: %v after %v", m2, m)
+	}
+	wantInvalidToken(t, g, "/r/x", bearer(m["access_token"]))
+	m3 := g.token(t, ref)
+	if m3["refresh_token"] != m["refresh_token"] {
+		t.Fatalf("second refresh: %v", m3)
+	}
+	// A global token works on every service with a global oauth2 plugin,
+	// and the upstream never sees it.
+	for _, path := range []string{"/r/x", "/other/x"} {
+		e := g.echoed(t, path, bearer(m3["access_token"]))
+		if header(e, "Authorization") != "" || header(e, "X-Authenticated-Userid") != "u-1" {
+			t.Fatalf("%s upstream headers %v", path, e.Header)
+		}
+	}
+}
+
 // TestOAuth2WithoutDatabase: in DB-less mode (no token store) the plugin
 // refuses to run with Kong's error and requests in its scope fail closed.
 func TestOAuth2WithoutDatabase(t *testing.T) {
@@ -436,7 +467,7 @@ func TestOAuth2WithoutDatabase(t *testing.T) {
 	if err == nil || err.Error() != "[off] cannot create 'oauth2_tokens' entities when not using a database" {
 		t.Fatalf("error %v", err)
 	}
-	g := startOAuth2(t, nil)
+	g := startOAuth2(t, nil, nil)
 	resp, body := do(t, "GET", g.http+"/r/x", nil, "")
 	if resp.StatusCode != 500 || message(t, body) != "An unexpected error occurred" {
 		t.Fatalf("%d %s", resp.StatusCode, body)
@@ -458,6 +489,11 @@ func TestOAuth2Schema(t *testing.T) {
 	if pk, _ := c["provision_key"].(string); len(pk) != 32 || c["token_expiration"] != 7200.0 || c["pkce"] != "lax" ||
 		c["refresh_token_ttl"] != 1209600.0 || c["auth_header_name"] != "authorization" {
 		t.Fatalf("defaults %v", c)
+	}
+	if _, errs := entity.Validate(k, map[string]any{"id": entity.NewID(), "name": "oauth2",
+		"config": map[string]any{"enable_password_grant": true, "persistent_refresh_token": true}}); errs == nil ||
+		!strings.Contains(strings.Join(errs.Flatten(), ";"), "persistent_refresh_token: unknown field") {
+		t.Fatalf("persistent_refresh_token: %v", errs)
 	}
 	cred := entity.KindByName("oauth2_credentials")
 	out, errs = entity.Validate(cred, map[string]any{"id": entity.NewID(), "name": "x", "consumer": fk(aliceID),
