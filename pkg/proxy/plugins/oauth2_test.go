@@ -118,8 +118,9 @@ func startOAuth2(t *testing.T, ts store.OAuth2Store, override map[string]any) *o
 	return &oauthGW{https: "https://" + addrs[0], http: "http://" + addrs[1], clk: clk, client: client}
 }
 
-// call sends a request and decodes a JSON object answer.
-func (g *oauthGW) call(t *testing.T, method, url string, hdr map[string]string, form url.Values) (*http.Response, map[string]any) {
+// send sends a request (a form body when form is not nil) and returns the
+// response and its body.
+func (g *oauthGW) send(t *testing.T, method, url string, hdr map[string]string, form url.Values) (*http.Response, []byte) {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -141,6 +142,13 @@ func (g *oauthGW) call(t *testing.T, method, url string, hdr map[string]string, 
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// call sends a request and decodes a JSON object answer.
+func (g *oauthGW) call(t *testing.T, method, url string, hdr map[string]string, form url.Values) (*http.Response, map[string]any) {
+	t.Helper()
+	resp, b := g.send(t, method, url, hdr, form)
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("%s %s: status %d, body %q is not a JSON object", method, url, resp.StatusCode, b)
@@ -171,16 +179,7 @@ func (g *oauthGW) token(t *testing.T, form url.Values) map[string]any {
 // echoed calls the upstream through the gateway and returns what it saw.
 func (g *oauthGW) echoed(t *testing.T, path string, hdr map[string]string) proxytest.Echoed {
 	t.Helper()
-	req, _ := http.NewRequest("GET", g.https+path, nil)
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := g.send(t, "GET", g.https+path, hdr, nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
 	}

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -47,14 +48,8 @@ func (s *SQL) UpsertDataPlane(ctx context.Context, dp store.DataPlane) error {
 
 // ListDataPlanes implements store.DataPlaneStore.
 func (s *SQL) ListDataPlanes(ctx context.Context, now time.Time, after string, limit int) ([]store.DataPlane, error) {
-	query := `SELECT id, ip, hostname, version, sync_status, config_hash, last_seen, updated_at, labels, cert_expiry, expires_at
-		FROM kiln_clustering_data_planes WHERE id > ? AND expires_at > ? ORDER BY id`
-	args := []any{after, now.UnixMilli()}
-	if limit > 0 {
-		query += ` LIMIT ?`
-		args = append(args, limit)
-	}
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.listAfter(ctx, `SELECT id, ip, hostname, version, sync_status, config_hash, last_seen, updated_at, labels,
+		cert_expiry, expires_at FROM kiln_clustering_data_planes WHERE id > ? AND expires_at > ?`, after, now, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list data planes in %s: %w", s.dialect, err)
 	}
@@ -82,6 +77,19 @@ func (s *SQL) ListDataPlanes(ctx context.Context, now time.Time, after string, l
 		return nil, fmt.Errorf("list data planes in %s: %w", s.dialect, err)
 	}
 	return out, nil
+}
+
+// listAfter runs a keyset page query whose two placeholders are the id to
+// start after and now (Unix milliseconds), ordered by id, with up to limit
+// rows (every row when limit <= 0).
+func (s *SQL) listAfter(ctx context.Context, query, after string, now time.Time, limit int) (*sql.Rows, error) {
+	query += ` ORDER BY id`
+	args := []any{after, now.UnixMilli()}
+	if limit > 0 {
+		query += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	return s.db.QueryContext(ctx, s.q(query), args...)
 }
 
 // PurgeDataPlanes implements store.DataPlaneStore.

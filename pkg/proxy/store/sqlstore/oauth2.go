@@ -97,13 +97,8 @@ func (s *SQL) OAuth2TokenByID(ctx context.Context, id string, now time.Time) (st
 
 // ListOAuth2Tokens implements store.OAuth2Store.
 func (s *SQL) ListOAuth2Tokens(ctx context.Context, now time.Time, after string, limit int) ([]store.OAuth2Token, error) {
-	query := `SELECT ` + tokenColumns + ` FROM kiln_oauth2_tokens WHERE id > ? AND (expires_at = 0 OR expires_at > ?) ORDER BY id`
-	args := []any{after, now.UnixMilli()}
-	if limit > 0 {
-		query += ` LIMIT ?`
-		args = append(args, limit)
-	}
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.listAfter(ctx, `SELECT `+tokenColumns+` FROM kiln_oauth2_tokens
+		WHERE id > ? AND (expires_at = 0 OR expires_at > ?)`, after, now, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list oauth2 tokens in %s: %w", s.dialect, err)
 	}
