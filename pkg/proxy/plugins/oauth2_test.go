@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -383,6 +384,48 @@ func runOAuth2(t *testing.T, st interface {
 		auth.Set("provision_key", "nope")
 		resp, m = g.call(t, "POST", g.https+"/r/oauth2/authorize", nil, auth)
 		wantOAuthError(t, resp, m, 400, "invalid_provision_key", "Invalid provision_key")
+	})
+
+	t.Run("a code is spent once under concurrent requests", func(t *testing.T) {
+		resp, m := g.call(t, "POST", g.https+"/r/oauth2/authorize", nil, url.Values{"response_type": {"code"},
+			"client_id": {"app"}, "provision_key": {provision}, "authenticated_userid": {"u-c"}})
+		if resp.StatusCode != 200 {
+			t.Fatalf("authorize: %d %v", resp.StatusCode, m)
+		}
+		u, _ := url.Parse(m["redirect_uri"].(string))
+		form := url.Values{"grant_type": {"authorization_code"}, "client_id": {"app"}, "client_secret": {"s3cret"},
+			"code": {u.Query().Get("code")}}
+		const n = 6
+		statuses := make(chan int, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := g.client.PostForm(g.https+"/r/oauth2/token", form)
+				if err != nil {
+					t.Error(err)
+					statuses <- 0
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				statuses <- resp.StatusCode
+			}()
+		}
+		wg.Wait()
+		close(statuses)
+		ok := 0
+		for s := range statuses {
+			if s == 200 {
+				ok++
+			} else if s != 400 {
+				t.Errorf("status %d", s)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d of %d concurrent requests got a token for one code", ok, n)
+		}
 	})
 
 	t.Run("implicit grant", func(t *testing.T) {
