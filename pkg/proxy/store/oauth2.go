@@ -64,6 +64,7 @@ type OAuth2Store interface {
 	// DeleteOAuth2Code deletes a code and reports whether this call
 	// deleted it (a code is spent once even under concurrent requests).
 	DeleteOAuth2Code(ctx context.Context, id string) (bool, error)
-	// PurgeOAuth2 deletes the tokens and codes expired at now.
+	// PurgeOAuth2 deletes the tokens and codes expired at now and those
+	// whose credential or service was deleted, and reports how many.
 	PurgeOAuth2(ctx context.Context, now time.Time) (int, error)
 }

@@ -90,4 +90,21 @@ func testOAuth2Admin(t *testing.T, st interface {
 	c.Expect(c.JSON("DELETE", "/oauth2_tokens/tok-a", ""), 204)
 	c.Expect(c.JSON("GET", "/oauth2_tokens/00000000-0000-4000-8000-000000000000", ""), 404)
 	c.Expect(c.JSON("POST", "/oauth2_tokens", `{}`), 405)
+
+	// Purging removes expired rows and, as Kong's cascades would, the
+	// tokens of deleted credentials.
+	if err := st.InsertOAuth2Token(ctx, store.OAuth2Token{ID: "00000000-0000-4000-8000-000000000009", CredentialID: credID,
+		AccessToken: "tok-d", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.PurgeOAuth2(ctx, now); err != nil || n != 1 {
+		t.Fatalf("purge removed %d rows (%v), want the expired one", n, err)
+	}
+	c.Expect(c.JSON("DELETE", "/oauth2/"+id, ""), 204)
+	if n, err := st.PurgeOAuth2(ctx, now); err != nil || n != 2 {
+		t.Fatalf("purge removed %d rows (%v), want the deleted credential's two", n, err)
+	}
+	if page := c.Expect(c.JSON("GET", "/oauth2_tokens", ""), 200).Body; len(page["data"].([]any)) != 0 {
+		t.Fatalf("tokens left: %v", page)
+	}
 }

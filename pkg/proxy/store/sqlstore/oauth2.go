@@ -197,11 +197,15 @@ func (s *SQL) DeleteOAuth2Code(ctx context.Context, id string) (bool, error) {
 	return s.deleteRow(ctx, "kiln_oauth2_codes", id)
 }
 
-// PurgeOAuth2 implements store.OAuth2Store.
+// PurgeOAuth2 implements store.OAuth2Store. Besides expired rows it
+// deletes the rows whose credential or service no longer exists: Kong
+// cascades those deletes, kiln's plugin already refuses such tokens.
 func (s *SQL) PurgeOAuth2(ctx context.Context, now time.Time) (int, error) {
 	total := 0
 	for _, table := range []string{"kiln_oauth2_tokens", "kiln_oauth2_codes"} {
-		res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM `+table+` WHERE expires_at <> 0 AND expires_at <= ?`), now.UnixMilli())
+		res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM `+table+` WHERE (expires_at <> 0 AND expires_at <= ?)
+			OR credential_id NOT IN (SELECT id FROM kiln_entities WHERE kind = 'oauth2_credentials')
+			OR (service_id <> '' AND service_id NOT IN (SELECT id FROM kiln_entities WHERE kind = 'services'))`), now.UnixMilli())
 		if err != nil {
 			return total, fmt.Errorf("purge expired rows of %s in %s: %w", table, s.dialect, err)
 		}
