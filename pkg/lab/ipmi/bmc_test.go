@@ -1,0 +1,161 @@
+package ipmi
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/bmc"
+	"github.com/kiln-dev/kiln/pkg/lab/redfish"
+)
+
+// ipmiClient is kiln's BMC client (bmclib's ipmitool provider) for srv.
+func ipmiClient(t testing.TB, srv *Server, password string) *bmc.Client {
+	t.Helper()
+	c, err := bmc.New(bmc.Config{
+		Name: "m1", Host: srv.Addr().String(), Username: testUser, Password: password,
+		Protocols: []string{bmc.ProtocolIPMI}, Timeout: 2 * time.Minute, PollInterval: 100 * time.Millisecond,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestThroughBMCClient drives the virtual IPMI BMC the way kiln drives a
+// real server's: pkg/bmc → bmclib → ipmitool -I lanplus → UDP.
+func TestThroughBMCClient(t *testing.T) {
+	needIpmitool(t)
+	srv, sys := startBMC(t)
+	c := ipmiClient(t, srv, testPassword)
+	ctx := context.Background()
+
+	state := func(want bmc.PowerState) {
+		t.Helper()
+		got, err := c.PowerState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("power state %s, want %s", got, want)
+		}
+	}
+	lastReset := func(want redfish.ResetType) {
+		t.Helper()
+		r := sys.Resets()
+		if len(r) == 0 || r[len(r)-1] != want {
+			t.Fatalf("machine saw resets %v, want the last to be %s", r, want)
+		}
+	}
+	override := func(want redfish.BootOverride) {
+		t.Helper()
+		if got, _ := sys.BootOverride(ctx); got != want {
+			t.Fatalf("boot override %+v, want %+v", got, want)
+		}
+	}
+
+	state(bmc.PowerOff)
+	if err := c.SetNextBoot(ctx, bmc.BootPXE, bmc.BootOptions{EFI: true}); err != nil {
+		t.Fatal(err)
+	}
+	override(redfish.BootOverride{Target: redfish.TargetPxe, Enabled: redfish.EnabledOnce, Mode: redfish.ModeUEFI})
+	if err := c.PowerOn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lastReset(redfish.ResetOn)
+	state(bmc.PowerOn)
+	if err := c.SetNextBoot(ctx, bmc.BootDisk, bmc.BootOptions{Persistent: true}); err != nil {
+		t.Fatal(err)
+	}
+	override(redfish.BootOverride{Target: redfish.TargetHdd, Enabled: redfish.EnabledContinuous, Mode: redfish.ModeLegacy})
+	if err := c.PowerCycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lastReset(redfish.ResetPowerCycle)
+	if err := c.PowerOff(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lastReset(redfish.ResetForceOff)
+	state(bmc.PowerOff)
+	// A power cycle of a machine that is off turns it on (pkg/bmc's rule).
+	if err := c.PowerCycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lastReset(redfish.ResetOn)
+}
+
+func TestBMCClientWrongPassword(t *testing.T) {
+	needIpmitool(t)
+	srv, sys := startBMC(t)
+	wrong := "wrong-" + testPassword[:8]
+	_, err := ipmiClient(t, srv, wrong).PowerState(context.Background())
+	if err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+	msg := err.Error()
+	for _, w := range []string{"machine m1", srv.Addr().String(), "Unable to establish IPMI v2 / RMCP+ session"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not mention %q", msg, w)
+		}
+	}
+	if strings.Contains(msg, wrong) {
+		t.Errorf("error %q leaks the password", msg)
+	}
+	if r := sys.Resets(); len(r) != 0 {
+		t.Errorf("machine saw %v", r)
+	}
+}
+
+// BenchmarkPowerState compares one power-state read through kiln's BMC
+// client over IPMI (bmclib → ipmitool, one RMCP+ session per call) with the
+// same read over the lab's Redfish BMC (HTTPS), both on loopback and backed
+// by the same fake machine. Run: go test -run '^$' -bench PowerState ./pkg/lab/ipmi
+func BenchmarkPowerState(b *testing.B) {
+	needIpmitool(b)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sys := newFakeSystem()
+	srv, err := Serve(conn, Config{Name: "m1", Username: testUser, Password: testPassword, System: sys})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	h, err := redfish.NewHandler(redfish.Config{Name: "m1", Username: testUser, Password: testPassword, System: sys})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rf, err := redfish.Serve(ln, h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rf.Close()
+	rc, err := bmc.New(bmc.Config{Name: "m1", Host: ln.Addr().String(), Username: testUser, Password: testPassword,
+		Protocols: []string{bmc.ProtocolRedfish}, Timeout: time.Minute}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var perOp [2]time.Duration
+	for i, c := range []*bmc.Client{ipmiClient(b, srv, testPassword), rc} {
+		name := []string{"ipmi", "redfish"}[i]
+		b.Run(name, func(b *testing.B) {
+			start := time.Now()
+			for b.Loop() {
+				if _, err := c.PowerState(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perOp[i] = time.Since(start) / time.Duration(b.N)
+		})
+	}
+	if perOp[1] > 0 {
+		b.Logf("power-state round trip: IPMI %s, Redfish %s, IPMI/Redfish %.2f", perOp[0], perOp[1], float64(perOp[0])/float64(perOp[1]))
+	}
+}
