@@ -86,6 +86,26 @@ func TestThroughBMCClient(t *testing.T) {
 	lastReset(redfish.ResetOn)
 }
 
+// TestDefaultProtocolsReachIPMI: a Hardware.csv row carries only bmc_ip, so
+// kiln tries Redfish first and falls back to IPMI (pkg/bmc's default order).
+// Nothing listens on the TCP side of the BMC's port, so Redfish is refused at
+// once and ipmitool answers.
+func TestDefaultProtocolsReachIPMI(t *testing.T) {
+	needIpmitool(t)
+	srv, sys := startBMC(t)
+	c, err := bmc.New(bmc.Config{Name: "m1", Host: srv.Addr().String(), Username: testUser, Password: testPassword,
+		Timeout: 2 * time.Minute, PollInterval: 100 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PowerOn(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := sys.Resets(); len(r) != 1 || r[0] != redfish.ResetOn {
+		t.Fatalf("machine saw %v", r)
+	}
+}
+
 func TestBMCClientWrongPassword(t *testing.T) {
 	needIpmitool(t)
 	srv, sys := startBMC(t)
