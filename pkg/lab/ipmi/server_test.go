@@ -189,6 +189,9 @@ func TestHandshake(t *testing.T) {
 		s, sys := newTestServer(t)
 		c := newConsole(t, s, id)
 		c.login()
+		if cc, out, _ := c.call(netFnApp, cmdGetDeviceID); cc != ccOK || len(out) != 11 || out[4] != 0x02 {
+			t.Errorf("suite %d: get device ID: cc %#x %x", id, cc, out)
+		}
 		if cc, _, _ := c.call(netFnChassis, cmdChassisControl, 1); cc != ccInsufficientPriv {
 			t.Errorf("suite %d: chassis control at user privilege: cc %#x, want %#x", id, cc, ccInsufficientPriv)
 		}
