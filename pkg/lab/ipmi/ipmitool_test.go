@@ -18,7 +18,7 @@ func ipmitool(t *testing.T, bin string, srv *Server, suite, password string, arg
 	host, port, _ := net.SplitHostPort(srv.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	argv := []string{"-I", "lanplus", "-H", host, "-p", port, "-U", testUser, "-E", "-N", "5", "-R", "1"}
+	argv := []string{"-I", "lanplus", "-H", host, "-p", port, "-U", testUser, "-E", "-N", "5"}
 	if suite != "" {
 		argv = append(argv, "-C", suite)
 	}

@@ -9,6 +9,7 @@
 package ipmi
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -54,6 +55,11 @@ const DefaultSessionTimeout = 60 * time.Second
 // maxSessions bounds the sessions (pending and active) kept at once.
 const maxSessions = 16
 
+// maxInFlight bounds the datagrams handled at once. Requests are handled
+// concurrently so that one waiting on the machine (e.g. a power state read
+// while QEMU starts) does not hold up the others or their retransmissions.
+const maxInFlight = 8
+
 // maxPasswordLen is IPMI v2.0's user password limit.
 const maxPasswordLen = 20
 
@@ -87,7 +93,9 @@ type Server struct {
 	life   context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
-	ops    sync.WaitGroup
+	// ops tracks background power operations, handlers the datagrams
+	// being answered.
+	ops, handlers sync.WaitGroup
 
 	mu       sync.Mutex
 	sessions map[uint32]*session
@@ -167,14 +175,16 @@ func (s *Server) Close() error {
 	s.cancel()
 	err := s.conn.Close()
 	<-s.done
+	s.handlers.Wait()
 	s.ops.Wait()
 	return err
 }
 
 func (s *Server) loop() {
 	defer close(s.done)
-	buf := make([]byte, maxPacket)
+	sem := make(chan struct{}, maxInFlight)
 	for {
+		buf := make([]byte, maxPacket)
 		n, from, err := s.conn.ReadFrom(buf)
 		if err != nil {
 			if s.life.Err() == nil && !errors.Is(err, net.ErrClosed) {
@@ -182,11 +192,16 @@ func (s *Server) loop() {
 			}
 			return
 		}
-		if out := s.handle(time.Now(), buf[:n]); out != nil {
-			if _, err := s.conn.WriteTo(out, from); err != nil {
-				s.log.Debug("IPMI reply not sent", "to", from, "err", err)
+		sem <- struct{}{}
+		s.handlers.Add(1)
+		go func() {
+			defer func() { <-sem; s.handlers.Done() }()
+			if out := s.handle(time.Now(), buf[:n]); out != nil {
+				if _, err := s.conn.WriteTo(out, from); err != nil {
+					s.log.Debug("IPMI reply not sent", "to", from, "err", err)
+				}
 			}
-		}
+		}()
 	}
 }
 
@@ -365,10 +380,14 @@ func (s *Server) rakp1(now time.Time, req []byte) []byte {
 		priv = privAdmin
 	}
 	ss.maxPriv = min(ss.maxPriv, priv)
+	// A retransmitted RAKP 1 (same console random number) gets the same
+	// RAKP 2, so a late first answer still matches the session.
+	if ss.name == nil || !bytes.Equal(ss.rm[:], req[8:24]) || ss.role != role {
+		copy(ss.rm[:], req[8:24])
+		_, _ = rand.Read(ss.rc[:])
+	}
 	ss.role = role
 	ss.name = append([]byte(nil), name...)
-	copy(ss.rm[:], req[8:24])
-	_, _ = rand.Read(ss.rc[:])
 	ss.lastSeen = now
 	// Key exchange authentication code: HMAC_Kuid(SIDm, SIDc, Rm, Rc,
 	// GUIDc, ROLEm, ULENGTHm, UNAMEm).
@@ -395,7 +414,7 @@ func (s *Server) rakp3(now time.Time, req []byte) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss := s.sessions[bmcID]
-	if ss == nil || ss.active || ss.name == nil {
+	if ss == nil || ss.name == nil || (ss.active && status != rakpOK) {
 		return encodeV2(payloadRAKP4, 0, 0, []byte{tag, rakpInvalidSessionID, 0, 0, 0, 0, 0, 0}, nil)
 	}
 	if status != rakpOK {
@@ -416,16 +435,22 @@ func (s *Server) rakp3(now time.Time, req []byte) []byte {
 	tail := []byte{ss.role, byte(len(ss.name))}
 	want := ss.suite.mac(key, ss.rc[:], sidm[:], tail, ss.name)
 	if !hmac.Equal(req[8:], want) {
+		if ss.active {
+			return nil // a forged RAKP 3 for a live session: ignore it
+		}
 		s.log.Info("IPMI login refused: wrong password", "user", string(ss.name))
 		return fail(rakpInvalidIntegrityCode)
 	}
-	ss.sik = ss.suite.mac(key, ss.rm[:], ss.rc[:], tail, ss.name)
-	ss.k1, ss.k2 = ss.suite.keys(ss.sik)
+	if !ss.active {
+		ss.sik = ss.suite.mac(key, ss.rm[:], ss.rc[:], tail, ss.name)
+		ss.k1, ss.k2 = ss.suite.keys(ss.sik)
+		ss.active, ss.priv, ss.lastSeen = true, min(privUser, ss.maxPriv), now
+		s.log.Debug("IPMI session active", "session", ss.bmcID, "user", string(ss.name))
+	}
+	// (A retransmitted RAKP 3 of an active session gets RAKP 4 again.)
 	var sidc [4]byte
 	binary.LittleEndian.PutUint32(sidc[:], ss.bmcID)
 	icv := ss.suite.mac(ss.sik, ss.rm[:], sidc[:], s.cfg.GUID[:])[:ss.suite.icvLen]
-	ss.active, ss.priv, ss.lastSeen = true, min(privUser, ss.maxPriv), now
-	s.log.Debug("IPMI session active", "session", ss.bmcID, "user", string(ss.name))
 	b := []byte{tag, rakpOK, 0, 0}
 	b = binary.LittleEndian.AppendUint32(b, ss.consoleID)
 	return encodeV2(payloadRAKP4, 0, 0, append(b, icv...), nil)
@@ -435,8 +460,9 @@ func (s *Server) rakp3(now time.Time, req []byte) []byte {
 func (s *Server) inSession(now time.Time, p packet) []byte {
 	s.mu.Lock()
 	ss := s.sessions[p.sessionID]
+	active := ss != nil && ss.active
 	s.mu.Unlock()
-	if ss == nil || !ss.active {
+	if !active {
 		return nil
 	}
 	// Cipher suites 3 and 17 require both integrity and confidentiality.

@@ -254,6 +254,32 @@ func TestLoginRefused(t *testing.T) {
 	})
 }
 
+// TestRetransmittedHandshake: a console that retransmits RAKP 1 or RAKP 3
+// (its first answer was late) still gets a consistent session.
+func TestRetransmittedHandshake(t *testing.T) {
+	s, _ := newTestServer(t)
+	c := newConsole(t, s, 17)
+	c.open()
+	c.rakp1()
+	rc := c.rc
+	if st := c.rakp1(); st != rakpOK || c.rc != rc {
+		t.Fatalf("retransmitted RAKP 1: status %#x, random number changed %v", st, c.rc != rc)
+	}
+	for i := range 2 {
+		if st := c.rakp3(testPassword); st != rakpOK {
+			t.Fatalf("RAKP 3 #%d: status %#x", i+1, st)
+		}
+	}
+	if cc, _, ok := c.call(netFnChassis, cmdGetChassisStatus); !ok || cc != ccOK {
+		t.Fatalf("after the handshake: answered %v, cc %#x", ok, cc)
+	}
+	// A RAKP 3 with a wrong code for the live session is ignored, not an error that ends it.
+	c.send(encodeV2(payloadRAKP3, 0, 0, binary.LittleEndian.AppendUint32([]byte{9, 0, 0, 0}, c.bmcID), nil))
+	if _, _, ok := c.call(netFnChassis, cmdGetChassisStatus); !ok {
+		t.Fatal("a forged RAKP 3 ended the session")
+	}
+}
+
 func TestSessionChecks(t *testing.T) {
 	s, _ := newTestServer(t)
 	c := newConsole(t, s, 3)
