@@ -134,16 +134,7 @@ func TestBMCClientWrongPassword(t *testing.T) {
 // by the same fake machine. Run: go test -run '^$' -bench PowerState ./pkg/lab/ipmi
 func BenchmarkPowerState(b *testing.B) {
 	needIpmitool(b)
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	sys := newFakeSystem()
-	srv, err := Serve(conn, Config{Name: "m1", Username: testUser, Password: testPassword, System: sys})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
+	srv, sys := startBMC(b)
 	h, err := redfish.NewHandler(redfish.Config{Name: "m1", Username: testUser, Password: testPassword, System: sys})
 	if err != nil {
 		b.Fatal(err)

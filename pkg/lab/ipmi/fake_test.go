@@ -80,7 +80,7 @@ const (
 
 // startBMC serves a BMC backed by a fresh fake system on an ephemeral
 // loopback UDP port.
-func startBMC(t *testing.T) (*Server, *fakeSystem) {
+func startBMC(t testing.TB) (*Server, *fakeSystem) {
 	t.Helper()
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
