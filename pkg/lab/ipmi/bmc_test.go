@@ -2,7 +2,11 @@ package ipmi
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,9 +133,10 @@ func TestBMCClientWrongPassword(t *testing.T) {
 }
 
 // BenchmarkPowerState compares one power-state read through kiln's BMC
-// client over IPMI (bmclib → ipmitool, one RMCP+ session per call) with the
-// same read over the lab's Redfish BMC (HTTPS), both on loopback and backed
-// by the same fake machine. Run: go test -run '^$' -bench PowerState ./pkg/lab/ipmi
+// client over IPMI (bmclib → ipmitool, RMCP+ sessions) against this BMC,
+// against OpenIPMI's ipmi_sim (when installed) and over the lab's Redfish
+// BMC (HTTPS), all on loopback. Run:
+// go test -run '^$' -bench PowerState -v ./pkg/lab/ipmi
 func BenchmarkPowerState(b *testing.B) {
 	needIpmitool(b)
 	srv, sys := startBMC(b)
@@ -148,15 +153,22 @@ func BenchmarkPowerState(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer rf.Close()
-	rc, err := bmc.New(bmc.Config{Name: "m1", Host: ln.Addr().String(), Username: testUser, Password: testPassword,
-		Protocols: []string{bmc.ProtocolRedfish}, Timeout: time.Minute}, nil)
-	if err != nil {
-		b.Fatal(err)
+	client := func(host, proto string) *bmc.Client {
+		c, err := bmc.New(bmc.Config{Name: "m1", Host: host, Username: testUser, Password: testPassword,
+			Protocols: []string{proto}, Timeout: time.Minute}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
 	}
-	var perOp [2]time.Duration
-	for i, c := range []*bmc.Client{ipmiClient(b, srv, testPassword), rc} {
-		name := []string{"ipmi", "redfish"}[i]
-		b.Run(name, func(b *testing.B) {
+	names := []string{"kiln-ipmi", "redfish", "ipmi_sim"}
+	clients := []*bmc.Client{client(srv.Addr().String(), bmc.ProtocolIPMI), client(ln.Addr().String(), bmc.ProtocolRedfish)}
+	if addr := startIPMISim(b); addr != "" {
+		clients = append(clients, client(addr, bmc.ProtocolIPMI))
+	}
+	perOp := make([]time.Duration, len(clients))
+	for i, c := range clients {
+		b.Run(names[i], func(b *testing.B) {
 			start := time.Now()
 			for b.Loop() {
 				if _, err := c.PowerState(context.Background()); err != nil {
@@ -166,7 +178,57 @@ func BenchmarkPowerState(b *testing.B) {
 			perOp[i] = time.Since(start) / time.Duration(b.N)
 		})
 	}
-	if perOp[1] > 0 {
-		b.Logf("power-state round trip: IPMI %s, Redfish %s, IPMI/Redfish %.2f", perOp[0], perOp[1], float64(perOp[0])/float64(perOp[1]))
+	for i := range perOp {
+		b.Logf("power-state round trip via %-9s %10s  (%.2f× kiln-ipmi)", names[i], perOp[i], float64(perOp[i])/float64(perOp[0]))
 	}
+}
+
+// startIPMISim runs OpenIPMI's ipmi_sim with one admin user on a loopback
+// UDP port for BenchmarkPowerState; "" when it is not installed.
+func startIPMISim(b *testing.B) string {
+	bin, err := exec.LookPath("ipmi_sim")
+	if err != nil {
+		b.Log("ipmi_sim not installed (apt-get install openipmi): no peer row")
+		return ""
+	}
+	// ipmi_sim takes a fixed port: borrow a free one.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	dir := b.TempDir()
+	conf := fmt.Sprintf(`name "kn5sim"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 %d
+    priv_limit admin
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  user 2 true "%s" "%s" admin 10 none md2 md5 straight
+`, port, testUser, testPassword)
+	emu := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n"
+	for name, body := range map[string]string{"lan.conf": conf, "sim.emu": emu} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-n", "-s", dir)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	// Wait until it answers.
+	c, err := bmc.New(bmc.Config{Name: "sim", Host: addr, Username: testUser, Password: testPassword,
+		Protocols: []string{bmc.ProtocolIPMI}, Timeout: 30 * time.Second}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.PowerState(context.Background()); err != nil {
+		b.Fatalf("ipmi_sim does not answer: %v", err)
+	}
+	return addr
 }
