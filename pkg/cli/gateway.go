@@ -49,6 +49,7 @@ type gatewayRunOptions struct {
 	clusterMTLS, clusterCA, clusterSrvName string
 	clusterLabels                          string
 	dbUpdateFrequency                      time.Duration
+	purgeDelay                             int
 }
 
 func newGatewayRunCommand(streams Streams) *cobra.Command {
@@ -107,6 +108,7 @@ Both hold the certificate made by 'kiln gateway gen-cert'.`,
 	f.StringVar(&o.clusterSrvName, "cluster-server-name", "", "pki mode, data plane: name the control plane's certificate must carry (default: the host of --cluster-control-plane)")
 	f.StringVar(&o.clusterLabels, "cluster-dp-labels", "", "data plane: labels reported to the control plane, key:value,...")
 	f.DurationVar(&o.dbUpdateFrequency, "db-update-frequency", cluster.DefaultUpdateFrequency, "control plane: minimum time between two configuration pushes to data planes")
+	f.IntVar(&o.purgeDelay, "cluster-data-plane-purge-delay", int(cluster.DefaultPurgeDelay/time.Second), "control plane: seconds a data plane's row is kept after its last ping (at least 60)")
 	return cmd
 }
 
@@ -239,6 +241,9 @@ func (o *gatewayRunOptions) cluster() (gateway.ClusterOptions, error) {
 	if o.clusterMTLS == cluster.ModePKI && o.clusterCA == "" {
 		return c, usageError("--cluster-mtls pki needs --cluster-ca-cert")
 	}
+	if o.purgeDelay < 60 {
+		return c, usageError("--cluster-data-plane-purge-delay %d: must be 60 (seconds) or greater", o.purgeDelay)
+	}
 	labels, err := parseLabels(o.clusterLabels)
 	if err != nil {
 		return c, err
@@ -247,7 +252,8 @@ func (o *gatewayRunOptions) cluster() (gateway.ClusterOptions, error) {
 	if err != nil {
 		return c, withExitCode(ExitInvalidInput, err)
 	}
-	c = gateway.ClusterOptions{TLS: t, Labels: labels, UpdateFrequency: o.dbUpdateFrequency}
+	c = gateway.ClusterOptions{TLS: t, Labels: labels, UpdateFrequency: o.dbUpdateFrequency,
+		PurgeDelay: time.Duration(o.purgeDelay) * time.Second}
 	if o.role == gateway.RoleControlPlane {
 		c.Listen = o.clusterListen
 	} else {

@@ -70,6 +70,7 @@ func TestGatewayRunHybridFlagErrors(t *testing.T) {
 		{"bad mTLS mode", append([]string{"--role", "data_plane", "--database", "off", "--cluster-mtls", "none"}, certs...), ExitUsage, "--cluster-mtls"},
 		{"pki without CA", append([]string{"--role", "data_plane", "--database", "off", "--cluster-mtls", "pki"}, certs...), ExitUsage, "--cluster-ca-cert"},
 		{"bad labels", append([]string{"--role", "data_plane", "--database", "off", "--cluster-dp-labels", "novalue"}, certs...), ExitUsage, "--cluster-dp-labels"},
+		{"short purge delay", append([]string{"--role", "control_plane", "--cluster-data-plane-purge-delay", "59"}, certs...), ExitUsage, "--cluster-data-plane-purge-delay 59"},
 		{"bad control plane address", append([]string{"--role", "data_plane", "--database", "off", "--cluster-control-plane", "cp"}, certs...), ExitUsage, "--cluster-control-plane"},
 		{"unreadable certificate", []string{"--role", "data_plane", "--database", "off", "--cluster-cert", filepath.Join(dir, "missing.crt"), "--cluster-cert-key", key}, ExitInvalidInput, "--cluster-cert"},
 	}

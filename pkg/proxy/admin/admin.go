@@ -37,8 +37,9 @@ type HealthReporter interface {
 
 // DataPlaneLister is a control plane's view of its data planes.
 type DataPlaneLister interface {
-	// DataPlanes returns the /clustering/data-planes rows ordered by id.
-	DataPlanes() []map[string]any
+	// DataPlanes returns up to limit /clustering/data-planes rows (all of
+	// them when limit <= 0) whose id sorts after after, ordered by id.
+	DataPlanes(ctx context.Context, after string, limit int) ([]map[string]any, error)
 }
 
 // ServerStats are the proxy's connection counters reported by /status.

@@ -29,8 +29,12 @@ func (s *Server) clustering(r *http.Request, segs []string) (int, any, error) {
 	if s.opt.Clustering == nil {
 		return 0, nil, errNotControlPlane
 	}
-	rows := s.opt.Clustering.DataPlanes()
+	ctx := r.Context()
 	if segs[1] == "status" {
+		rows, err := s.opt.Clustering.DataPlanes(ctx, "", 0)
+		if err != nil {
+			return 0, nil, err
+		}
 		out := make(map[string]any, len(rows))
 		for _, row := range rows {
 			id, _ := row["id"].(string)
@@ -53,21 +57,22 @@ func (s *Server) clustering(r *http.Request, segs []string) (int, any, error) {
 		}
 		after = string(b)
 	}
-	data := make([]any, 0, size)
-	more := false
-	for _, row := range rows {
-		if id, _ := row["id"].(string); id <= after {
-			continue
-		}
-		if len(data) == size {
-			more = true
-			break
-		}
-		data = append(data, row)
+	// One row more than the page tells whether another page follows.
+	rows, err := s.opt.Clustering.DataPlanes(ctx, after, size+1)
+	if err != nil {
+		return 0, nil, err
+	}
+	more := len(rows) > size
+	if more {
+		rows = rows[:size]
+	}
+	data := make([]any, len(rows))
+	for i, row := range rows {
+		data[i] = row
 	}
 	body := map[string]any{"data": data, "next": nil}
 	if more {
-		last, _ := data[len(data)-1].(map[string]any)["id"].(string)
+		last, _ := rows[len(rows)-1]["id"].(string)
 		offset := base64.RawURLEncoding.EncodeToString([]byte(last))
 		next := url.Values{"offset": {offset}}
 		if qv.Get("size") != "" {

@@ -1,7 +1,9 @@
 package admin_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -10,9 +12,25 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
+// rows lists fixed data plane rows, already ordered by id.
 type rows []map[string]any
 
-func (r rows) DataPlanes() []map[string]any { return r }
+func (r rows) DataPlanes(_ context.Context, after string, limit int) ([]map[string]any, error) {
+	var out []map[string]any
+	for _, row := range r {
+		if row["id"].(string) > after && (limit <= 0 || len(out) < limit) {
+			out = append(out, row)
+		}
+	}
+	return out, nil
+}
+
+// failing is a control plane whose database is down.
+type failing struct{}
+
+func (failing) DataPlanes(context.Context, string, int) ([]map[string]any, error) {
+	return nil, errors.New("database unreachable")
+}
 
 func TestClusteringEndpoints(t *testing.T) {
 	dps := rows{
@@ -65,6 +83,12 @@ func TestClusteringEndpoints(t *testing.T) {
 	for _, p := range []string{"/clustering/data-planes", "/clustering/status"} {
 		if rec, body := get(plain, p); rec.Code != http.StatusBadRequest || body["message"] == nil {
 			t.Errorf("%s on a non-CP node: %d %v", p, rec.Code, body)
+		}
+	}
+	down := admin.New(admin.Options{Store: store.NewMemory(), Clustering: failing{}})
+	for _, p := range []string{"/clustering/data-planes", "/clustering/status"} {
+		if rec, body := get(down, p); rec.Code != http.StatusInternalServerError || body["message"] == nil {
+			t.Errorf("%s with the database down: %d %v", p, rec.Code, body)
 		}
 	}
 	if rec, _ := get(cp, "/clustering/nope"); rec.Code != http.StatusNotFound {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,6 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
-// waitFor polls cond until it holds or a generous deadline passes.
 func sharedTLS(t testing.TB) *TLS {
 	t.Helper()
 	kp, err := pki.SelfSigned(pki.Options{CommonName: SharedServerName, Usage: pki.ServerAuth | pki.ClientAuth})
@@ -110,12 +110,88 @@ func sendBasicInfo(t *testing.T, c *websocket.Conn, plugins []PluginInfo) {
 }
 
 func rowOf(cp *ControlPlane, id string) map[string]any {
-	for _, r := range cp.DataPlanes() {
+	rows, err := cp.DataPlanes(context.Background(), "", 0)
+	if err != nil {
+		panic(err) // the memory store never fails
+	}
+	for _, r := range rows {
 		if r["id"] == id {
 			return r
 		}
 	}
 	return nil
+}
+
+// clock is a settable time source.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestDataPlaneRowTTL drives the CP's clock: each ping renews the row for
+// PurgeDelay, ttl counts down the seconds left, an expired row is no longer
+// listed, and the CP purges expired rows as it starts.
+func TestDataPlaneRowTTL(t *testing.T) {
+	ctx := context.Background()
+	m := sharedTLS(t)
+	clk := &clock{now: time.Unix(1_800_000_000, 0)}
+	st := loadedStore(t, "")
+	if err := st.UpsertDataPlane(ctx, store.DataPlane{ID: "stale", ExpiresAt: clk.Now().Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	cp, addr := startCPWith(t, ControlPlaneOptions{Store: st, TLS: m, PurgeDelay: time.Hour, Node: Node{Now: clk.Now}})
+	proxytest.WaitFor(t, "the expired row to be purged", func() bool {
+		rows, err := st.ListDataPlanes(ctx, time.Time{}, "", 0)
+		return err == nil && len(rows) == 0
+	})
+
+	id := "99999999-9999-4999-8999-999999999999"
+	c, _, err := dialOutlet(addr, m, dpQuery(id, "3.10.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sendBasicInfo(t, c, LocalPlugins())
+	ping := func(hash string) {
+		t.Helper()
+		if err := c.WriteControl(websocket.PingMessage, []byte(hash), time.Now().Add(10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := strings.Repeat("1", 32)
+	ping(first)
+	proxytest.WaitFor(t, "the pinged row", func() bool { r := rowOf(cp, id); return r != nil && r["config_hash"] == first })
+	r := rowOf(cp, id)
+	if r["ttl"] != int64(3600) || r["last_seen"] != clk.Now().Unix() || r["updated_at"] != clk.Now().Unix() {
+		t.Fatalf("fresh row %v, want ttl 3600 and last_seen/updated_at %d", r, clk.Now().Unix())
+	}
+
+	clk.Add(time.Hour - time.Second)
+	if r := rowOf(cp, id); r == nil || r["ttl"] != int64(1) {
+		t.Fatalf("one second before expiry: %v, want ttl 1", r)
+	}
+	second := strings.Repeat("2", 32)
+	ping(second)
+	proxytest.WaitFor(t, "the renewed row", func() bool { r := rowOf(cp, id); return r != nil && r["config_hash"] == second })
+	if r := rowOf(cp, id); r["ttl"] != int64(3600) || r["last_seen"] != clk.Now().Unix() {
+		t.Fatalf("renewed row %v, want ttl 3600 and last_seen %d", r, clk.Now().Unix())
+	}
+	clk.Add(time.Hour)
+	if r := rowOf(cp, id); r != nil {
+		t.Fatalf("expired row still listed: %v", r)
+	}
 }
 
 func TestOutletRefusals(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sort"
 	"sync"
 	"time"
 
@@ -20,7 +19,8 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
-// ControlPlaneOptions configure a ControlPlane. Store and TLS are required.
+// ControlPlaneOptions configure a ControlPlane. Store and TLS are required;
+// Store also keeps the data plane rows (store.DataPlaneStore).
 type ControlPlaneOptions struct {
 	Store store.Store
 	TLS   *TLS
@@ -28,8 +28,8 @@ type ControlPlaneOptions struct {
 	// UpdateFrequency is the minimum time between two pushes after the
 	// first (db_update_frequency; default 5 s).
 	UpdateFrequency time.Duration
-	// PurgeDelay is how long a DP's row outlives its last ping (default
-	// 14 days).
+	// PurgeDelay is how long a DP's row outlives its last update
+	// (cluster_data_plane_purge_delay; default 14 days).
 	PurgeDelay time.Duration
 }
 
@@ -65,11 +65,14 @@ func (n *Node) setDefaults() {
 }
 
 // ControlPlane serves /v1/outlet to data planes and pushes the store's
-// configuration to them. DP rows live in memory (Kong keeps them in its
-// clustering_data_planes table): they survive DP reconnects, not a CP
-// restart.
+// configuration to them. It records each DP in the store's data plane rows
+// (Kong's clustering_data_planes table) on every ping, when its sync status
+// changes and when it is refused, each time with a time to live of
+// PurgeDelay: in a database, the rows survive a CP restart
+// and CPs sharing the database list each other's DPs.
 type ControlPlane struct {
 	o        ControlPlaneOptions
+	dps      store.DataPlaneStore
 	log      *slog.Logger
 	pluginsM map[string]pluginVersion
 	upgrader websocket.Upgrader
@@ -79,7 +82,6 @@ type ControlPlane struct {
 	mu      sync.Mutex
 	current *export // the latest configuration frame
 	clients map[*cpLink]struct{}
-	rows    map[string]*dpRow
 	closing bool // Serve is returning: no new links
 }
 
@@ -90,20 +92,17 @@ type export struct {
 	configured map[string]bool // plugin names present in the configuration
 }
 
-// dpRow is one entry of /clustering/data-planes.
-type dpRow struct {
-	ID, IP, Hostname, Version string
-	SyncStatus                SyncStatus
-	ConfigHash                string
-	LastSeen, UpdatedAt       time.Time
-	Labels                    map[string]string
-	CertExpiry                int64
-}
+// purgeInterval is how often a control plane deletes expired DP rows.
+const purgeInterval = time.Minute
 
 // NewControlPlane checks the options and returns a control plane.
 func NewControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 	if o.Store == nil || o.TLS == nil {
 		return nil, errors.New("cluster: a control plane needs a store and cluster TLS material")
+	}
+	dps, ok := o.Store.(store.DataPlaneStore)
+	if !ok {
+		return nil, fmt.Errorf("cluster: the %s store cannot keep data plane rows", o.Store.Database())
 	}
 	o.setDefaults()
 	if o.UpdateFrequency <= 0 {
@@ -113,10 +112,9 @@ func NewControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 		o.PurgeDelay = DefaultPurgeDelay
 	}
 	cp := &ControlPlane{
-		o: o, log: o.Log.With("component", "clustering", "role", "control_plane"),
+		o: o, dps: dps, log: o.Log.With("component", "clustering", "role", "control_plane"),
 		pluginsM: pluginMap(o.Plugins),
 		clients:  map[*cpLink]struct{}{},
-		rows:     map[string]*dpRow{},
 	}
 	cp.upgrader = websocket.Upgrader{
 		HandshakeTimeout: FrameTimeout,
@@ -136,10 +134,14 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		cp.log.Error("unable to export the initial configuration; data planes get it after the next change", "error", err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		cp.pushLoop(ctx, changed)
+	}()
+	go func() {
+		defer wg.Done()
+		cp.purgeLoop(ctx)
 	}()
 	srv := &http.Server{
 		Handler:           cp,
@@ -187,6 +189,27 @@ func (cp *ControlPlane) pushLoop(ctx context.Context, changed <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-time.After(cp.o.UpdateFrequency):
+		}
+	}
+}
+
+// purgeLoop deletes expired DP rows now and every purgeInterval. Every CP
+// sharing a database does so; the deletes are idempotent.
+func (cp *ControlPlane) purgeLoop(ctx context.Context) {
+	t := time.NewTicker(purgeInterval)
+	defer t.Stop()
+	for {
+		n, err := cp.dps.PurgeDataPlanes(ctx, cp.o.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			cp.log.Warn("unable to purge expired data plane rows; retrying later", "error", err)
+		case n > 0:
+			cp.log.Info("purged expired data plane rows", "rows", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
@@ -278,7 +301,7 @@ func (cp *ControlPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(MaxPayload)
-	row := &dpRow{ID: id, IP: ip, Hostname: hostname, Version: version, SyncStatus: StatusUnknown, ConfigHash: confighash.Empty}
+	row := &store.DataPlane{ID: id, IP: ip, Hostname: hostname, Version: version, SyncStatus: string(StatusUnknown), ConfigHash: confighash.Empty}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		row.CertExpiry = r.TLS.PeerCertificates[0].NotAfter.Unix()
 	}
@@ -294,7 +317,7 @@ type cpLink struct {
 	wake chan struct{}
 
 	mu      sync.Mutex // guards row and plugins
-	row     *dpRow
+	row     *store.DataPlane
 	plugins map[string]pluginVersion
 }
 
@@ -326,8 +349,8 @@ func (l *cpLink) run(ctx context.Context) {
 	l.plugins = pluginMap(info.Plugins)
 	if status, err := CheckVersion(cp.o.Version, l.row.Version); err != nil {
 		l.log.Error("refusing data plane", "error", err)
-		l.row.SyncStatus = status
-		l.record(false)
+		l.row.SyncStatus = string(status)
+		l.record(ctx, false)
 		l.close(websocket.ClosePolicyViolation, "")
 		return
 	}
@@ -344,8 +367,9 @@ func (l *cpLink) run(ctx context.Context) {
 	cp.mu.Lock()
 	cp.clients[l] = struct{}{}
 	if cp.current != nil {
+		status, _ := checkPlugins(cp.o.Plugins, cp.pluginsM, cp.current.configured, l.plugins)
 		l.mu.Lock()
-		l.row.SyncStatus, _ = checkPlugins(cp.o.Plugins, cp.pluginsM, cp.current.configured, l.plugins)
+		l.row.SyncStatus = string(status)
 		l.mu.Unlock()
 		l.notify()
 	}
@@ -369,7 +393,7 @@ func (l *cpLink) run(ctx context.Context) {
 		} else {
 			l.log.Warn("ignoring a ping whose payload is not a 32-character config hash", "length", len(payload))
 		}
-		l.record(true)
+		l.record(ctx, true)
 		err := l.conn.WriteControl(websocket.PongMessage, nil, time.Now().Add(FrameTimeout))
 		if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
 			return err
@@ -420,13 +444,13 @@ func (l *cpLink) writer(ctx context.Context, done <-chan struct{}) {
 		}
 		status, err := checkPlugins(cp.o.Plugins, cp.pluginsM, ex.configured, l.plugins)
 		l.mu.Lock()
-		changed := l.row.SyncStatus != status
-		l.row.SyncStatus = status
+		changed := l.row.SyncStatus != string(status)
+		l.row.SyncStatus = string(status)
 		l.mu.Unlock()
 		if err != nil {
 			l.log.Warn("unable to send updated configuration to data plane", "error", err)
 			if changed {
-				l.record(false)
+				l.record(ctx, false)
 			}
 			continue
 		}
@@ -444,36 +468,34 @@ func (l *cpLink) close(code int, text string) {
 	_ = l.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(FrameTimeout))
 }
 
-// record upserts the DP's row; seen marks a ping (last_seen).
-func (l *cpLink) record(seen bool) {
+// record upserts the DP's row with a fresh time to live; seen marks a ping
+// (last_seen). A failed write is logged: the next ping writes again.
+func (l *cpLink) record(ctx context.Context, seen bool) {
 	now := l.cp.o.Now()
 	l.mu.Lock()
 	if seen || l.row.LastSeen.IsZero() {
 		l.row.LastSeen = now
 	}
 	l.row.UpdatedAt = now
-	snap := *l.row
+	l.row.ExpiresAt = now.Add(l.cp.o.PurgeDelay)
+	row := *l.row
 	l.mu.Unlock()
-	l.cp.mu.Lock()
-	l.cp.rows[snap.ID] = &snap
-	l.cp.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, FrameTimeout)
+	defer cancel()
+	if err := l.cp.dps.UpsertDataPlane(wctx, row); err != nil && ctx.Err() == nil {
+		l.log.Error("unable to record the data plane", "error", err)
+	}
 }
 
-// DataPlanes lists the known DPs by id as /clustering/data-planes rows,
-// dropping those whose purge delay has passed.
-func (cp *ControlPlane) DataPlanes() []map[string]any {
+// DataPlanes returns up to limit /clustering/data-planes rows (all when
+// limit <= 0) whose id sorts after after, ordered by id; ttl is the number
+// of seconds the row has left.
+func (cp *ControlPlane) DataPlanes(ctx context.Context, after string, limit int) ([]map[string]any, error) {
 	now := cp.o.Now()
-	cp.mu.Lock()
-	rows := make([]dpRow, 0, len(cp.rows))
-	for id, r := range cp.rows {
-		if now.Sub(r.UpdatedAt) >= cp.o.PurgeDelay {
-			delete(cp.rows, id)
-			continue
-		}
-		rows = append(rows, *r)
+	rows, err := cp.dps.ListDataPlanes(ctx, now, after, limit)
+	if err != nil {
+		return nil, err
 	}
-	cp.mu.Unlock()
-	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
 	out := make([]map[string]any, len(rows))
 	for i, r := range rows {
 		var labels any
@@ -486,11 +508,11 @@ func (cp *ControlPlane) DataPlanes() []map[string]any {
 		}
 		out[i] = map[string]any{
 			"id": r.ID, "ip": r.IP, "hostname": r.Hostname, "version": r.Version,
-			"sync_status": string(r.SyncStatus), "config_hash": r.ConfigHash,
+			"sync_status": r.SyncStatus, "config_hash": r.ConfigHash,
 			"last_seen": r.LastSeen.Unix(), "updated_at": r.UpdatedAt.Unix(),
 			"labels": labels, "cert_details": cert, "rpc_capabilities": []string{},
-			"ttl": int64((cp.o.PurgeDelay - now.Sub(r.UpdatedAt)) / time.Second),
+			"ttl": int64(r.ExpiresAt.Sub(now) / time.Second),
 		}
 	}
-	return out
+	return out, nil
 }

@@ -73,6 +73,9 @@ type ClusterOptions struct {
 	// UpdateFrequency is the control plane's minimum time between pushes
 	// (db_update_frequency; 0: 5 s).
 	UpdateFrequency time.Duration
+	// PurgeDelay is how long the control plane keeps a silent data plane's
+	// row (cluster_data_plane_purge_delay; 0: 14 days).
+	PurgeDelay time.Duration
 	// PersistDir is the data plane's directory for its last configuration
 	// (config.json.gz) and node id (node_id); "" keeps nothing.
 	PersistDir string
@@ -203,7 +206,7 @@ func Run(ctx context.Context, o Options) error {
 	var clusterLn net.Listener
 	if o.Role == RoleControlPlane {
 		if cp, err = cluster.NewControlPlane(cluster.ControlPlaneOptions{Store: st, TLS: o.Cluster.TLS,
-			UpdateFrequency: o.Cluster.UpdateFrequency, Node: cluster.Node{Log: log}}); err != nil {
+			UpdateFrequency: o.Cluster.UpdateFrequency, PurgeDelay: o.Cluster.PurgeDelay, Node: cluster.Node{Log: log}}); err != nil {
 			closeAll()
 			return err
 		}

@@ -150,12 +150,14 @@ func TestHybridMode(t *testing.T) {
 	m := clusterTLS(t)
 	up1, up2 := proxytest.StartEcho(t, "one"), proxytest.StartEcho(t, "two")
 
-	cpStore, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "cp.db"))
+	cpDB := filepath.Join(t.TempDir(), "cp.db")
+	cpStore, err := sqlstore.OpenSQLite(ctx, cpDB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := start(t, gateway.Options{Store: cpStore, Role: gateway.RoleControlPlane,
-		Cluster: gateway.ClusterOptions{TLS: m, Listen: "127.0.0.1:0", UpdateFrequency: 100 * time.Millisecond}})
+	cpOpts := gateway.Options{Store: cpStore, Role: gateway.RoleControlPlane,
+		Cluster: gateway.ClusterOptions{TLS: m, Listen: "127.0.0.1:0", UpdateFrequency: 100 * time.Millisecond}}
+	cp := start(t, cpOpts)
 	if cp.cluster == "" {
 		t.Fatal("no cluster listener address")
 	}
@@ -190,6 +192,7 @@ func TestHybridMode(t *testing.T) {
 	eventually(t, "the data plane to follow the change", proxiedBy(dp.proxy, "/hybrid/x", "two"))
 
 	// The CP lists the DP with the hash the DP reports in /status.
+	var dpRow map[string]any
 	eventually(t, "the data plane row with the current hash", func() string {
 		dpHash, _ := statusJSON(t, dp.status+"/status")["configuration_hash"].(string)
 		list := statusJSON(t, cp.admin+"/clustering/data-planes")
@@ -203,6 +206,7 @@ func TestHybridMode(t *testing.T) {
 			row["ip"] != "127.0.0.1" || labels["region"] != "eu" || row["version"] == nil {
 			return "row " + toJSON(row) + " dp hash " + dpHash
 		}
+		dpRow = row
 		return ""
 	})
 	if conf, _ := statusJSON(t, cp.admin+"/")["configuration"].(map[string]any); conf["role"] != "control_plane" || conf["database"] != "sqlite" {
@@ -248,6 +252,35 @@ func TestHybridMode(t *testing.T) {
 	if code, body := call(http.MethodGet, dp.status+"/status/ready", nil); code != http.StatusOK {
 		t.Fatalf("data plane without its control plane /status/ready = %d %s", code, body)
 	}
+
+	// A restarted CP on the same database still lists both DPs before any
+	// reconnects (they dial the old address): the rows are in SQLite.
+	if cpOpts.Store, err = sqlstore.OpenSQLite(ctx, cpDB); err != nil {
+		t.Fatal(err)
+	}
+	cp2 := start(t, cpOpts)
+	list := statusJSON(t, cp2.admin+"/clustering/data-planes")
+	rows, _ := list["data"].([]any)
+	if len(rows) != 2 {
+		t.Fatalf("restarted control plane lists %s, want both data planes", toJSON(list))
+	}
+	found := false
+	for _, r := range rows {
+		row := r.(map[string]any)
+		if row["id"] == dpRow["id"] {
+			found = true
+			if row["config_hash"] != dpRow["config_hash"] || row["hostname"] != dpRow["hostname"] || toJSON(row["labels"]) != toJSON(dpRow["labels"]) {
+				t.Errorf("restarted control plane's row %s, before the restart %s", toJSON(row), toJSON(dpRow))
+			}
+			if ttl, _ := row["ttl"].(float64); ttl <= 0 || ttl > float64(cluster.DefaultPurgeDelay/time.Second) {
+				t.Errorf("ttl %v", row["ttl"])
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("restarted control plane lost data plane %v: %s", dpRow["id"], toJSON(list))
+	}
+	cp2.stop()
 
 	// A restarted DP serves its persisted configuration with the CP down.
 	dp.stop()
