@@ -1,4 +1,4 @@
-package store
+package store_test
 
 import (
 	"context"
@@ -8,20 +8,22 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/workflow"
+	"github.com/kiln-dev/kiln/pkg/workflow/store"
+	"github.com/kiln-dev/kiln/pkg/workflow/store/storetest"
 )
 
 // BenchmarkListByAgent is what every GetAction poll costs with 200 machines
 // whose workflows carry full log tails: the agent index against the peer, a
 // scan that decodes every workflow and filters (kiln's first version).
 func BenchmarkListByAgent(b *testing.B) {
-	st, err := OpenBolt(filepath.Join(b.TempDir(), "wf.db"), time.Second)
+	st, err := store.OpenBolt(filepath.Join(b.TempDir(), "wf.db"), time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
 	ctx := context.Background()
 	for i := 0; i < 200; i++ {
-		w := newWorkflow(fmt.Sprintf("m%03d", i), fmt.Sprintf("aa:00:00:00:%02x:%02x", i/256, i%256), time.Now())
+		w := storetest.NewWorkflow("", fmt.Sprintf("m%03d", i), fmt.Sprintf("aa:00:00:00:%02x:%02x", i/256, i%256), time.Now())
 		for j := 0; j < 5; j++ {
 			a := w.Tasks[0].Actions[0]
 			a.Name = fmt.Sprintf("a%d", j)
@@ -47,7 +49,7 @@ func BenchmarkListByAgent(b *testing.B) {
 	b.Run("scan", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			all, _ := st.List(ctx)
-			if got := FilterByAgent(all, agent); len(got) != 1 {
+			if got := store.FilterByAgent(all, agent); len(got) != 1 {
 				b.Fatal(len(got))
 			}
 		}
