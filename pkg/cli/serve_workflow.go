@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/workerapi"
 	"github.com/kiln-dev/kiln/pkg/workflow"
 	"github.com/kiln-dev/kiln/pkg/workflow/store"
+	"github.com/kiln-dev/kiln/pkg/workflow/store/kube"
 	"github.com/kiln-dev/kiln/templates"
 )
 
@@ -40,12 +41,37 @@ func addTemplateFlags(cmd *cobra.Command, o *templateOptions) {
 	f.StringArrayVar(&o.set, "set", nil, "extra template value key=value, available as {{ .key }} (repeatable)")
 	f.StringVar(&o.imageURL, "image-url", "", "OS disk image URL, as {{ .image_url }}")
 	f.StringVar(&o.metadataURL, "metadata-url", "", "kiln metadata service URL, as {{ .metadata_url }}")
+	f.StringVar(&o.namespace, "namespace", workflow.DefaultNamespace, "namespace of the workflows (with --kubeconfig: of the Workflow objects)")
+}
+
+// storeOptions choose where workflows are kept: a local bbolt file, or
+// tinkerbell.org/v1alpha1 Workflow objects in a Kubernetes API.
+type storeOptions struct {
+	db         string
+	kubeconfig string
+}
+
+// openWorkflowStore opens the store the options select and describes it for
+// progress output. Its errors are the operator's to fix (exit 1).
+func openWorkflowStore(ctx context.Context, o storeOptions, namespace string, lockWait time.Duration) (store.Store, string, error) {
+	if o.kubeconfig != "" {
+		st, err := kube.Open(ctx, o.kubeconfig, namespace)
+		if err != nil {
+			return nil, "", fmt.Errorf("--kubeconfig %s: %w", o.kubeconfig, err)
+		}
+		return st, fmt.Sprintf("Workflow objects in namespace %s of %s", st.Namespace(), o.kubeconfig), nil
+	}
+	st, err := store.OpenBolt(o.db, lockWait)
+	if err != nil {
+		return nil, "", err
+	}
+	return st, "workflow database " + o.db, nil
 }
 
 type serveWorkflowOptions struct {
 	templateOptions
+	storeOptions
 	listen     string
-	db         string
 	sec        workerapi.Security
 	grace      time.Duration
 	leaveAfter time.Duration
@@ -67,7 +93,8 @@ used; it needs --image-url and --metadata-url.`,
 	f := cmd.Flags()
 	addTemplateFlags(cmd, &o.templateOptions)
 	f.StringVar(&o.listen, "grpc-listen", fmt.Sprintf(":%d", workerapi.DefaultPort), "worker API listen address")
-	f.StringVar(&o.db, "db", "kiln-workflows.db", "workflow database file (created if missing)")
+	f.StringVar(&o.db, "db", "kiln-workflows.db", "workflow database file (created if missing; not used with --kubeconfig)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "keep workflows as tinkerbell.org/v1alpha1 Workflow objects in this cluster (e.g. the bootstrap cluster's) instead of --db")
 	f.StringVar(&o.sec.CertFile, "grpc-tls-cert", "", "serve TLS with this certificate (PEM)")
 	f.StringVar(&o.sec.KeyFile, "grpc-tls-key", "", "key of --grpc-tls-cert (PEM)")
 	f.StringVar(&o.sec.ClientCAFile, "grpc-client-ca", "", "require client certificates signed by this CA (mutual TLS)")
@@ -103,16 +130,18 @@ func runServeWorkflow(ctx context.Context, streams Streams, o *serveWorkflowOpti
 	}
 	wfs := r.workflows
 
-	var st *store.Bolt
-	if err := step.step("open workflow database "+o.db, func() (string, error) {
-		if st, err = store.OpenBolt(o.db, 2*time.Second); err != nil {
-			return "", err
+	var st store.Store
+	if err := step.step("open workflow store", func() (string, error) {
+		var where string
+		if st, where, err = openWorkflowStore(ctx, o.storeOptions, o.namespace, 2*time.Second); err != nil {
+			return "", withExitCode(ExitInvalidInput, err)
 		}
 		created, err := store.Ensure(ctx, st, wfs)
 		if err != nil {
-			return "", err
+			_ = st.Close()
+			return "", fmt.Errorf("storing workflows in %s: %w", where, err)
 		}
-		return fmt.Sprintf("%d created, %d resumed", created, len(wfs)-created), nil
+		return fmt.Sprintf("%s: %d created, %d resumed", where, created, len(wfs)-created), nil
 	}); err != nil {
 		return err
 	}

@@ -19,10 +19,11 @@ import (
 )
 
 type workflowsOptions struct {
-	server string
-	db     string
-	sec    workerapi.ClientSecurity
-	output string
+	storeOptions
+	namespace string
+	server    string
+	sec       workerapi.ClientSecurity
+	output    string
 }
 
 func newWorkflowsCommand(streams Streams) *cobra.Command {
@@ -32,13 +33,16 @@ func newWorkflowsCommand(streams Streams) *cobra.Command {
 		Short: "Show each machine's provisioning workflow (list, show NAME, reset NAME)",
 		Long: `Show provisioning workflows with the state and duration of every action and
 the last log lines of a failed one. Reads a running "kiln serve workflow"
-through its worker API (--server) or, when no server runs, its database (--db).`,
+through its worker API (--server), its database when no server runs (--db),
+or the Workflow objects of a server run with --kubeconfig (--kubeconfig).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return listWorkflows(cmd.Context(), streams, o) },
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.server, "server", "127.0.0.1:42113", "address of a running kiln workflow server")
 	pf.StringVar(&o.db, "db", "", "read this workflow database file instead of a server (only while no server holds it)")
+	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "read the tinkerbell.org/v1alpha1 Workflow objects of this cluster instead of a server")
+	pf.StringVar(&o.namespace, "namespace", workflow.DefaultNamespace, "namespace of the Workflow objects (with --kubeconfig)")
 	pf.BoolVar(&o.sec.TLS, "tls", false, "connect to the server with TLS")
 	pf.StringVar(&o.sec.CAFile, "ca-file", "", "verify the server against this CA certificate (PEM)")
 	pf.StringVar(&o.sec.CertFile, "cert-file", "", "client certificate for mutual TLS (PEM)")
@@ -66,10 +70,10 @@ through its worker API (--server) or, when no server runs, its database (--db).`
 
 // loadWorkflows reads every workflow from the database file or the server.
 func loadWorkflows(ctx context.Context, o *workflowsOptions) ([]*workflow.Workflow, error) {
-	if o.db != "" {
-		st, err := store.OpenBolt(o.db, time.Second)
+	if o.db != "" || o.kubeconfig != "" {
+		st, err := o.open(ctx)
 		if err != nil {
-			return nil, withExitCode(ExitInvalidInput, fmt.Errorf("%w (while a server runs, use --server instead)", err))
+			return nil, err
 		}
 		defer st.Close()
 		return st.List(ctx)
@@ -85,6 +89,18 @@ func loadWorkflows(ctx context.Context, o *workflowsOptions) ([]*workflow.Workfl
 		}
 		return wfs, nil
 	})
+}
+
+// open opens the store --db or --kubeconfig names instead of a server.
+func (o *workflowsOptions) open(ctx context.Context) (store.Store, error) {
+	st, _, err := openWorkflowStore(ctx, o.storeOptions, o.namespace, time.Second)
+	switch {
+	case err != nil && o.kubeconfig == "":
+		return nil, withExitCode(ExitInvalidInput, fmt.Errorf("%w (while a server runs, use --server instead)", err))
+	case err != nil:
+		return nil, withExitCode(ExitInvalidInput, err)
+	}
+	return st, nil
 }
 
 func withAdmin[T any](ctx context.Context, o *workflowsOptions, fn func(context.Context, kilnpb.AdminClient) (T, error)) (T, error) {
@@ -244,10 +260,10 @@ func firstLine(s string) string {
 }
 
 func resetWorkflow(ctx context.Context, streams Streams, o *workflowsOptions, name string) error {
-	if o.db != "" {
-		st, err := store.OpenBolt(o.db, time.Second)
+	if o.db != "" || o.kubeconfig != "" {
+		st, err := o.open(ctx)
 		if err != nil {
-			return withExitCode(ExitInvalidInput, fmt.Errorf("%w (while a server runs, use --server instead)", err))
+			return err
 		}
 		defer st.Close()
 		if _, err := st.Update(ctx, workerapi.QualifiedID(name), func(w *workflow.Workflow) error { w.Reset(); return nil }); err != nil {

@@ -47,40 +47,11 @@ func TestServeWorkflowAndWorkflowsCommands(t *testing.T) {
 		t.Fatalf("missing --hardware-csv: code %d", code)
 	}
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- Run(ctx, []string{"serve", "workflow", "--hardware-csv", csv, "--db", db, "--grpc-listen", addr,
-			"--image-url", "http://10.10.50.5:8080/jammy.raw.gz", "--metadata-url", "http://10.10.50.5:7172"}, strings.NewReader(""), &out, &out)
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != ExitOK {
-			t.Errorf("serve workflow exited %d:\n%s", code, out.String())
-		}
-	}()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	wf := pb.NewWorkflowServiceClient(conn)
-	var act *pb.ActionResponse
-	for i := 0; i < 100; i++ {
-		if act, err = wf.GetAction(ctx, &pb.ActionRequest{AgentId: ptr("cc:48:3a:00:00:02")}); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil || act.GetWorkflowId() != "eksa-system/wk01" || act.GetName() != "stream-image" {
-		t.Fatalf("GetAction: %v, %v\n%s", act, err, out.String())
+	srv := serveWorkflow(t, csv, "--db", db)
+	addr, out, wf, ctx := srv.addr, srv.out, srv.wf, context.Background()
+	act := srv.getAction(t, "cc:48:3a:00:00:02")
+	if act.GetWorkflowId() != "eksa-system/wk01" || act.GetName() != "stream-image" {
+		t.Fatalf("GetAction: %v\n%s", act, out.String())
 	}
 	if !strings.Contains(out.String(), "✓ read "+csv+": 2 machines") || !strings.Contains(out.String(), "2 created, 0 resumed") {
 		t.Errorf("progress output:\n%s", out.String())
@@ -128,6 +99,60 @@ func TestServeWorkflowAndWorkflowsCommands(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// servedWorkflow is a `kiln serve workflow` running in the test.
+type servedWorkflow struct {
+	addr string
+	out  *syncBuffer
+	wf   pb.WorkflowServiceClient
+}
+
+// serveWorkflow runs `kiln serve workflow` for the machines of csv with the
+// store flags given, until the test ends (then it must exit 0).
+func serveWorkflow(t *testing.T, csv string, storeArgs ...string) *servedWorkflow {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan int)
+	args := append([]string{"serve", "workflow", "--hardware-csv", csv, "--grpc-listen", addr,
+		"--image-url", "http://10.10.50.5:8080/jammy.raw.gz", "--metadata-url", "http://10.10.50.5:7172"}, storeArgs...)
+	go func() { done <- Run(ctx, args, strings.NewReader(""), out, out) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != ExitOK {
+			t.Errorf("serve workflow exited %d:\n%s", code, out.String())
+		}
+	})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return &servedWorkflow{addr: addr, out: out, wf: pb.NewWorkflowServiceClient(conn)}
+}
+
+// getAction polls GetAction for agent until the server answers (it
+// starts in the background), for up to a minute.
+func (s *servedWorkflow) getAction(t *testing.T, agent string) *pb.ActionResponse {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		act, err := s.wf.GetAction(context.Background(), &pb.ActionRequest{AgentId: ptr(agent)})
+		if err == nil {
+			return act
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GetAction(%s): %v\n%s", agent, err, s.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
 
 func TestInitArgs(t *testing.T) {
 	if got := InitArgs([]string{"/init", "console=ttyS0"}); strings.Join(got, " ") != "agent --init" {
