@@ -1,8 +1,8 @@
 // Package store persists workflows. Store is the boundary: the bbolt
 // implementation here keeps them in one local file when kiln runs without a
-// Kubernetes API; a tinkerbell.org/v1alpha1 Workflow store implements the
-// same interface against a cluster (Update maps onto get → mutate → update
-// with retry on conflict).
+// Kubernetes API; package kube implements it over tinkerbell.org/v1alpha1
+// Workflow objects (Update is get → mutate → status update, retried on
+// conflict), and package storetest is the behaviour both must show.
 package store
 
 import (
