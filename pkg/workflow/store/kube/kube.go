@@ -123,8 +123,9 @@ func (s *Store) get(ctx context.Context, id string) (*tinkv1.Workflow, error) {
 
 // Create implements store.Store: it creates the object (metadata and spec)
 // and then writes its status, which the API server accepts only through the
-// status subresource. An object left without status by an interrupted
-// Create gets it from the next Create of the same workflow.
+// status subresource. A kiln-labelled object left without status by an
+// interrupted Create gets it from the next Create of the same workflow; any
+// other existing object is ErrExists.
 func (s *Store) Create(ctx context.Context, w *workflow.Workflow) error {
 	if w.Namespace != s.namespace {
 		return fmt.Errorf("workflow %s is outside the store's namespace %s", w.ID(), s.namespace)
@@ -138,7 +139,7 @@ func (s *Store) Create(ctx context.Context, w *workflow.Workflow) error {
 		if gerr != nil {
 			return gerr
 		}
-		if initialised(existing) {
+		if initialised(existing) || existing.Labels[ManagedByLabel] != managedBy {
 			return fmt.Errorf("%w: %s", store.ErrExists, w.ID())
 		}
 		obj = existing

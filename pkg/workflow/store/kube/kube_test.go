@@ -3,6 +3,7 @@ package kube_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -83,12 +84,20 @@ func TestKubeStore(t *testing.T) {
 	t.Run("WorkerAPI", func(t *testing.T) { testWorkerAPI(t, c, open(t)) })
 }
 
-// testInterruptedCreate: an object whose status was never written (kiln
-// stopped between the two writes of Create) is completed by the next Create.
+// testInterruptedCreate: a kiln object whose status was never written (kiln
+// stopped between the two writes of Create) is completed by the next
+// Create; someone else's Workflow of the same name is left alone.
 func testInterruptedCreate(t *testing.T, c client.Client, s *kube.Store) {
 	ctx := context.Background()
 	w := storetest.NewWorkflow(s.Namespace(), "cp01", "aa:00:00:00:00:01", time.Now())
-	obj := &tinkv1.Workflow{ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: w.Name}, Spec: tinkv1.WorkflowSpec{TemplateRef: "t", HardwareRef: "cp01"}}
+	foreign := &tinkv1.Workflow{ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: "theirs"}, Spec: tinkv1.WorkflowSpec{TemplateRef: "t", HardwareRef: "cp01"}}
+	if err := c.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, storetest.NewWorkflow(s.Namespace(), "theirs", "aa:00:00:00:00:01", time.Now())); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("create over a Workflow kiln did not make: %v; want ErrExists", err)
+	}
+	obj := &tinkv1.Workflow{ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: w.Name, Labels: map[string]string{kube.ManagedByLabel: "kiln"}}, Spec: tinkv1.WorkflowSpec{TemplateRef: "t", HardwareRef: "cp01"}}
 	if err := c.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
