@@ -563,7 +563,7 @@ func (w *h1Writer) WriteHeader(code int) {
 // through the header map: the upstream's end-to-end fields, Date when the
 // upstream sent none, Via and Kong's latency and request-id headers, and
 // the framing for the client connection.
-func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *plugin.Context) {
+func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 	code := resp.status
 	w.wrote, w.status = true, code
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
@@ -584,27 +584,28 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *pl
 	writeStatusLine(bw, w.req.ProtoMinor, code)
 	hasDate := false
 	var via []string
-	for k, vs := range resp.header {
-		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
+	for _, f := range resp.fields {
+		k := f.name
+		if !resp.endToEnd(k) {
 			continue
 		}
-		if _, set := c.RespHeader[k]; set {
-			continue // a plugin's response header replaces the upstream's
+		if len(c.RespHeader) > 0 {
+			if _, set := c.RespHeader[k]; set {
+				continue // a plugin's response header replaces the upstream's
+			}
 		}
 		switch k {
 		case "Date":
 			hasDate = true
 		case "Via":
-			via = vs
+			via = append(via, f.value)
 			continue
 		case "Content-Length":
 			if code == http.StatusNoContent {
 				continue
 			}
 		}
-		for _, v := range vs {
-			writeHeader(bw, k, v)
-		}
+		writeHeader(bw, k, f.value)
 	}
 	for k, vs := range c.RespHeader {
 		for _, v := range vs {

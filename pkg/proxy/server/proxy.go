@@ -593,40 +593,22 @@ func (cw *chunkedWriter) Write(p []byte) (int, error) {
 // respond streams the upstream response to the client.
 func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
 	h := w.Header()
-	var connTokens []string
-	for _, v := range resp.header["Connection"] {
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				connTokens = append(connTokens, t)
-			}
-		}
-	}
-	// The upstream header values live in the upstream connection's reused
-	// arena: the fast path writes them before the connection is released,
-	// net/http may write them later, so it gets copies.
-	hw, direct := w.(*h1Writer)
-	if direct && !c.NeedsResponse() && len(h) == 0 {
+	if hw, direct := w.(*h1Writer); direct && !c.NeedsResponse() && len(h) == 0 {
 		// No plugin looks at the response: write the head straight from
 		// the upstream's fields (plus what access plugins set).
-		hw.writeProxiedHead(resp, connTokens, c)
+		hw.writeProxiedHead(resp, c)
 		c.Status, c.Proxied = resp.status, true
 	} else {
-		e.responseHead(w, c, resp, connTokens, direct)
+		e.responseHead(w, c, resp)
 	}
 	e.copyBody(w, r, c, uc, resp)
 }
 
 // responseHead builds the client response head in the header map, where
 // plugins' header filters can change it.
-func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *upResponse, connTokens []string, direct bool) {
+func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *upResponse) {
 	h := w.Header()
-	for k, vs := range resp.header {
-		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
-			continue
-		}
-		if !direct {
-			vs = append([]string(nil), vs...)
-		}
+	for k, vs := range resp.header() {
 		h[k] = vs
 	}
 	for k, v := range c.RespHeader {
@@ -718,10 +700,14 @@ func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Contex
 	}
 	defer cc.Close()
 	defer uc.nc.Close()
-	resp.header["Via"] = []string{viaValue}
-	resp.header["X-Kong-Request-Id"] = []string{c.RequestID}
+	h := http.Header{}
+	for _, f := range resp.fields {
+		h[f.name] = append(h[f.name], f.value)
+	}
+	h["Via"] = []string{viaValue}
+	h["X-Kong-Request-Id"] = []string{c.RequestID}
 	_, _ = cbuf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	_ = resp.header.Write(cbuf)
+	_ = h.Write(cbuf)
 	_, _ = cbuf.WriteString("\r\n")
 	if err := cbuf.Flush(); err != nil {
 		return
