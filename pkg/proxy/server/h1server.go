@@ -509,9 +509,9 @@ func (w *h1Writer) WriteHeader(code int) {
 	}
 	bw := w.c.bw
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		writeStatusLine(bw, w.req.ProtoMinor, code)
-		writeHeaders(bw, w.hdr)
-		_, _ = bw.WriteString("\r\n")
+		b := appendStatusLine(bw.AvailableBuffer(), w.req.ProtoMinor, code)
+		b = appendHeaders(b, w.hdr)
+		_, _ = bw.Write(append(b, "\r\n"...))
 		return
 	}
 	w.wrote, w.status = true, code
@@ -541,22 +541,22 @@ func (w *h1Writer) WriteHeader(code int) {
 	if hasToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
-	writeStatusLine(bw, w.req.ProtoMinor, code)
+	b := appendStatusLine(bw.AvailableBuffer(), w.req.ProtoMinor, code)
 	if _, ok := h["Date"]; !ok {
-		_, _ = bw.WriteString("Date: ")
-		_, _ = bw.WriteString(w.c.s.date())
-		_, _ = bw.WriteString("\r\n")
+		b = append(b, "Date: "...)
+		b = append(b, w.c.s.date()...)
+		b = append(b, "\r\n"...)
 	}
-	writeHeaders(bw, h)
+	b = appendHeaders(b, h)
 	if w.chunked {
-		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if w.closeAfter && len(h["Connection"]) == 0 {
-		_, _ = bw.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	} else if !w.closeAfter && w.req.ProtoMinor == 0 {
-		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+		b = append(b, "Connection: keep-alive\r\n"...)
 	}
-	_, _ = bw.WriteString("\r\n")
+	_, _ = bw.Write(append(b, "\r\n"...))
 }
 
 // writeProxiedHead writes an upstream response's head without going
@@ -581,7 +581,7 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 		w.closeAfter = true
 	}
 	bw := w.c.bw
-	writeStatusLine(bw, w.req.ProtoMinor, code)
+	b := appendStatusLine(bw.AvailableBuffer(), w.req.ProtoMinor, code)
 	hasDate := false
 	var via []string
 	for _, f := range resp.fields {
@@ -605,61 +605,57 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 				continue
 			}
 		}
-		writeHeader(bw, k, f.value)
+		b = appendHeader(b, k, f.value)
 	}
-	for k, vs := range c.RespHeader {
-		for _, v := range vs {
-			writeHeader(bw, k, v)
-		}
-	}
+	b = appendHeaders(b, c.RespHeader)
 	if !hasDate {
-		_, _ = bw.WriteString("Date: ")
-		_, _ = bw.WriteString(w.c.s.date())
-		_, _ = bw.WriteString("\r\n")
+		b = append(b, "Date: "...)
+		b = append(b, w.c.s.date()...)
+		b = append(b, "\r\n"...)
 	}
-	_, _ = bw.WriteString("Via: ")
+	b = append(b, "Via: "...)
 	for _, v := range via {
-		_, _ = bw.WriteString(v)
-		_, _ = bw.WriteString(", ")
+		b = append(b, v...)
+		b = append(b, ", "...)
 	}
-	_, _ = bw.WriteString(viaValue)
-	_, _ = bw.WriteString("\r\nX-Kong-Upstream-Latency: ")
-	_, _ = bw.WriteString(msHeader(c.UpstreamLatency)[0])
-	_, _ = bw.WriteString("\r\nX-Kong-Proxy-Latency: ")
-	_, _ = bw.WriteString(msHeader(c.ProxyLatency)[0])
-	_, _ = bw.WriteString("\r\nX-Kong-Request-Id: ")
-	_, _ = bw.WriteString(c.RequestID)
-	_, _ = bw.WriteString("\r\n")
+	b = append(b, viaValue...)
+	b = append(b, "\r\nX-Kong-Upstream-Latency: "...)
+	b = strconv.AppendInt(b, max(c.UpstreamLatency.Milliseconds(), 0), 10)
+	b = append(b, "\r\nX-Kong-Proxy-Latency: "...)
+	b = strconv.AppendInt(b, max(c.ProxyLatency.Milliseconds(), 0), 10)
+	b = append(b, "\r\nX-Kong-Request-Id: "...)
+	b = append(b, c.RequestID...)
+	b = append(b, "\r\n"...)
 	if w.chunked {
-		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if w.closeAfter {
-		_, _ = bw.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	} else if w.req.ProtoMinor == 0 {
-		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+		b = append(b, "Connection: keep-alive\r\n"...)
 	}
-	_, _ = bw.WriteString("\r\n")
+	_, _ = bw.Write(append(b, "\r\n"...))
 }
 
-func writeStatusLine(bw *bufio.Writer, minor, code int) {
+func appendStatusLine(b []byte, minor, code int) []byte {
 	if minor == 0 {
-		_, _ = bw.WriteString("HTTP/1.0 ")
+		b = append(b, "HTTP/1.0 "...)
 	} else {
-		_, _ = bw.WriteString("HTTP/1.1 ")
+		b = append(b, "HTTP/1.1 "...)
 	}
-	var b [3]byte
-	_, _ = bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
-	_ = bw.WriteByte(' ')
-	_, _ = bw.WriteString(http.StatusText(code))
-	_, _ = bw.WriteString("\r\n")
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	return append(b, "\r\n"...)
 }
 
-func writeHeaders(bw *bufio.Writer, h http.Header) {
+func appendHeaders(b []byte, h http.Header) []byte {
 	for k, vs := range h {
 		for _, v := range vs {
-			writeHeader(bw, k, v)
+			b = appendHeader(b, k, v)
 		}
 	}
+	return b
 }
 
 func (w *h1Writer) Write(p []byte) (int, error) {

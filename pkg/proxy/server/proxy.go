@@ -437,26 +437,28 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	e.respond(w, r, c, uc, resp)
 }
 
-// writeRequest sends the request line, headers and body upstream.
+// writeRequest sends the request line, headers and body upstream. The head
+// is assembled in the free part of the connection's write buffer.
 func writeRequest(bw *bufio.Writer, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool) error {
 	method := r.Method
 	if c.UpstreamMethod != "" {
 		method = c.UpstreamMethod
 	}
-	bw.WriteString(method)
-	bw.WriteByte(' ')
-	bw.WriteString(c.UpstreamPath)
+	b := bw.AvailableBuffer()
+	b = append(b, method...)
+	b = append(b, ' ')
+	b = append(b, c.UpstreamPath...)
 	if c.UpstreamQuery != "" {
-		bw.WriteByte('?')
-		bw.WriteString(c.UpstreamQuery)
+		b = append(b, '?')
+		b = append(b, c.UpstreamQuery...)
 	}
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	b = append(b, " HTTP/1.1\r\nHost: "...)
 	if ri.route.PreserveHost && r.Host != "" {
-		bw.WriteString(r.Host)
+		b = append(b, r.Host...)
 	} else {
-		bw.WriteString(host)
+		b = append(b, host...)
 	}
-	bw.WriteString("\r\n")
+	b = append(b, "\r\n"...)
 	h := r.Header
 	var connTokens []string
 	if cv := h["Connection"]; len(cv) > 0 {
@@ -480,51 +482,56 @@ func writeRequest(bw *bufio.Writer, r *http.Request, c *plugin.Context, ri *rout
 			continue
 		}
 		for _, v := range vs {
-			writeHeader(bw, k, v)
+			b = appendHeader(b, k, v)
 		}
 	}
 	// X-Forwarded-* (client values are not trusted: trusted_ips is empty
 	// by default in Kong).
-	if xff := h["X-Forwarded-For"]; len(xff) > 0 {
-		writeHeader(bw, "X-Forwarded-For", strings.Join(xff, ", ")+", "+c.ClientIP)
-	} else {
-		writeHeader(bw, "X-Forwarded-For", c.ClientIP)
+	b = append(b, "X-Forwarded-For: "...)
+	for _, v := range h["X-Forwarded-For"] {
+		b = appendValue(b, v)
+		b = append(b, ", "...)
 	}
-	writeHeader(bw, "X-Forwarded-Proto", c.Scheme)
-	writeHeader(bw, "X-Forwarded-Host", requestHostNoPort(r.Host))
-	writeHeader(bw, "X-Forwarded-Port", port)
-	writeHeader(bw, "X-Forwarded-Path", c.RawPath)
+	b = append(b, c.ClientIP...)
+	b = append(b, "\r\n"...)
+	b = appendHeader(b, "X-Forwarded-Proto", c.Scheme)
+	b = appendHeader(b, "X-Forwarded-Host", requestHostNoPort(r.Host))
+	b = appendHeader(b, "X-Forwarded-Port", port)
+	b = appendHeader(b, "X-Forwarded-Path", c.RawPath)
 	if ri.route.StripPath && c.Prefix != "" && c.Prefix != "/" {
-		writeHeader(bw, "X-Forwarded-Prefix", c.Prefix)
+		b = appendHeader(b, "X-Forwarded-Prefix", c.Prefix)
 	}
-	writeHeader(bw, "X-Real-IP", c.ClientIP)
-	if via := h["Via"]; len(via) > 0 {
-		writeHeader(bw, "Via", strings.Join(via, ", ")+", "+viaProto(r)+" kong/"+entity.KongVersion)
-	} else {
-		bw.WriteString("Via: ")
-		bw.WriteString(viaProto(r))
-		bw.WriteString(" kong/" + entity.KongVersion + "\r\n")
+	b = appendHeader(b, "X-Real-IP", c.ClientIP)
+	b = append(b, "Via: "...)
+	for _, v := range h["Via"] {
+		b = appendValue(b, v)
+		b = append(b, ", "...)
 	}
-	writeHeader(bw, "X-Kong-Request-Id", c.RequestID)
+	b = append(b, viaProto(r)...)
+	b = append(b, " kong/"+entity.KongVersion+"\r\n"...)
+	b = appendHeader(b, "X-Kong-Request-Id", c.RequestID)
 	if upgrade {
-		bw.WriteString("Connection: keep-alive, Upgrade\r\n")
-		writeHeader(bw, "Upgrade", h.Get("Upgrade"))
+		b = append(b, "Connection: keep-alive, Upgrade\r\n"...)
+		b = appendHeader(b, "Upgrade", h.Get("Upgrade"))
 	}
 	chunked := false
 	switch {
 	case body == nil:
 		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
-			bw.WriteString("Content-Length: 0\r\n")
+			b = append(b, "Content-Length: 0\r\n"...)
 		}
 	case r.ContentLength >= 0:
-		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(r.ContentLength, 10))
-		bw.WriteString("\r\n")
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, r.ContentLength, 10)
+		b = append(b, "\r\n"...)
 	default:
 		chunked = true
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
-	bw.WriteString("\r\n")
+	b = append(b, "\r\n"...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
 	if body == nil {
 		return bw.Flush()
 	}
@@ -561,15 +568,27 @@ func containsFold(list []string, s string) bool {
 	return false
 }
 
-// writeHeader writes "k: v\r\n", replacing CR/LF in v.
-func writeHeader(bw *bufio.Writer, k, v string) {
-	bw.WriteString(k)
-	bw.WriteString(": ")
-	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
-		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+// appendHeader appends "k: v\r\n", replacing CR/LF in v.
+func appendHeader(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ": "...)
+	b = appendValue(b, v)
+	return append(b, "\r\n"...)
+}
+
+// appendValue appends a header value with CR and LF replaced by spaces.
+func appendValue(b []byte, v string) []byte {
+	if strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0 {
+		return append(b, v...)
 	}
-	bw.WriteString(v)
-	bw.WriteString("\r\n")
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' {
+			b = append(b, ' ')
+		} else {
+			b = append(b, c)
+		}
+	}
+	return b
 }
 
 type chunkedWriter struct{ bw *bufio.Writer }
