@@ -105,10 +105,17 @@ func (hb *headerBlock) readLines(br *bufio.Reader) error {
 	}
 }
 
-func isTokenByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
+// tokenChars marks the bytes allowed in a token (RFC 9110 §5.6.2). It is
+// never written after initialisation.
+var tokenChars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0
+	}
+	return t
+}()
+
+func isTokenByte(c byte) bool { return tokenChars[c] }
 
 // scan validates the block in one pass over its bytes: it rewrites field
 // names in place to Go's canonical form (same length, so offsets stay
@@ -163,15 +170,19 @@ func (hb *headerBlock) scan() bool {
 			i++
 		}
 		vs := i
-		for i < len(b) && b[i] != '\n' {
-			if c := b[i]; c == 0 || (c == '\r' && (i+1 >= len(b) || b[i+1] != '\n')) {
-				return false
-			}
-			i++
-		}
-		if i >= len(b) {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
 			return false
 		}
+		line := b[i : i+j]
+		// NUL, and CR anywhere but before the LF, are rejected.
+		if bytes.IndexByte(line, 0) >= 0 {
+			return false
+		}
+		if k := bytes.IndexByte(line, '\r'); k >= 0 && k != len(line)-1 {
+			return false
+		}
+		i += j
 		ve := i
 		if ve > vs && b[ve-1] == '\r' {
 			ve--

@@ -605,7 +605,11 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 				continue
 			}
 		}
-		b = appendHeader(b, k, f.value)
+		// Parsed fields hold no CR or LF: no need to sanitise.
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
 	}
 	b = appendHeaders(b, c.RespHeader)
 	if !hasDate {

@@ -649,12 +649,11 @@ func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *up
 // upstream body to the client, then releases the upstream connection.
 func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
 	h := w.Header()
-	bufp := e.bufPool.Get().(*[]byte)
-	defer e.bufPool.Put(bufp)
-	buf := *bufp
 	var sent int64
 	var copyErr error
-	if c.WantsBody() {
+	hw, direct := w.(*h1Writer)
+	switch {
+	case c.WantsBody():
 		data, err := io.ReadAll(resp.body)
 		copyErr = err
 		data = c.RunBodyFilter(data)
@@ -663,7 +662,15 @@ func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Cont
 		w.WriteHeader(c.Status)
 		n, _ := w.Write(data)
 		sent = int64(n)
-	} else {
+	case direct && resp.body == &resp.lr:
+		// A fixed-length body goes from the upstream connection's read
+		// buffer straight into the client's write buffer.
+		hw.WriteHeader(c.Status)
+		sent, copyErr = copyFixed(hw, uc.br, &resp.lr)
+	default:
+		bufp := e.bufPool.Get().(*[]byte)
+		defer e.bufPool.Put(bufp)
+		buf := *bufp
 		w.WriteHeader(c.Status)
 		flush := resp.contentLength < 0
 		fl, _ := w.(http.Flusher)
@@ -701,6 +708,33 @@ func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Cont
 	}
 	c.RunLog()
 	e.accessLog(r, c.RequestID, c.Status, sent, c.Start, c, c.Upstream)
+}
+
+// copyFixed copies the rest of a fixed-length upstream body from br to w
+// without an intermediate buffer, with lengthReader's errors.
+func copyFixed(w io.Writer, br *bufio.Reader, lr *lengthReader) (int64, error) {
+	var sent int64
+	for lr.n > 0 {
+		n := br.Buffered()
+		if n == 0 {
+			if _, err := br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return sent, err
+			}
+			n = br.Buffered()
+		}
+		p, _ := br.Peek(int(min(int64(n), lr.n)))
+		wn, err := w.Write(p)
+		_, _ = br.Discard(wn)
+		lr.n -= int64(wn)
+		sent += int64(wn)
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
 }
 
 // tunnel completes a WebSocket (or other Upgrade) handshake and pipes bytes
