@@ -157,17 +157,18 @@ type h1Conn struct {
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: make(http.Header, 16)}
+	rw := newSysConn(nc)
 	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
-		br.Reset(nc)
+		br.Reset(rw)
 		c.br = br
 	} else {
-		c.br = bufio.NewReaderSize(nc, 8<<10)
+		c.br = bufio.NewReaderSize(rw, 8<<10)
 	}
 	if bw, ok := s.e.h1Writers.Get().(*bufio.Writer); ok {
-		bw.Reset(nc)
+		bw.Reset(rw)
 		c.bw = bw
 	} else {
-		c.bw = bufio.NewWriterSize(nc, 8<<10)
+		c.bw = bufio.NewWriterSize(rw, 8<<10)
 	}
 	c.w.hdr = make(http.Header, 16)
 	c.w.c = c

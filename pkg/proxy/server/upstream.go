@@ -168,7 +168,7 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 		}
 		nc = tconn
 	}
-	dc := &deadlineConn{Conn: nc, clock: p.clock}
+	dc := &deadlineConn{Conn: newSysConn(nc), clock: p.clock}
 	c := &upConn{nc: nc, dc: dc, key: key}
 	if br, ok := p.readers.Get().(*bufio.Reader); ok {
 		br.Reset(dc)

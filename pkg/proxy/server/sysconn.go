@@ -1,0 +1,128 @@
+package server
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// sysConn reads and writes a TCP socket with raw read(2)/write(2) calls
+// made through syscall.RawConn, so deadlines, closing and waiting for
+// readiness stay with Go's poller. The calls are non-blocking (EAGAIN
+// sends the goroutine to the poller as net.Conn does), which is what lets
+// them skip the scheduler's entersyscall/exitsyscall bookkeeping: on the
+// proxy's path that bookkeeping cost about as much as one of its four
+// socket calls per request. Everything but Read and Write is the embedded
+// connection's.
+type sysConn struct {
+	net.Conn
+	rc syscall.RawConn
+
+	rbuf    []byte
+	rn      int
+	rerr    error
+	readFn  func(uintptr) bool
+	wbuf    []byte
+	wn      int
+	werr    error
+	writeFn func(uintptr) bool
+}
+
+// newSysConn wraps a *net.TCPConn; any other connection is returned as is.
+func newSysConn(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	s := &sysConn{Conn: c, rc: rc}
+	s.readFn, s.writeFn = s.doRead, s.doWrite
+	return s
+}
+
+func (s *sysConn) doRead(fd uintptr) bool {
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		switch errno {
+		case 0:
+			s.rn = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.rerr = errno
+			return true
+		}
+	}
+}
+
+func (s *sysConn) doWrite(fd uintptr) bool {
+	for len(s.wbuf) > 0 {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.wbuf[0])), uintptr(len(s.wbuf)))
+		switch errno {
+		case 0:
+			s.wn += int(n)
+			s.wbuf = s.wbuf[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werr = errno
+			return true
+		}
+	}
+	return true
+}
+
+// Read reads like net.Conn.Read: io.EOF when the peer closed, the poller's
+// errors (deadline exceeded, closed) as they are.
+func (s *sysConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rbuf, s.rn, s.rerr = p, 0, nil
+	err := s.rc.Read(s.readFn)
+	n, rerr := s.rn, s.rerr
+	s.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, s.opError("read", err)
+	case rerr != nil:
+		return 0, s.opError("read", rerr)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write writes all of p unless an error (or deadline) stops it.
+func (s *sysConn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.wbuf, s.wn, s.werr = p, 0, nil
+	err := s.rc.Write(s.writeFn)
+	n, werr := s.wn, s.werr
+	s.wbuf = nil
+	switch {
+	case err != nil:
+		return n, s.opError("write", err)
+	case werr != nil:
+		return n, s.opError("write", werr)
+	}
+	return n, nil
+}
+
+func (s *sysConn) opError(op string, err error) error {
+	if errno, ok := err.(syscall.Errno); ok {
+		err = os.NewSyscallError(op, errno)
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: err}
+}
