@@ -92,12 +92,8 @@ type Context struct {
 // Reset prepares a Context for a new request.
 func (c *Context) Reset() {
 	h := c.respHdrBase
-	for k := range h {
-		delete(h, k)
-	}
-	for k := range c.vars {
-		delete(c.vars, k)
-	}
+	clear(h)
+	clear(c.vars)
 	vars := c.vars
 	if h == nil {
 		h = http.Header{}

@@ -156,7 +156,7 @@ type h1Conn struct {
 }
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
-	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: make(http.Header, 16)}
+	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: http.Header{}}
 	rw := newSysConn(nc)
 	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(rw)
@@ -170,7 +170,9 @@ func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	} else {
 		c.bw = bufio.NewWriterSize(rw, 8<<10)
 	}
-	c.w.hdr = make(http.Header, 16)
+	// Header maps start small: up to 8 entries Go keeps a map in one
+	// group, where clearing and look-ups are cheapest.
+	c.w.hdr = http.Header{}
 	c.w.c = c
 	return c
 }
@@ -584,13 +586,23 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 	bw := w.c.bw
 	b := appendStatusLine(bw.AvailableBuffer(), w.req.ProtoMinor, code)
 	hasDate := false
+	// Headers set by plugins first; lens has a bit for the length of
+	// each of their names (mod 64), so that most upstream fields need no
+	// look-up to know that no plugin header replaces them.
+	var lens uint64
+	for k, vs := range c.RespHeader {
+		lens |= 1 << (len(k) & 63)
+		for _, v := range vs {
+			b = appendHeader(b, k, v)
+		}
+	}
 	var via []string
 	for _, f := range resp.fields {
 		k := f.name
 		if !resp.endToEnd(k) {
 			continue
 		}
-		if len(c.RespHeader) > 0 {
+		if lens&(1<<(len(k)&63)) != 0 {
 			if _, set := c.RespHeader[k]; set {
 				continue // a plugin's response header replaces the upstream's
 			}
@@ -612,7 +624,6 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
-	b = appendHeaders(b, c.RespHeader)
 	if !hasDate {
 		b = append(b, "Date: "...)
 		b = append(b, w.c.s.date()...)
