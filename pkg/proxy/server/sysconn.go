@@ -8,13 +8,15 @@ import (
 	"unsafe"
 )
 
-// sysConn reads and writes a TCP socket with raw read(2)/write(2) calls
-// made through syscall.RawConn, so deadlines, closing and waiting for
+// sysConn reads and writes a TCP socket with raw recvfrom(2)/sendto(2)
+// calls made through syscall.RawConn, so deadlines, closing and waiting for
 // readiness stay with Go's poller. The calls are non-blocking (EAGAIN
 // sends the goroutine to the poller as net.Conn does), which is what lets
 // them skip the scheduler's entersyscall/exitsyscall bookkeeping: on the
 // proxy's path that bookkeeping cost about as much as one of its four
-// socket calls per request. Everything but Read and Write is the embedded
+// socket calls per request. recvfrom/sendto (as nginx uses recv/send) go
+// to the socket layer directly instead of through the file layer that
+// read/write take. Everything but Read and Write is the embedded
 // connection's.
 type sysConn struct {
 	net.Conn
@@ -47,7 +49,7 @@ func newSysConn(c net.Conn) net.Conn {
 
 func (s *sysConn) doRead(fd uintptr) bool {
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)), 0, 0, 0)
 		switch errno {
 		case 0:
 			s.rn = int(n)
@@ -65,7 +67,7 @@ func (s *sysConn) doRead(fd uintptr) bool {
 
 func (s *sysConn) doWrite(fd uintptr) bool {
 	for len(s.wbuf) > 0 {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.wbuf[0])), uintptr(len(s.wbuf)))
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.wbuf[0])), uintptr(len(s.wbuf)), syscall.MSG_NOSIGNAL, 0, 0)
 		switch errno {
 		case 0:
 			s.wn += int(n)
@@ -107,7 +109,7 @@ func (s *sysConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	s.wbuf, s.wn, s.werr = p, 0, nil
+	s.wbuf, s.wn, s.werr = p, 0, nil // MSG_NOSIGNAL: EPIPE, never SIGPIPE
 	err := s.rc.Write(s.writeFn)
 	n, werr := s.wn, s.werr
 	s.wbuf = nil
