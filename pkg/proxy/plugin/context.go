@@ -150,6 +150,10 @@ func (c *Context) ConsumerID() string {
 	return c.Consumer.ID
 }
 
+// consumerHeaders are the upstream headers Authenticate sets; copies the
+// client sent are removed.
+var consumerHeaders = [...]string{"X-Consumer-Id", "X-Consumer-Custom-Id", "X-Consumer-Username", "X-Credential-Identifier", "X-Anonymous-Consumer"}
+
 // AuthenticateCredential is Authenticate with a credential given by its id
 // and identifier (stored in the Context, not allocated).
 func (c *Context) AuthenticateCredential(consumer *entity.Consumer, id, identifier string) {
@@ -166,11 +170,13 @@ func (c *Context) Authenticate(consumer *entity.Consumer, cred *Credential) {
 	h := c.Req.Header
 	// Client-sent copies are never forwarded (canonical names: no
 	// per-request canonicalization).
-	delete(h, "X-Consumer-Id")
-	delete(h, "X-Consumer-Custom-Id")
-	delete(h, "X-Consumer-Username")
-	delete(h, "X-Credential-Identifier")
-	delete(h, "X-Anonymous-Consumer")
+	for _, k := range consumerHeaders {
+		// A look-up in a small map compares keys without hashing them;
+		// delete would hash every name.
+		if _, ok := h[k]; ok {
+			delete(h, k)
+		}
+	}
 	if consumer != nil {
 		h["X-Consumer-Id"] = c.Value(consumer.ID)
 		if consumer.CustomID != nil {
