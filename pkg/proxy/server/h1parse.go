@@ -57,6 +57,12 @@ func headEnd(b []byte) int {
 	if len(b) == 0 || b[0] == '\r' || b[0] == '\n' {
 		return 0
 	}
+	return blankLineEnd(b)
+}
+
+// blankLineEnd returns the offset just past the first empty line that
+// follows a line of b ("\n\n" or "\n\r\n"), or 0 when there is none yet.
+func blankLineEnd(b []byte) int {
 	i := 0
 	for {
 		j := bytes.IndexByte(b[i:], '\n')

@@ -153,11 +153,20 @@ type h1Conn struct {
 	hdr        http.Header
 	w          h1Writer
 	body       h1Body
+	// sc is the client socket's raw path (nil for other connections);
+	// deadlineSet is when the idle read deadline was last moved.
+	sc          *sysConn
+	deadlineSet time.Time
+	// Event-loop state (serveEvents): mayRead says a receive may find
+	// data; quit ends the connection.
+	mayRead bool
+	quit    bool
 }
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: http.Header{}}
 	rw := newSysConn(nc)
+	c.sc, _ = rw.(*sysConn)
 	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(rw)
 		c.br = br
@@ -217,19 +226,16 @@ func (c *h1Conn) serve() {
 			return
 		}
 	}
-	var deadlineSet time.Time
+	if c.sc != nil {
+		hijacked = c.serveEvents()
+		return
+	}
 	for {
 		c.idle.Store(true)
 		if c.s.closing.Load() {
 			return
 		}
-		// One deadline covers waiting for the next request and reading its
-		// head; it is refreshed only when an eighth of it has elapsed, to
-		// keep timer updates off the per-request path.
-		if now := c.s.e.clock.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
-			_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
-			deadlineSet = now
-		}
+		c.refreshIdleDeadline()
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
@@ -241,31 +247,169 @@ func (c *h1Conn) serve() {
 			}
 			return
 		}
-		if c.body.mode != bodyNone {
-			_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
-			deadlineSet = time.Time{}
-		}
-		c.w.reset(&c.req)
-		c.s.handler.ServeHTTP(&c.w, &c.req)
-		if c.w.hijacked {
+		keep, hj := c.handle()
+		if hj {
 			hijacked = true
-			c.s.mu.Lock()
-			delete(c.s.conns, c)
-			c.s.mu.Unlock()
 			return
-		}
-		c.w.finish()
-		keep := !c.w.closeAfter && !c.req.Close
-		if keep && !c.body.drain() {
-			keep = false
-		}
-		if !keep || c.br.Buffered() == 0 {
-			if err := c.bw.Flush(); err != nil {
-				return
-			}
 		}
 		if !keep {
 			return
+		}
+	}
+}
+
+// refreshIdleDeadline moves the read deadline that covers waiting for the
+// next request and reading its head; it is moved only when an eighth of it
+// has elapsed, to keep timer updates off the per-request path.
+func (c *h1Conn) refreshIdleDeadline() {
+	if now := c.s.e.clock.Now(); now.Sub(c.deadlineSet) > h1IdleTimeout/8 {
+		_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
+		c.deadlineSet = now
+	}
+}
+
+// handle serves the request readRequest parsed and completes its
+// response. It reports whether the connection stays open, and whether the
+// handler took the connection over.
+func (c *h1Conn) handle() (keep, hijacked bool) {
+	if c.body.mode != bodyNone {
+		_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
+		c.deadlineSet = time.Time{}
+	}
+	c.w.reset(&c.req)
+	c.s.handler.ServeHTTP(&c.w, &c.req)
+	if c.w.hijacked {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+		return false, true
+	}
+	c.w.finish()
+	keep = !c.w.closeAfter && !c.req.Close
+	if keep && !c.body.drain() {
+		keep = false
+	}
+	if !keep || c.br.Buffered() == 0 {
+		if err := c.bw.Flush(); err != nil {
+			return false, false
+		}
+	}
+	return keep, false
+}
+
+// serveEvents is the request loop for a raw socket. Requests without a
+// body (and no Upgrade) are read and answered inside one RawConn.Read
+// callback that returns to the poller only to wait: the poller's readiness
+// flag is then not reset between requests, so, as nginx does, after a
+// receive that did not fill the buffer (the socket was drained) kiln waits
+// for readiness instead of trying a receive that would find nothing. No
+// wake-up is lost: data that arrives after the last receive signals
+// readiness after the flag was last consumed. Requests with a body or an
+// Upgrade are served outside the callback (their handlers read the socket
+// or take it over), after which the loop starts over with a receive.
+func (c *h1Conn) serveEvents() (hijacked bool) {
+	for {
+		pending := false
+		err := c.sc.loop(func() bool {
+			c.mayRead = true // first call, or woken up: readable
+			for {
+				if c.s.closing.Load() {
+					c.quit = true
+					return true
+				}
+				if !c.headReady() {
+					if c.quit {
+						return true
+					}
+					if c.bw.Buffered() > 0 {
+						// Pipelined responses go out before waiting.
+						if err := c.bw.Flush(); err != nil {
+							c.quit = true
+							return true
+						}
+					}
+					c.idle.Store(true)
+					c.refreshIdleDeadline()
+					return false
+				}
+				c.idle.Store(false)
+				status, err := c.readRequest()
+				if err != nil {
+					if status != 0 {
+						c.writeSimple(status, err.Error())
+					}
+					c.quit = true
+					return true
+				}
+				if c.body.mode != bodyNone || len(c.req.Header["Upgrade"]) > 0 || hasToken(c.req.Header["Connection"], "upgrade") {
+					pending = true
+					return true
+				}
+				keep, _ := c.handle() // no hijack: Hijack refuses in the callback
+				if !keep {
+					c.quit = true
+					return true
+				}
+				c.mayRead = !c.sc.lastShort
+			}
+		})
+		if err != nil || c.quit {
+			return false
+		}
+		if pending {
+			keep, hj := c.handle()
+			if hj {
+				return true
+			}
+			if !keep {
+				return false
+			}
+		}
+	}
+}
+
+// headReady reports whether a whole request head is buffered (or the
+// buffer is full, which readRequest answers with 431). Inside
+// serveEvents' callback it receives at most once per readiness: when
+// mayRead is false, or the receive finds nothing, it reports false so
+// that the caller waits; EOF and errors set quit.
+func (c *h1Conn) headReady() bool {
+	for {
+		n := c.br.Buffered()
+		if n >= c.br.Size() {
+			return true
+		}
+		if b, _ := c.br.Peek(n); headComplete(b) {
+			return true
+		}
+		if !c.mayRead {
+			return false
+		}
+		_, err := c.br.Peek(n + 1) // one receive
+		switch {
+		case err == errWouldBlock:
+			c.mayRead = false
+			return false
+		case err != nil && c.br.Buffered() == n:
+			c.quit = true
+			return false
+		}
+		c.mayRead = !c.sc.lastShort
+	}
+}
+
+// headComplete reports whether b holds a whole header block, after any
+// empty lines a client may send before a request (as headerBlock.read
+// reads it).
+func headComplete(b []byte) bool {
+	for {
+		switch {
+		case len(b) > 0 && b[0] == '\n':
+			b = b[1:]
+		case len(b) > 1 && b[0] == '\r' && b[1] == '\n':
+			b = b[2:]
+		default:
+			return len(b) > 0 && blankLineEnd(b) > 0
 		}
 	}
 }
@@ -721,6 +865,9 @@ func (w *h1Writer) Flush() {
 func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.wrote {
 		return nil, nil, errors.New("hijack after the response started")
+	}
+	if w.c.sc != nil && w.c.sc.inCB {
+		return nil, nil, errors.New("hijack of a request read in the event loop")
 	}
 	w.hijacked = true
 	_ = w.c.nc.SetDeadline(time.Time{})

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -30,6 +31,30 @@ type sysConn struct {
 	wn      int
 	werr    error
 	writeFn func(uintptr) bool
+
+	// lastShort is true when the last successful receive did not fill
+	// the buffer: the socket was drained at that moment.
+	lastShort bool
+	// inCB and cbFD are set while loop's step runs inside RawConn.Read:
+	// Read then receives directly and reports errWouldBlock instead of
+	// waiting (the caller returns to the poller to wait).
+	inCB bool
+	cbFD uintptr
+}
+
+// errWouldBlock is what Read returns inside loop when no data is there.
+var errWouldBlock = errors.New("would block")
+
+// loop runs step inside RawConn.Read until it returns true; when it
+// returns false the goroutine waits for readability (without the
+// readiness reset that starts every RawConn.Read) and step runs again.
+func (s *sysConn) loop(step func() bool) error {
+	return s.rc.Read(func(fd uintptr) bool {
+		s.cbFD, s.inCB = fd, true
+		done := step()
+		s.inCB = false
+		return done
+	})
 }
 
 // newSysConn wraps a *net.TCPConn; any other connection is returned as is.
@@ -90,6 +115,21 @@ func (s *sysConn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	s.rbuf, s.rn, s.rerr = p, 0, nil
+	if s.inCB {
+		waiting := !s.readFn(s.cbFD)
+		n, rerr := s.rn, s.rerr
+		s.rbuf = nil
+		switch {
+		case waiting:
+			return 0, errWouldBlock
+		case rerr != nil:
+			return 0, s.opError("read", rerr)
+		case n == 0:
+			return 0, io.EOF
+		}
+		s.lastShort = n < len(p)
+		return n, nil
+	}
 	err := s.rc.Read(s.readFn)
 	n, rerr := s.rn, s.rerr
 	s.rbuf = nil
@@ -101,6 +141,7 @@ func (s *sysConn) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	s.lastShort = n < len(p)
 	return n, nil
 }
 
