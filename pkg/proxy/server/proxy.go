@@ -382,7 +382,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 		uc.dc.arm(si.read, si.write)
 		sent := e.clock.Now()
 		c.ProxyLatency = sent.Sub(c.Start)
-		err := writeRequest(uc.bw, r, c, ri, try.host, port, body, upgrade)
+		err := writeRequest(uc.bw, uc.sc, r, c, ri, try.host, port, body, upgrade)
 		if err == nil {
 			method := r.Method
 			if c.UpstreamMethod != "" {
@@ -438,8 +438,10 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 }
 
 // writeRequest sends the request line, headers and body upstream. The head
-// is assembled in the free part of the connection's write buffer.
-func writeRequest(bw *bufio.Writer, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool) error {
+// is assembled in the free part of the connection's write buffer. A
+// request without a body on a raw socket (sc != nil) is only queued: the
+// first receive of the response sends it (see sysConn.pending).
+func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool) error {
 	method := r.Method
 	if c.UpstreamMethod != "" {
 		method = c.UpstreamMethod
@@ -529,6 +531,10 @@ func writeRequest(bw *bufio.Writer, r *http.Request, c *plugin.Context, ri *rout
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	b = append(b, "\r\n"...)
+	if body == nil && !upgrade && sc != nil && bw.Buffered() == 0 {
+		sc.pending = b
+		return nil
+	}
 	if _, err := bw.Write(b); err != nil {
 		return err
 	}

@@ -32,6 +32,17 @@ type sysConn struct {
 	werr    error
 	writeFn func(uintptr) bool
 
+	// pending is a complete request to send before the next receive
+	// (set by writeRequest for requests without a body): sent inside
+	// the receive's RawConn.Read callback, after the poller's readiness
+	// reset, the response cannot arrive unnoticed before the wait, so
+	// the receive that would find nothing is skipped. A peer never sends
+	// first on an idle HTTP/1 connection; one that closed it answers the
+	// request with a reset, which wakes the wait.
+	pending     []byte
+	sendFn      func(uintptr) bool
+	sendBlocked bool
+
 	// lastShort is true when the last successful receive did not fill
 	// the buffer: the socket was drained at that moment.
 	lastShort bool
@@ -68,7 +79,7 @@ func newSysConn(c net.Conn) net.Conn {
 		return c
 	}
 	s := &sysConn{Conn: c, rc: rc}
-	s.readFn, s.writeFn = s.doRead, s.doWrite
+	s.readFn, s.writeFn, s.sendFn = s.doRead, s.doWrite, s.doSendRead
 	return s
 }
 
@@ -88,6 +99,32 @@ func (s *sysConn) doRead(fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// doSendRead sends pending, then waits (returns false) without receiving;
+// once pending is gone it receives as doRead. A send that cannot complete
+// at once (full socket buffer) leaves the rest in pending for Read to send
+// the ordinary way.
+func (s *sysConn) doSendRead(fd uintptr) bool {
+	for len(s.pending) > 0 {
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.pending[0])), uintptr(len(s.pending)), syscall.MSG_NOSIGNAL, 0, 0)
+		switch errno {
+		case 0:
+			s.pending = s.pending[n:]
+			if len(s.pending) == 0 {
+				return false // wait for the response
+			}
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			s.sendBlocked = true
+			return true
+		default:
+			s.pending = nil
+			s.rerr = errno
+			return true
+		}
+	}
+	return s.doRead(fd)
 }
 
 func (s *sysConn) doWrite(fd uintptr) bool {
@@ -130,7 +167,26 @@ func (s *sysConn) Read(p []byte) (int, error) {
 		s.lastShort = n < len(p)
 		return n, nil
 	}
-	err := s.rc.Read(s.readFn)
+	var err error
+	if s.pending != nil {
+		s.sendBlocked = false
+		err = s.rc.Read(s.sendFn)
+		if err == nil && s.sendBlocked {
+			// The rest goes out the ordinary way; then an ordinary
+			// receive (which tries before it waits).
+			rest := s.pending
+			s.pending = nil
+			if _, werr := s.Write(rest); werr != nil {
+				s.rbuf = nil
+				return 0, werr
+			}
+			s.rbuf, s.rn, s.rerr = p, 0, nil
+			err = s.rc.Read(s.readFn)
+		}
+		s.pending = nil
+	} else {
+		err = s.rc.Read(s.readFn)
+	}
 	n, rerr := s.rn, s.rerr
 	s.rbuf = nil
 	switch {
