@@ -152,23 +152,13 @@ func (s *sysConn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	s.rbuf, s.rn, s.rerr = p, 0, nil
-	if s.inCB {
-		waiting := !s.readFn(s.cbFD)
-		n, rerr := s.rn, s.rerr
-		s.rbuf = nil
-		switch {
-		case waiting:
-			return 0, errWouldBlock
-		case rerr != nil:
-			return 0, s.opError("read", rerr)
-		case n == 0:
-			return 0, io.EOF
-		}
-		s.lastShort = n < len(p)
-		return n, nil
-	}
 	var err error
-	if s.pending != nil {
+	switch {
+	case s.inCB:
+		if !s.readFn(s.cbFD) {
+			err = errWouldBlock
+		}
+	case s.pending != nil:
 		s.sendBlocked = false
 		err = s.rc.Read(s.sendFn)
 		if err == nil && s.sendBlocked {
@@ -184,12 +174,14 @@ func (s *sysConn) Read(p []byte) (int, error) {
 			err = s.rc.Read(s.readFn)
 		}
 		s.pending = nil
-	} else {
+	default:
 		err = s.rc.Read(s.readFn)
 	}
 	n, rerr := s.rn, s.rerr
 	s.rbuf = nil
 	switch {
+	case err == errWouldBlock:
+		return 0, err
 	case err != nil:
 		return 0, s.opError("read", err)
 	case rerr != nil:
