@@ -393,7 +393,7 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 		}
 		t.Logf("workflow %s", dump(w))
 		var got []int
-		for i := 0; i < 40 && len(got) == 0; i++ { // the agent reboots right after its SUCCESS report
+		for i := 0; i < 400 && len(got) == 0; i++ { // the agent reboots right after its SUCCESS report
 			time.Sleep(50 * time.Millisecond)
 			rebootMu.Lock()
 			got = append([]int(nil), reboots...)
@@ -482,7 +482,7 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 		if w.State != workflow.StateTimeout || a0.State != workflow.StateTimeout || !strings.Contains(a0.Message, "timed out after 2s") {
 			t.Fatalf("workflow %s", dump(w))
 		}
-		if d := a0.Duration(time.Now()); d < 2*time.Second || d > 10*time.Second {
+		if d := a0.Duration(time.Now()); d < 2*time.Second || d > 25*time.Second { // 2 s, plus scheduling on a loaded machine
 			t.Errorf("timed-out action ran %s", d)
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/gateway"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 	"github.com/kiln-dev/kiln/pkg/proxy/store/sqlstore"
@@ -27,7 +29,7 @@ func newGatewayCommand(streams Streams) *cobra.Command {
 		Short: "Run kiln's Kong-compatible API gateway",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newGatewayRunCommand(streams))
+	cmd.AddCommand(newGatewayRunCommand(streams), newGatewayGenCertCommand(streams))
 	return cmd
 }
 
@@ -40,6 +42,14 @@ type gatewayRunOptions struct {
 	pgPoll                                 time.Duration
 	accessLog                              string
 	gcPercent                              int
+
+	role, prefix                           string
+	clusterListen, clusterControlPlane     string
+	clusterCert, clusterCertKey            string
+	clusterMTLS, clusterCA, clusterSrvName string
+	clusterLabels                          string
+	dbUpdateFrequency                      time.Duration
+	purgeDelay                             int
 }
 
 func newGatewayRunCommand(streams Streams) *cobra.Command {
@@ -52,10 +62,20 @@ func newGatewayRunCommand(streams Streams) *cobra.Command {
 and can also be set as KILN_* environment variables (KILN_PROXY_LISTEN,
 KILN_PG_HOST, ...). Configuration changes made through the Admin API (or by
 another node sharing the PostgreSQL database) reach the proxy without a
-restart.`,
+restart.
+
+Hybrid mode (Kong's sync v1 protocol): a control plane (--role control_plane,
+with a database) serves --cluster-listen over mutual TLS and pushes its
+configuration to data planes (--role data_plane --database off
+--cluster-control-plane host:port), which keep serving their last
+configuration, persisted under --prefix, while the control plane is away.
+Both hold the certificate made by 'kiln gateway gen-cert'.`,
 		Example: `  kiln gateway run                                  # SQLite in ./kiln-gateway.db
   kiln gateway run --database off --declarative-config kong.yaml
-  KILN_PG_HOST=db KILN_PG_PASSWORD=... kiln gateway run --database postgres`,
+  KILN_PG_HOST=db KILN_PG_PASSWORD=... kiln gateway run --database postgres
+  kiln gateway run --role control_plane --cluster-cert cluster.crt --cluster-cert-key cluster.key
+  kiln gateway run --role data_plane --database off --cluster-control-plane cp:8005 \
+    --cluster-cert cluster.crt --cluster-cert-key cluster.key --admin-listen off`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runGateway(cmd.Context(), streams, o)
@@ -77,6 +97,18 @@ restart.`,
 	f.DurationVar(&o.pgPoll, "pg-poll", 2*time.Second, "how often to check PostgreSQL for changes made by other nodes")
 	f.StringVar(&o.accessLog, "proxy-access-log", "stdout", "access log: stdout, stderr, off, or a file path")
 	f.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target percentage (GOGC); higher trades memory for proxy throughput")
+	f.StringVar(&o.role, "role", gateway.RoleTraditional, "node role: traditional, control_plane (hybrid mode, needs a database) or data_plane (needs --database off)")
+	f.StringVar(&o.prefix, "prefix", "kiln-gateway", "data plane: directory keeping the last configuration from the control plane and the node id")
+	f.StringVar(&o.clusterListen, "cluster-listen", "0.0.0.0:8005", "control plane: listener data planes connect to")
+	f.StringVar(&o.clusterControlPlane, "cluster-control-plane", "127.0.0.1:8005", "data plane: the control plane's cluster listener, host:port")
+	f.StringVar(&o.clusterCert, "cluster-cert", "", "hybrid mode: cluster certificate (PEM) shared by control and data planes")
+	f.StringVar(&o.clusterCertKey, "cluster-cert-key", "", "hybrid mode: private key of --cluster-cert")
+	f.StringVar(&o.clusterMTLS, "cluster-mtls", cluster.ModeShared, "hybrid mode authentication: shared (same certificate on every node) or pki (certificates from --cluster-ca-cert)")
+	f.StringVar(&o.clusterCA, "cluster-ca-cert", "", "pki mode: CA certificate (PEM) that issued the cluster certificates")
+	f.StringVar(&o.clusterSrvName, "cluster-server-name", "", "pki mode, data plane: name the control plane's certificate must carry (default: the host of --cluster-control-plane)")
+	f.StringVar(&o.clusterLabels, "cluster-dp-labels", "", "data plane: labels reported to the control plane, key:value,...")
+	f.DurationVar(&o.dbUpdateFrequency, "db-update-frequency", cluster.DefaultUpdateFrequency, "control plane: minimum time between two configuration pushes to data planes")
+	f.IntVar(&o.purgeDelay, "cluster-data-plane-purge-delay", int(cluster.DefaultPurgeDelay/time.Second), "control plane: seconds a data plane's row is kept after its last ping (at least 60)")
 	return cmd
 }
 
@@ -106,6 +138,10 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	}
 	if o.declarative != "" && o.database != "off" {
 		return usageError("--declarative-config needs --database off (got --database %s)", o.database)
+	}
+	clusterOpts, err := o.cluster()
+	if err != nil {
+		return err
 	}
 	if os.Getenv("GOGC") == "" && o.gcPercent > 0 {
 		debug.SetGCPercent(o.gcPercent)
@@ -141,6 +177,10 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 			fmt.Fprintf(streams.Err, "✓ gateway ready (%s): proxy %s, admin %s, status %s\n", time.Since(start).Round(time.Millisecond),
 				listOrOff(proxy), listOrOff(admin), listOrOff(status))
 		},
+		Role: o.role, Cluster: clusterOpts,
+	}
+	opts.Cluster.Ready = func(addr string) {
+		fmt.Fprintf(streams.Err, "✓ control plane cluster listener %s (%s mTLS)\n", addr, o.clusterMTLS)
 	}
 	if err := gateway.Run(ctx, opts); err != nil {
 		return withExitCode(ExitInvalidInput, err)
@@ -164,4 +204,77 @@ func openStore(ctx context.Context, o *gatewayRunOptions) (store.Store, error) {
 	default:
 		return sqlstore.OpenPostgres(ctx, o.pgDSN(), o.pgPoll)
 	}
+}
+
+// cluster checks the hybrid-mode flags against --role and --database (the
+// combinations Kong refuses) and loads the cluster certificate.
+func (o *gatewayRunOptions) cluster() (gateway.ClusterOptions, error) {
+	var c gateway.ClusterOptions
+	switch o.role {
+	case gateway.RoleTraditional:
+		return c, nil
+	case gateway.RoleControlPlane:
+		if o.database == "off" {
+			return c, usageError("--role control_plane needs a database: in-memory storage can not be used on a control plane (use --database sqlite or postgres)")
+		}
+		if o.clusterListen == "" || o.clusterListen == "off" {
+			return c, usageError("--cluster-listen must be specified with --role control_plane")
+		}
+	case gateway.RoleDataPlane:
+		if o.database != "off" {
+			return c, usageError("--role data_plane needs --database off: only in-memory storage can be used on a data plane (got --database %s)", o.database)
+		}
+		if _, _, err := net.SplitHostPort(o.clusterControlPlane); err != nil {
+			return c, usageError("--cluster-control-plane %q: expected host:port", o.clusterControlPlane)
+		}
+	default:
+		return c, usageError("--role %q is not supported; use traditional, control_plane or data_plane", o.role)
+	}
+	switch o.clusterMTLS {
+	case cluster.ModeShared, cluster.ModePKI:
+	default:
+		return c, usageError("--cluster-mtls %q is not supported; use shared or pki", o.clusterMTLS)
+	}
+	if o.clusterCert == "" || o.clusterCertKey == "" {
+		return c, usageError("--role %s needs --cluster-cert and --cluster-cert-key (make a pair with: kiln gateway gen-cert)", o.role)
+	}
+	if o.clusterMTLS == cluster.ModePKI && o.clusterCA == "" {
+		return c, usageError("--cluster-mtls pki needs --cluster-ca-cert")
+	}
+	if o.purgeDelay < 60 {
+		return c, usageError("--cluster-data-plane-purge-delay %d: must be 60 (seconds) or greater", o.purgeDelay)
+	}
+	labels, err := parseLabels(o.clusterLabels)
+	if err != nil {
+		return c, err
+	}
+	t, err := cluster.LoadTLS(o.clusterMTLS, o.clusterCert, o.clusterCertKey, o.clusterCA, o.clusterSrvName)
+	if err != nil {
+		return c, withExitCode(ExitInvalidInput, err)
+	}
+	c = gateway.ClusterOptions{TLS: t, Labels: labels, UpdateFrequency: o.dbUpdateFrequency,
+		PurgeDelay: time.Duration(o.purgeDelay) * time.Second}
+	if o.role == gateway.RoleControlPlane {
+		c.Listen = o.clusterListen
+	} else {
+		c.ControlPlane, c.PersistDir = o.clusterControlPlane, o.prefix
+	}
+	return c, nil
+}
+
+// parseLabels reads --cluster-dp-labels "key:value,...".
+func parseLabels(v string) (map[string]string, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		k, val, ok := strings.Cut(part, ":")
+		if !ok || k == "" {
+			return nil, usageError("--cluster-dp-labels: %q is not key:value", part)
+		}
+		out[k] = val
+	}
+	return out, nil
 }

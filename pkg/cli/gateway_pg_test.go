@@ -18,14 +18,7 @@ import (
 func TestGatewayRunPostgresTwoNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pg, err := pgtest.Start(ctx)
-	if err != nil {
-		if pgtest.Required() {
-			t.Fatalf("postgres required (KILN_REQUIRE_PG=1): %v", err)
-		}
-		t.Skipf("postgres not available: %v", err)
-	}
-	defer pg.Stop()
+	pg := pgtest.StartT(t)
 	if _, err := pg.CreateDB(ctx, "gw"); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func newLabCommand(streams Streams) *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "A rack in a box: QEMU machines with virtual Redfish BMCs on an isolated network",
+		Short: "A rack in a box: QEMU machines with virtual BMCs (Redfish or IPMI) on an isolated network",
 		Args:  cobra.NoArgs,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", "lab", "the lab's directory (state, disks, consoles, Hardware.csv, ClusterSpec.yml)")
@@ -49,13 +49,18 @@ func newLabUpCommand(streams Streams, dir *string) *cobra.Command {
 		Long: `Creates an isolated network (namespace <prefix> with bridge <prefix>br, joined to this
 host by the veth <prefix>h carrying the admin address .1 and one address per BMC .101+),
 N powered-off QEMU machines (software emulation unless --kvm) each with a raw disk and
-a MAC on a tap, and one virtual Redfish BMC per machine on <bmc address>:443 that
-powers the machine and sets its next boot device. Writes Hardware.csv and a matching
+a MAC on a tap, and one virtual BMC per machine that powers the machine and sets its
+next boot device: Redfish on <bmc address>:443 (--bmc redfish, the default) or IPMI
+v2.0 over RMCP+ on <bmc address>:623/udp (--bmc ipmi; ipmitool -I lanplus, cipher
+suites 3 and 17). Writes Hardware.csv and a matching
 ClusterSpec.yml into --dir, serves the phone-home endpoint on <admin address>:7171,
 and runs until SIGINT/SIGTERM, then removes everything it created.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Dir = *dir
+			if opts.BMC != lab.BMCRedfish && opts.BMC != lab.BMCIPMI {
+				return usageError("--bmc %q: use %s or %s", opts.BMC, lab.BMCRedfish, lab.BMCIPMI)
+			}
 			if uefi && len(firmware) > 0 {
 				return usageError("use --uefi or --firmware, not both")
 			}
@@ -105,7 +110,7 @@ and runs until SIGINT/SIGTERM, then removes everything it created.`,
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "MACHINE\tMAC\tIP\tBMC\tFIRMWARE")
 			for _, m := range l.State.Machines {
-				fmt.Fprintf(tw, "%s\t%s\t%s\thttps://%s\t%s\n", m.Name, m.MAC, m.IP, m.BMCIP, m.Firmware)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.MAC, m.IP, labBMCAddress(l.State.BMC, m.BMCIP), m.Firmware)
 			}
 			tw.Flush()
 			fmt.Fprintf(streams.Out, "Hardware.csv:    %s\nClusterSpec.yml: %s\nkiln's address:  %s (phone-home on :%d%s)\nBMC user %s; the password is in Hardware.csv.\nRunning; Ctrl-C or `kiln lab down --dir %s` removes the lab.\n",
@@ -116,6 +121,7 @@ and runs until SIGINT/SIGTERM, then removes everything it created.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&opts.Machines, "machines", 2, "number of machines")
+	f.StringVar(&opts.BMC, "bmc", lab.BMCRedfish, "kind of virtual BMC per machine: redfish (HTTPS :443) or ipmi (IPMI v2.0 RMCP+ :623/udp)")
 	f.BoolVar(&uefi, "uefi", false, "boot every machine with UEFI (OVMF) instead of legacy BIOS")
 	f.StringSliceVar(&firmware, "firmware", nil, "firmware per machine, cycled (e.g. bios,uefi)")
 	f.IntVar(&opts.MemoryMiB, "memory", lab.DefaultMemory, "memory per machine in MiB")
@@ -204,10 +210,10 @@ func newLabPowerCommand(streams Streams, dir *string) *cobra.Command {
 	var pxe, persistent bool
 	cmd := &cobra.Command{
 		Use:   "power NAME on|off|cycle|status",
-		Short: "Drive a lab machine through its virtual BMC (Redfish, as kiln does for real servers)",
+		Short: "Drive a lab machine through its virtual BMC (Redfish or IPMI, as kiln does for real servers)",
 		Long: `Powers a lab machine on or off, power-cycles it or prints its power state through
-its virtual Redfish BMC, with kiln's BMC client (bmclib) and the credentials in the
-lab's Hardware.csv. --pxe makes the next boot a network boot (UEFI or legacy as the
+its virtual BMC (Redfish, or IPMI through ipmitool for a lab started with --bmc ipmi),
+with kiln's BMC client (bmclib) and the credentials in the lab's Hardware.csv. --pxe makes the next boot a network boot (UEFI or legacy as the
 machine's firmware), like a provisioning run does.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -226,6 +232,9 @@ machine's firmware), like a provisioning run does.`,
 			}
 			cfg := bmc.FromMachine(m)
 			cfg.Protocols = []string{bmc.ProtocolRedfish}
+			if st.BMC == lab.BMCIPMI {
+				cfg.Protocols = []string{bmc.ProtocolIPMI}
+			}
 			b, err := bmc.New(cfg, nil)
 			if err != nil {
 				return withExitCode(ExitInvalidInput, err)
@@ -266,4 +275,12 @@ machine's firmware), like a provisioning run does.`,
 	cmd.Flags().BoolVar(&pxe, "pxe", false, "boot from the network next time")
 	cmd.Flags().BoolVar(&persistent, "persistent", false, "with --pxe: every boot, not only the next one")
 	return cmd
+}
+
+// labBMCAddress shows how to reach a lab machine's virtual BMC.
+func labBMCAddress(kind, ip string) string {
+	if kind == lab.BMCIPMI {
+		return "ipmi://" + net.JoinHostPort(ip, "623")
+	}
+	return "https://" + ip
 }

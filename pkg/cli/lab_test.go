@@ -22,6 +22,7 @@ func TestLabAndBuildCommandErrors(t *testing.T) {
 		{"down of no lab is fine", []string{"lab", "down", "--dir", missing}, ExitOK, ""},
 		{"uefi and firmware", []string{"lab", "up", "--uefi", "--firmware", "bios", "--dir", missing}, ExitUsage, "not both"},
 		{"bad firmware", []string{"lab", "up", "--firmware", "coreboot", "--dir", missing}, ExitUsage, "coreboot"},
+		{"bad BMC kind", []string{"lab", "up", "--bmc", "amt", "--dir", missing}, ExitUsage, "--bmc"},
 		{"status yaml", []string{"lab", "status", "-o", "yaml", "--dir", missing}, ExitUsage, ""},
 		{"hook with a dynamic binary", []string{"build", "hook", "--agent-binary", "/etc/hostname", "--output-dir", t.TempDir()}, ExitInvalidInput, "ELF"},
 		{"hook with a missing kernel", []string{"build", "hook", "--agent-binary", "/bin/busybox", "--kernel", missing, "--output-dir", t.TempDir()}, ExitInvalidInput, ""},

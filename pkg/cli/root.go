@@ -9,23 +9,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
+
+	"github.com/kiln-dev/kiln/pkg/exitcode"
+	"github.com/kiln-dev/kiln/pkg/flagenv"
 )
 
-// Exit codes shared by every command.
+// Exit codes shared by every command (see pkg/exitcode).
 const (
-	ExitOK           = 0
-	ExitInvalidInput = 1 // the input was read but is not valid (or the operation failed)
-	ExitUsage        = 2 // the command line itself is wrong
+	ExitOK           = exitcode.OK
+	ExitInvalidInput = exitcode.InvalidInput
+	ExitUsage        = exitcode.Usage
 )
-
-// envPrefix is prepended to a flag's upper-snake-case name to form the
-// environment variable that sets it, e.g. --hardware-csv ↔ KILN_HARDWARE_CSV.
-const envPrefix = "KILN_"
 
 // Streams are the standard streams a command reads and writes.
 type Streams struct {
@@ -102,7 +99,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd); err != nil {
+			if err := flagenv.Bind(cmd); err != nil {
 				return withExitCode(ExitUsage, err)
 			}
 			slog.SetDefault(newLogger(streams.Err, opts.verbosity))
@@ -171,31 +168,5 @@ func newLogger(w io.Writer, verbosity int) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// bindEnv fills every flag the user did not set on the command line from its
-// KILN_* environment variable, if present.
-func bindEnv(cmd *cobra.Command) error {
-	var errs []error
-	visit := func(f *pflag.Flag) {
-		if f.Changed {
-			return
-		}
-		name := EnvName(f.Name)
-		val, ok := os.LookupEnv(name)
-		if !ok {
-			return
-		}
-		if err := f.Value.Set(val); err != nil {
-			errs = append(errs, fmt.Errorf("environment variable %s=%q is not a valid value for --%s: %w", name, val, f.Name, err))
-			return
-		}
-		f.Changed = true
-	}
-	cmd.Flags().VisitAll(visit)
-	cmd.InheritedFlags().VisitAll(visit)
-	return errors.Join(errs...)
-}
-
 // EnvName is the environment variable that sets the flag with the given name.
-func EnvName(flag string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
+func EnvName(flag string) string { return flagenv.Name(flag) }

@@ -1,8 +1,8 @@
 // Package lab builds a rack in a box: an isolated network (a network
 // namespace with a bridge, joined to kiln's side by a veth pair), N QEMU
-// machines with disks and MACs on taps on that bridge, and one virtual Redfish
-// BMC per machine, served by kiln, that powers the machine and sets its boot
-// device. It writes the lab's Hardware.csv and a matching ClusterSpec.yml and
+// machines with disks and MACs on taps on that bridge, and one virtual BMC
+// per machine (Redfish, or IPMI over RMCP+), served by kiln, that powers the
+// machine and sets its boot device. It writes the lab's Hardware.csv and a matching ClusterSpec.yml and
 // records its state so that `kiln lab status|console|down` work from other
 // processes and `down` can remove everything even after a crash.
 package lab
@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-dev/kiln/pkg/lab/ipmi"
 	"github.com/kiln-dev/kiln/pkg/lab/phonehome"
 	"github.com/kiln-dev/kiln/pkg/lab/redfish"
 	"github.com/kiln-dev/kiln/pkg/lab/vmpower"
@@ -40,7 +42,10 @@ const (
 	ClusterSpecFile = "ClusterSpec.yml"
 	PhoneHomeFile   = "phonehome.jsonl"
 	BMCUser         = "admin"
-	maxPrefixLen    = 9 // leaves room for the longest suffix ("br", "t99")
+	// BMCRedfish and BMCIPMI are the kinds of virtual BMC a lab serves.
+	BMCRedfish   = "redfish"
+	BMCIPMI      = "ipmi"
+	maxPrefixLen = 9 // leaves room for the longest suffix ("br", "t99")
 )
 
 // Options describe a lab.
@@ -62,7 +67,11 @@ type Options struct {
 	// AdminNetns holds kiln's side of the network (the veth end with the
 	// admin and BMC addresses); nil is the namespace kiln runs in.
 	AdminNetns *netns.Namespace
-	// BMCPassword for every virtual BMC; generated when empty.
+	// BMC is the kind of virtual BMC per machine: BMCRedfish (default,
+	// HTTPS on port 443) or BMCIPMI (IPMI v2.0 RMCP+ on UDP port 623).
+	BMC string
+	// BMCPassword for every virtual BMC; generated when empty. IPMI limits
+	// it to 20 bytes.
 	BMCPassword string
 	// ClusterName for the generated ClusterSpec.yml; default "lab".
 	ClusterName string
@@ -87,18 +96,21 @@ type Machine struct {
 
 // State is what lab.json records.
 type State struct {
-	Prefix      string    `json:"prefix"`
-	Netns       string    `json:"netns"`
-	AdminNetns  string    `json:"adminNetns,omitempty"`
-	Bridge      string    `json:"bridge"`
-	AdminLink   string    `json:"adminLink"`
-	LabLink     string    `json:"labLink"`
-	Subnet      string    `json:"subnet"`
-	AdminIP     string    `json:"adminIP"`
-	Gateway     string    `json:"gateway"`
-	PID         int       `json:"pid"`
-	Started     time.Time `json:"started"`
-	BMCUser     string    `json:"bmcUser"`
+	Prefix     string    `json:"prefix"`
+	Netns      string    `json:"netns"`
+	AdminNetns string    `json:"adminNetns,omitempty"`
+	Bridge     string    `json:"bridge"`
+	AdminLink  string    `json:"adminLink"`
+	LabLink    string    `json:"labLink"`
+	Subnet     string    `json:"subnet"`
+	AdminIP    string    `json:"adminIP"`
+	Gateway    string    `json:"gateway"`
+	PID        int       `json:"pid"`
+	Started    time.Time `json:"started"`
+	BMCUser    string    `json:"bmcUser"`
+	// BMC is the kind of the virtual BMCs; empty in older state files
+	// means BMCRedfish.
+	BMC         string    `json:"bmc,omitempty"`
 	Machines    []Machine `json:"machines"`
 	HardwareCSV string    `json:"hardwareCSV"`
 	ClusterSpec string    `json:"clusterSpec"`
@@ -118,7 +130,7 @@ type Lab struct {
 	opts    Options
 	log     *slog.Logger
 	ns      *netns.Namespace
-	bmcs    []*redfish.Server
+	bmcs    []io.Closer
 	cancel  context.CancelFunc
 	closeMu sync.Mutex
 	closed  bool
@@ -156,6 +168,16 @@ func (o *Options) defaults() error {
 	}
 	if o.Subnet == "" {
 		o.Subnet = DefaultSubnet
+	}
+	switch o.BMC {
+	case "":
+		o.BMC = BMCRedfish
+	case BMCRedfish, BMCIPMI:
+	default:
+		return fmt.Errorf("lab BMC kind %q: use %q or %q", o.BMC, BMCRedfish, BMCIPMI)
+	}
+	if o.BMC == BMCIPMI && len(o.BMCPassword) > 20 {
+		return errors.New("lab BMC password: IPMI allows at most 20 bytes")
 	}
 	if o.ClusterName == "" {
 		o.ClusterName = "lab"
@@ -201,7 +223,8 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 		return nil, fmt.Errorf("a lab is already running from %s (pid %d); run `kiln lab down --dir %s` first", dir, st.PID, dir)
 	}
 	if opts.BMCPassword == "" {
-		b := make([]byte, 12)
+		// 20 hex characters: IPMI's password limit.
+		b := make([]byte, 10)
 		_, _ = rand.Read(b)
 		opts.BMCPassword = hex.EncodeToString(b)
 	}
@@ -210,7 +233,7 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 	st := State{
 		Prefix: p, Netns: p, Bridge: p + "br", AdminLink: p + "h", LabLink: p + "n",
 		Subnet: opts.Subnet, AdminIP: hostIP(subnet, 1), Gateway: hostIP(subnet, 1),
-		PID: os.Getpid(), Started: time.Now().UTC(), BMCUser: BMCUser,
+		PID: os.Getpid(), Started: time.Now().UTC(), BMCUser: BMCUser, BMC: opts.BMC,
 		HardwareCSV: filepath.Join(dir, HardwareFile), ClusterSpec: filepath.Join(dir, ClusterSpecFile),
 		PhoneHome: filepath.Join(dir, PhoneHomeFile),
 	}
@@ -300,24 +323,37 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 	return l, nil
 }
 
-// serveBMC starts m's virtual BMC on its BMC address, port 443, in the
-// admin namespace.
+// serveBMC starts m's virtual BMC on its BMC address in the admin
+// namespace: Redfish on TCP port 443 or IPMI on UDP port 623.
 func (l *Lab) serveBMC(m Machine, vm *vmpower.Machine) error {
+	if l.opts.BMC == BMCIPMI {
+		var conn net.PacketConn
+		err := l.inAdminNetns(func() error {
+			var err error
+			conn, err = net.ListenPacket("udp", net.JoinHostPort(m.BMCIP, "623"))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("virtual IPMI BMC of %s: %w", m.Name, err)
+		}
+		srv, err := ipmi.Serve(conn, ipmi.Config{Name: m.Name, Username: l.State.BMCUser, Password: l.opts.BMCPassword, System: vm, Log: l.log})
+		if err != nil {
+			conn.Close()
+			return err
+		}
+		l.bmcs = append(l.bmcs, srv)
+		return nil
+	}
 	h, err := redfish.NewHandler(redfish.Config{Name: m.Name, MAC: m.MAC, Username: l.State.BMCUser, Password: l.opts.BMCPassword, System: vm, Log: l.log})
 	if err != nil {
 		return err
 	}
 	var ln net.Listener
-	listen := func() error {
+	err = l.inAdminNetns(func() error {
 		var err error
 		ln, err = net.Listen("tcp", net.JoinHostPort(m.BMCIP, "443"))
 		return err
-	}
-	if l.opts.AdminNetns != nil {
-		err = l.opts.AdminNetns.Do(listen)
-	} else {
-		err = listen()
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("virtual BMC of %s: %w", m.Name, err)
 	}
@@ -328,6 +364,14 @@ func (l *Lab) serveBMC(m Machine, vm *vmpower.Machine) error {
 	}
 	l.bmcs = append(l.bmcs, srv)
 	return nil
+}
+
+// inAdminNetns runs fn in the admin namespace (kiln's own when none is set).
+func (l *Lab) inAdminNetns(fn func() error) error {
+	if l.opts.AdminNetns != nil {
+		return l.opts.AdminNetns.Do(fn)
+	}
+	return fn()
 }
 
 // BMCPassword is the password of every virtual BMC (also in Hardware.csv).

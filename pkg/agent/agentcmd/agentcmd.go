@@ -18,14 +18,9 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/agent"
 	"github.com/kiln-dev/kiln/pkg/agent/actions"
+	"github.com/kiln-dev/kiln/pkg/exitcode"
+	"github.com/kiln-dev/kiln/pkg/flagenv"
 	"github.com/kiln-dev/kiln/pkg/workerapi"
-)
-
-// Exit codes, the same as kiln's (pkg/cli).
-const (
-	ExitOK           = 0
-	ExitInvalidInput = 1 // bad settings, or the agent failed
-	ExitUsage        = 2 // bad command line
 )
 
 // InitMode reports whether the process is the in-memory OS's /init: PID 1,
@@ -104,6 +99,14 @@ func Run(ctx context.Context, argv []string, out, errOut io.Writer) int {
 		return nil
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	// Under kiln, the root command binds KILN_* variables; on its own the
+	// agent does it here (KILN_WORKER_ID, KILN_GRPC_AUTHORITY, ...).
+	cmd.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		if err := flagenv.Bind(c); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
 	args := []string{"--init"}
 	if !InitMode(argv) {
 		args = nil
@@ -116,13 +119,13 @@ func Run(ctx context.Context, argv []string, out, errOut io.Writer) int {
 	cmd.SetErr(errOut)
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
-		return ExitOK
+		return exitcode.OK
 	}
 	fmt.Fprintf(errOut, "Error: %v\n", err)
 	if errors.As(err, new(usageError)) {
-		return ExitUsage
+		return exitcode.Usage
 	}
-	return ExitInvalidInput
+	return exitcode.InvalidInput
 }
 
 func run(ctx context.Context, cmd *cobra.Command, errOut io.Writer, o *options) error {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/exitcode"
 )
 
 func TestInitMode(t *testing.T) {
@@ -30,16 +32,22 @@ func TestRunExitCodes(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		args   []string
+		env    map[string]string
 		code   int
 		stderr string
 	}{
-		{"unknown flag", []string{"--bogus"}, ExitUsage, "unknown flag: --bogus"},
-		{"positional argument", []string{"now"}, ExitUsage, "takes no arguments"},
-		{"no worker id", nil, ExitInvalidInput, "no worker id"},
-		{"no authority", []string{"--worker-id", "aa:bb:cc:dd:ee:ff"}, ExitInvalidInput, "grpc"},
-		{"help", []string{"--help"}, ExitOK, ""},
+		{"unknown flag", []string{"--bogus"}, nil, exitcode.Usage, "unknown flag: --bogus"},
+		{"positional argument", []string{"now"}, nil, exitcode.Usage, "takes no arguments"},
+		{"no worker id", nil, nil, exitcode.InvalidInput, "no worker id"},
+		{"no authority", []string{"--worker-id", "aa:bb:cc:dd:ee:ff"}, nil, exitcode.InvalidInput, "grpc"},
+		{"worker id from KILN_WORKER_ID", nil, map[string]string{"KILN_WORKER_ID": "aa:bb:cc:dd:ee:ff"}, exitcode.InvalidInput, "grpc"},
+		{"bad KILN_TINKERBELL_TLS", nil, map[string]string{"KILN_TINKERBELL_TLS": "maybe"}, exitcode.Usage, "KILN_TINKERBELL_TLS"},
+		{"help", []string{"--help"}, nil, exitcode.OK, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var out, errOut bytes.Buffer

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
@@ -32,6 +33,13 @@ type HealthReporter interface {
 	UpstreamHealth(upstreamID string) (targets map[string]string, balancer string)
 	// SetTargetHealth overrides a target's health (address "host:port").
 	SetTargetHealth(upstreamID, target string, healthy bool) error
+}
+
+// DataPlaneLister is a control plane's view of its data planes.
+type DataPlaneLister interface {
+	// DataPlanes returns up to limit /clustering/data-planes rows (all of
+	// them when limit <= 0) whose id sorts after after, ordered by id.
+	DataPlanes(ctx context.Context, after string, limit int) ([]map[string]any, error)
 }
 
 // ServerStats are the proxy's connection counters reported by /status.
@@ -64,8 +72,11 @@ type Options struct {
 	Stats func() ServerStats
 	// Metrics is optional; it serves /metrics (prometheus plugin).
 	Metrics http.Handler
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Clustering is set on a hybrid-mode control plane; without it the
+	// /clustering endpoints answer 400 as on any other Kong node.
+	Clustering DataPlaneLister
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Server is the Admin API handler.
@@ -75,6 +86,10 @@ type Server struct {
 	dbless bool
 	log    *slog.Logger
 	now    func() time.Time
+
+	hashMu sync.Mutex
+	hashOf *entity.Config // the configuration hash was computed for
+	hash   string
 }
 
 // New returns an Admin API handler.
@@ -127,6 +142,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("X-Kong-Admin-Latency", latency(start))
 		w.WriteHeader(status)
 		return
+	}
+	if wh, ok := body.(withHeaders); ok {
+		for k, v := range wh.header {
+			h.Set(k, v)
+		}
+		body = wh.body
 	}
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("X-Kong-Admin-Latency", latency(start))
@@ -222,6 +243,10 @@ func (s *Server) dispatch(r *http.Request, segs []string) (int, any, error) {
 		return s.config(r, segs)
 	case "tags":
 		return s.tags(r, segs)
+	case "clustering":
+		return s.clustering(r, segs)
+	case "oauth2_tokens":
+		return s.oauth2Tokens(r, segs)
 	case "endpoints":
 		return http.StatusOK, map[string]any{"data": endpointList()}, nil
 	case "metrics":
@@ -269,5 +294,6 @@ func endpointList() []string {
 		}
 	}
 	return append(out, "/", "/status", "/status/ready", "/config", "/tags", "/tags/{tags}", "/schemas/{db_entity_name}",
-		"/schemas/plugins/{name}", "/plugins/enabled", "/upstreams/{upstreams}/health", "/upstreams/{upstreams}/targets")
+		"/schemas/plugins/{name}", "/plugins/enabled", "/clustering/data-planes", "/clustering/status", "/upstreams/{upstreams}/health", "/upstreams/{upstreams}/targets",
+		"/oauth2_tokens", "/oauth2_tokens/{oauth2_tokens}")
 }

@@ -212,18 +212,28 @@ func unsupported(verb string, k *entity.Kind) *apiError {
 		"message": fmt.Sprintf("cannot %s '%s' entities when not using a database", verb, k.Name)}}
 }
 
+// pageSize reads a collection's ?size= (default 100, at most 1000).
+func pageSize(qv url.Values) (int, error) {
+	v := qv.Get("size")
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, &apiError{status: http.StatusBadRequest, body: map[string]any{
+			"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}}
+	}
+	return n, nil
+}
+
 func (s *Server) list(r *http.Request, k *entity.Kind, par *parent) (int, any, error) {
 	ctx := r.Context()
 	qv := r.URL.Query()
-	q := store.Query{Size: 100, Offset: qv.Get("offset")}
-	if v := qv.Get("size"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return 0, nil, &apiError{status: http.StatusBadRequest, body: map[string]any{
-				"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}}
-		}
-		q.Size = n
+	size, err := pageSize(qv)
+	if err != nil {
+		return 0, nil, err
 	}
+	q := store.Query{Size: size, Offset: qv.Get("offset")}
 	if tags := qv.Get("tags"); tags != "" {
 		hasAnd, hasOr := strings.Contains(tags, ","), strings.Contains(tags, "/")
 		if hasAnd && hasOr {

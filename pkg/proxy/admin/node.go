@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/pkg/buildinfo"
+	"github.com/kiln-dev/kiln/pkg/proxy/confighash"
 	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/schema"
@@ -136,7 +137,9 @@ func (s *Server) status(r *http.Request, segs []string) (int, any, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		body["configuration_hash"] = s.currentHash(cfg)
+		if body["configuration_hash"], err = s.currentHash(cfg); err != nil {
+			return 0, nil, err
+		}
 	} else {
 		body["database"] = map[string]any{"reachable": s.st.Ping(ctx) == nil}
 	}
@@ -152,17 +155,32 @@ func (s *Server) sourceHash() string {
 	return ""
 }
 
-// currentHash is md5 of the loaded declarative document (Kong's
-// behaviour), or the snapshot's own hash when the configuration came from
-// elsewhere.
-func (s *Server) currentHash(cfg *entity.Config) string {
+// currentHash is what the store's contents were loaded with (md5 of a
+// declarative document, or a hybrid-mode control plane's config_hash), as
+// Kong reports it; otherwise Kong's hybrid-mode hash of the configuration
+// (pkg/proxy/confighash), so the value means the same on every node.
+func (s *Server) currentHash(cfg *entity.Config) (string, error) {
 	if cfg.Hash == entity.EmptyHash {
-		return entity.EmptyHash
+		return entity.EmptyHash, nil
 	}
 	if h := s.sourceHash(); h != "" {
-		return h
+		return h, nil
 	}
-	return cfg.Hash
+	s.hashMu.Lock()
+	defer s.hashMu.Unlock()
+	if s.hashOf == cfg {
+		return s.hash, nil
+	}
+	table, err := declarative.Table(cfg)
+	if err != nil {
+		return "", err
+	}
+	h, _, err := confighash.Config(table)
+	if err != nil {
+		return "", err
+	}
+	s.hashOf, s.hash = cfg, h
+	return h, nil
 }
 
 func schemaByName(name string) *entity.Kind {

@@ -91,6 +91,13 @@ func Parse(data []byte, now time.Time) (entity.Records, error) {
 	return p.run(doc)
 }
 
+// ParseTable is Parse for a document that is already decoded from JSON,
+// such as the config_table of a hybrid-mode reconfigure frame.
+func ParseTable(doc map[string]any, now time.Time) (entity.Records, error) {
+	p := &parser{now: now, recs: entity.Records{}, names: map[string]map[string]string{}}
+	return p.run(doc)
+}
+
 func decode(data []byte) (map[string]any, error) {
 	var raw any
 	if err := yaml.Unmarshal(data, &raw); err != nil {
@@ -172,9 +179,11 @@ type parser struct {
 
 // nested lists the child collections Kong accepts inside an entity.
 var nested = map[string][]struct{ key, kind, field string }{
-	"services":     {{"routes", "routes", "service"}, {"plugins", "plugins", "service"}},
-	"routes":       {{"plugins", "plugins", "route"}},
-	"consumers":    {{"plugins", "plugins", "consumer"}, {"keyauth_credentials", "keyauth_credentials", "consumer"}, {"basicauth_credentials", "basicauth_credentials", "consumer"}, {"acls", "acls", "consumer"}},
+	"services": {{"routes", "routes", "service"}, {"plugins", "plugins", "service"}},
+	"routes":   {{"plugins", "plugins", "route"}},
+	"consumers": {{"plugins", "plugins", "consumer"}, {"keyauth_credentials", "keyauth_credentials", "consumer"}, {"basicauth_credentials", "basicauth_credentials", "consumer"},
+		{"jwt_secrets", "jwt_secrets", "consumer"}, {"hmacauth_credentials", "hmacauth_credentials", "consumer"},
+		{"oauth2_credentials", "oauth2_credentials", "consumer"}, {"acls", "acls", "consumer"}},
 	"upstreams":    {{"targets", "targets", "upstream"}},
 	"certificates": {{"snis", "snis", "certificate"}},
 }
@@ -520,7 +529,7 @@ func Load(ctx context.Context, st store.Store, doc []byte, now time.Time) (entit
 func Export(cfg *entity.Config) ([]byte, error) {
 	doc := map[string]any{"_format_version": "3.0", "_transform": false}
 	for _, k := range entity.Kinds {
-		list, err := recordsOf(cfg, k.Name)
+		list, err := flatRecords(cfg, k)
 		if err != nil {
 			return nil, err
 		}
@@ -533,18 +542,76 @@ func Export(cfg *entity.Config) ([]byte, error) {
 					delete(rec, key)
 				}
 			}
-			for _, fk := range k.Foreign {
-				if id := entity.FKID(rec, fk.Field); id != "" {
-					rec[fk.Field] = id
-				}
-			}
-			if k.Name == "certificates" {
-				delete(rec, "snis")
-			}
 		}
 		doc[k.Name] = list
 	}
 	return yaml.Marshal(doc)
+}
+
+// Table renders a configuration as the config_table of a hybrid-mode
+// reconfigure frame, as Kong's declarative export_config does for its data
+// planes: `_format_version` "3.0", `_transform` false, one flat array per
+// non-empty collection, foreign keys as id strings and nulls kept. Disabled
+// services are left out together with the routes on them and every entity
+// referencing either; disabled plugins are left out too. Values are
+// JSON-shaped ([]any, map[string]any, float64...), ready for confighash.
+func Table(cfg *entity.Config) (map[string]any, error) {
+	out := map[string]any{"_format_version": "3.0", "_transform": false}
+	disabled := map[string]bool{}
+	for _, k := range entity.Kinds {
+		list, err := flatRecords(cfg, k)
+		if err != nil {
+			return nil, err
+		}
+		kept := make([]any, 0, len(list))
+	records:
+		for _, rec := range list {
+			id, _ := rec["id"].(string)
+			if en, ok := rec["enabled"].(bool); ok && !en {
+				switch k.Name {
+				case "services":
+					disabled[id] = true
+					continue
+				case "plugins":
+					continue
+				}
+			}
+			for _, fk := range k.Foreign {
+				if ref, _ := rec[fk.Field].(string); ref != "" && disabled[ref] {
+					if k.Name == "routes" {
+						disabled[id] = true
+					}
+					continue records
+				}
+			}
+			kept = append(kept, rec)
+		}
+		if len(kept) > 0 {
+			out[k.Name] = kept
+		}
+	}
+	return out, nil
+}
+
+// flatRecords returns the records of one kind with foreign keys flattened
+// to id strings (and a certificate's snis shorthand dropped: the snis are
+// exported as entities of their own).
+func flatRecords(cfg *entity.Config, k *entity.Kind) ([]map[string]any, error) {
+	list, err := recordsOf(cfg, k.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range list {
+		for _, fk := range k.Foreign {
+			if id := entity.FKID(rec, fk.Field); id != "" {
+				rec[fk.Field] = id
+			}
+		}
+		if k.Name == "certificates" {
+			delete(rec, "snis")
+		}
+	}
+	return list, nil
 }
 
 func recordsOf(cfg *entity.Config, kind string) ([]map[string]any, error) {
@@ -572,6 +639,12 @@ func recordsOf(cfg *entity.Config, kind string) ([]map[string]any, error) {
 		src = cfg.KeyAuthCredentials
 	case "basicauth_credentials":
 		src = cfg.BasicAuthCredentials
+	case "jwt_secrets":
+		src = cfg.JWTSecrets
+	case "hmacauth_credentials":
+		src = cfg.HMACAuthCredentials
+	case "oauth2_credentials":
+		src = cfg.OAuth2Credentials
 	case "acls":
 		src = cfg.ACLGroups
 	case "key_sets":

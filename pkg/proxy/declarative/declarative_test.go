@@ -38,6 +38,12 @@ consumers:
     password: s3cret
   acls:
   - group: admins
+  jwt_secrets:
+  - key: alice-iss
+    secret: alice-jwt-secret
+  hmacauth_credentials:
+  - username: alice-hmac
+    secret: alice-hmac-secret
 upstreams:
 - name: backend
   targets:
@@ -62,7 +68,7 @@ func TestParseNestedAndDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 	counts := map[string]int{"services": 1, "routes": 2, "plugins": 4, "consumers": 1, "keyauth_credentials": 1,
-		"basicauth_credentials": 1, "acls": 1, "upstreams": 1, "targets": 2}
+		"basicauth_credentials": 1, "acls": 1, "jwt_secrets": 1, "hmacauth_credentials": 1, "upstreams": 1, "targets": 2}
 	for kind, n := range counts {
 		if len(a[kind]) != n {
 			t.Errorf("%s: %d entities, want %d", kind, len(a[kind]), n)

@@ -31,6 +31,9 @@ type Config struct {
 	CACertificates       []*CACertificate
 	KeyAuthCredentials   []*KeyAuthCredential
 	BasicAuthCredentials []*BasicAuthCredential
+	JWTSecrets           []*JWTSecret
+	HMACAuthCredentials  []*HMACAuthCredential
+	OAuth2Credentials    []*OAuth2Credential
 	ACLGroups            []*ACLGroup
 	KeySets              []*KeySet
 	Keys                 []*Key
@@ -128,6 +131,12 @@ func (c *Config) decode(kind string, raw []byte) error {
 		dst = &c.KeyAuthCredentials
 	case "basicauth_credentials":
 		dst = &c.BasicAuthCredentials
+	case "jwt_secrets":
+		dst = &c.JWTSecrets
+	case "hmacauth_credentials":
+		dst = &c.HMACAuthCredentials
+	case "oauth2_credentials":
+		dst = &c.OAuth2Credentials
 	case "acls":
 		dst = &c.ACLGroups
 	case "key_sets":

@@ -252,6 +252,31 @@ type BasicAuthCredential struct {
 	Tags      []string `json:"tags"`
 }
 
+// JWTSecret is a consumer's jwt credential (table jwt_secrets): the key
+// tokens name in their key claim, and the HMAC secret or public key that
+// verifies them.
+type JWTSecret struct {
+	ID           string   `json:"id"`
+	CreatedAt    int64    `json:"created_at"`
+	Consumer     *FK      `json:"consumer"`
+	Key          string   `json:"key"`
+	Secret       *string  `json:"secret"`
+	RSAPublicKey *string  `json:"rsa_public_key"`
+	Algorithm    string   `json:"algorithm"`
+	Tags         []string `json:"tags"`
+}
+
+// HMACAuthCredential is a consumer's hmac-auth username and shared secret
+// (table hmacauth_credentials).
+type HMACAuthCredential struct {
+	ID        string   `json:"id"`
+	CreatedAt int64    `json:"created_at"`
+	Consumer  *FK      `json:"consumer"`
+	Username  string   `json:"username"`
+	Secret    string   `json:"secret"`
+	Tags      []string `json:"tags"`
+}
+
 // ACLGroup puts a consumer in a group (table acls).
 type ACLGroup struct {
 	ID        string   `json:"id"`

@@ -135,6 +135,10 @@ func TestPluginDefaults(t *testing.T) {
 			in["config"] = map[string]any{"allow": []any{"g"}}
 		case "ip-restriction":
 			in["config"] = map[string]any{"deny": []any{"10.0.0.0/8"}}
+		case "http-log":
+			in["config"] = map[string]any{"http_endpoint": "http://127.0.0.1:9/log"}
+		case "oauth2":
+			in["config"] = map[string]any{"enable_client_credentials": true}
 		}
 		if _, errs := Validate(KindByName("plugins"), in); errs != nil {
 			t.Errorf("%s: %v", name, errs)

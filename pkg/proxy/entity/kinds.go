@@ -71,6 +71,15 @@ var Kinds = []*Kind{
 	{Name: "basicauth_credentials", Singular: "basicauth_credential", Schema: BasicAuthSchema, AdminPath: "basic-auths", NestedPath: "basic-auth",
 		Unique:  [][]string{{"username"}},
 		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
+	{Name: "jwt_secrets", Singular: "jwt_secret", Schema: JWTSecretSchema, AdminPath: "jwts", NestedPath: "jwt",
+		Unique:  [][]string{{"key"}},
+		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
+	{Name: "hmacauth_credentials", Singular: "hmacauth_credential", Schema: HMACAuthSchema, AdminPath: "hmac-auths", NestedPath: "hmac-auth",
+		Unique:  [][]string{{"username"}},
+		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
+	{Name: "oauth2_credentials", Singular: "oauth2_credential", Schema: OAuth2CredentialSchema, AdminPath: "oauth2", NestedPath: "oauth2",
+		Unique:  [][]string{{"client_id"}},
+		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
 	{Name: "acls", Singular: "acl", Schema: ACLSchema, AdminPath: "acls", NestedPath: "acls",
 		Unique:  [][]string{{"consumer", "group"}},
 		Foreign: []ForeignKey{{Field: "consumer", Ref: "consumers", Cascade: true}}},
@@ -179,9 +188,15 @@ func HashBasicAuthPassword(password, consumerID string) string {
 // key-auth keys). The returned errors are Kong's "fields" object.
 func Validate(k *Kind, rec map[string]any) (map[string]any, schema.Errors) {
 	in := rec
-	if k.Name == "keyauth_credentials" && (in["key"] == nil || in["key"] == "") {
-		in = copyMap(in)
-		in["key"] = RandomKey()
+	// Kong's "auto" credential fields: generated when absent.
+	copied := false
+	for _, f := range autoFields[k.Name] {
+		if in[f] == nil || in[f] == "" {
+			if !copied {
+				in, copied = copyMap(in), true
+			}
+			in[f] = RandomKey()
+		}
 	}
 	if k.Name == "ca_certificates" {
 		if c, ok := in["cert"].(string); ok {
@@ -193,6 +208,12 @@ func Validate(k *Kind, rec map[string]any) (map[string]any, schema.Errors) {
 	if k.Name == "plugins" {
 		errs = validatePlugin(out, rec, errs)
 	}
+	if k.Name == "jwt_secrets" && len(errs) == 0 {
+		errs = checkJWTSecret(out)
+	}
+	if k.Name == "oauth2_credentials" && len(errs) == 0 {
+		errs = hashOAuth2Secret(out)
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -200,6 +221,15 @@ func Validate(k *Kind, rec map[string]any) (map[string]any, schema.Errors) {
 		out["target"] = NormalizeTarget(out["target"].(string))
 	}
 	return out, nil
+}
+
+// autoFields are the credential fields Kong generates when a write leaves
+// them out: the API key, and the jwt / hmac-auth shared secrets.
+var autoFields = map[string][]string{
+	"keyauth_credentials":  {"key"},
+	"jwt_secrets":          {"key", "secret"},
+	"hmacauth_credentials": {"secret"},
+	"oauth2_credentials":   {"client_id", "client_secret"},
 }
 
 func validatePlugin(out, in map[string]any, errs schema.Errors) schema.Errors {
@@ -221,6 +251,11 @@ func validatePlugin(out, in map[string]any, errs schema.Errors) schema.Errors {
 	raw, _ := in["config"].(map[string]any)
 	if raw == nil {
 		raw = map[string]any{}
+	}
+	if name == "oauth2" && (raw["provision_key"] == nil || raw["provision_key"] == "") {
+		// Kong generates the provision key when the config has none.
+		raw = copyMap(raw)
+		raw["provision_key"] = RandomKey()
 	}
 	f := def.Config
 	cfgOut, cfgErr := schema.ProcessField(&f, raw)

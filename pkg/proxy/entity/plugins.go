@@ -153,6 +153,10 @@ var redisRecord = schema.Field{Name: "redis", Type: schema.Record, Fields: []sch
 
 // Plugins lists the plugins kiln bundles, keyed by name.
 var Plugins = map[string]*PluginDef{
+	"jwt":       jwtPlugin,
+	"hmac-auth": hmacAuthPlugin,
+	"http-log":  httpLogPlugin,
+	"oauth2":    oauth2Plugin,
 	"correlation-id": {Name: "correlation-id", Priority: 100001, Config: cfg(nil,
 		schema.Field{Name: "header_name", Type: schema.String, Default: "Kong-Request-ID"},
 		oneOf("generator", "uuid#counter", "uuid", "uuid#counter", "tracker"),

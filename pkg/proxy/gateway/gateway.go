@@ -2,7 +2,9 @@
 // store (SQLite, PostgreSQL or in-memory for DB-less), serves the Admin API,
 // the proxy listeners and the status listener, and recompiles the data plane
 // on every committed change, swapping it in atomically without restarting
-// listeners or pausing traffic.
+// listeners or pausing traffic. In hybrid mode (Options.Role) a control
+// plane also serves data planes on the cluster listener, and a data plane
+// fills its in-memory store from its control plane (pkg/proxy/cluster).
 package gateway
 
 import (
@@ -14,13 +16,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/admin"
+	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
+	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugins"
+	"github.com/kiln-dev/kiln/pkg/proxy/schema"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
@@ -41,6 +47,74 @@ type Options struct {
 	// Ready is called with the bound proxy, admin and status addresses
 	// once every listener is up.
 	Ready func(proxy, admin, status []string)
+	// Role is Kong's role: RoleTraditional (""), RoleControlPlane or
+	// RoleDataPlane.
+	Role string
+	// Cluster configures hybrid mode.
+	Cluster ClusterOptions
+}
+
+// Kong's roles.
+const (
+	RoleTraditional  = "traditional"
+	RoleControlPlane = "control_plane"
+	RoleDataPlane    = "data_plane"
+)
+
+// ClusterOptions configure hybrid mode. TLS is required for both roles.
+type ClusterOptions struct {
+	TLS *cluster.TLS
+	// Listen is the control plane's cluster listener (cluster_listen).
+	Listen string
+	// ControlPlane is the data plane's control plane, host:port.
+	ControlPlane string
+	// Labels are the data plane's cluster_dp_labels.
+	Labels map[string]string
+	// UpdateFrequency is the control plane's minimum time between pushes
+	// (db_update_frequency; 0: 5 s).
+	UpdateFrequency time.Duration
+	// PurgeDelay is how long the control plane keeps a silent data plane's
+	// row (cluster_data_plane_purge_delay; 0: 14 days).
+	PurgeDelay time.Duration
+	// PersistDir is the data plane's directory for its last configuration
+	// (config.json.gz) and node id (node_id); "" keeps nothing.
+	PersistDir string
+	// Version is the Kong version a data plane announces (default
+	// entity.KongVersion); PingInterval and ReconnectDelay default to
+	// Kong's 30 s and random 5–10 s. Tests shorten them.
+	Version        string
+	PingInterval   time.Duration
+	ReconnectDelay func() time.Duration
+	// Ready is called with the control plane's bound cluster address.
+	Ready func(addr string)
+}
+
+// checkRole reports the invalid role / store combinations Kong refuses.
+func checkRole(o Options) error {
+	switch o.Role {
+	case "", RoleTraditional:
+		return nil
+	case RoleControlPlane:
+		if o.Store.Database() == "off" {
+			return errors.New(`in-memory storage can not be used when role = "control_plane": use --database sqlite or postgres`)
+		}
+		if o.Cluster.Listen == "" || o.Cluster.Listen == "off" {
+			return errors.New(`--cluster-listen must be specified when role = "control_plane"`)
+		}
+	case RoleDataPlane:
+		if _, ok := o.Store.(*store.Memory); !ok || o.Store.Database() != "off" {
+			return errors.New(`only in-memory storage can be used when role = "data_plane": use --database off`)
+		}
+		if o.Cluster.ControlPlane == "" {
+			return errors.New(`--cluster-control-plane must be specified when role = "data_plane"`)
+		}
+	default:
+		return fmt.Errorf("--role %q: use traditional, control_plane or data_plane", o.Role)
+	}
+	if o.Cluster.TLS == nil {
+		return errors.New("cluster certificate and key must be provided to use hybrid mode: set --cluster-cert and --cluster-cert-key")
+	}
+	return nil
 }
 
 type listener struct {
@@ -59,6 +133,24 @@ func Run(ctx context.Context, o Options) error {
 	}
 	st := o.Store
 	defer st.Close()
+	if err := checkRole(o); err != nil {
+		return err
+	}
+	if o.Role == "" {
+		o.Role = RoleTraditional
+	}
+	nodeID := ""
+	var dp *cluster.DataPlane
+	if o.Role == RoleDataPlane {
+		id, err := dataPlaneNodeID(o.Cluster.PersistDir)
+		if err != nil {
+			return err
+		}
+		if dp, err = newDataPlane(o, id, log); err != nil {
+			return err
+		}
+		nodeID = id
+	}
 	var dbReachable func() bool
 	if st.Database() != "off" {
 		dbReachable = func() bool {
@@ -67,13 +159,22 @@ func Run(ctx context.Context, o Options) error {
 			return st.Ping(pctx) == nil
 		}
 	}
-	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable})
+	tokens := oauth2Tokens(st)
+	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable,
+		NodeID: nodeID, OAuth2: tokens})
 	if err != nil {
 		return err
 	}
 	defer e.Close()
 	if o.DeclarativeConfig != "" {
 		if err := loadDeclarative(ctx, st, o.DeclarativeConfig); err != nil {
+			return err
+		}
+	}
+	if dp != nil {
+		// A restarted data plane serves its last configuration while the
+		// control plane is unreachable.
+		if err := dp.LoadPersisted(ctx); err != nil {
 			return err
 		}
 	}
@@ -103,10 +204,34 @@ func Run(ctx context.Context, o Options) error {
 		lns = append(lns, listener{ln: ln, tls: sp.SSL, kind: "proxy", spec: sp})
 		proxyAddrs = append(proxyAddrs, scheme(sp.SSL)+ln.Addr().String())
 	}
+	var cp *cluster.ControlPlane
+	var clusterLn net.Listener
+	if o.Role == RoleControlPlane {
+		if cp, err = cluster.NewControlPlane(cluster.ControlPlaneOptions{Store: st, TLS: o.Cluster.TLS,
+			UpdateFrequency: o.Cluster.UpdateFrequency, PurgeDelay: o.Cluster.PurgeDelay, Node: cluster.Node{Log: log}}); err != nil {
+			closeAll()
+			return err
+		}
+		if clusterLn, err = net.Listen("tcp", o.Cluster.Listen); err != nil {
+			closeAll()
+			return fmt.Errorf("cluster listener %s: %w (change --cluster-listen)", o.Cluster.Listen, err)
+		}
+		lns = append(lns, listener{ln: clusterLn, kind: "cluster"})
+	}
+	conf := map[string]any{"proxy_listen": splitList(o.ProxyListen), "admin_listen": splitList(o.AdminListen),
+		"status_listen": splitList(o.StatusListen), "role": o.Role}
+	if o.Role != RoleTraditional {
+		conf["cluster_mtls"] = o.Cluster.TLS.Mode
+		conf["cluster_listen"] = splitList(o.Cluster.Listen)
+		conf["cluster_control_plane"] = o.Cluster.ControlPlane
+	}
+	var dpLister admin.DataPlaneLister
+	if cp != nil {
+		dpLister = cp
+	}
 	adm := admin.New(admin.Options{
-		Store: st, NodeID: e.NodeID(), Logger: log, Health: healthReporter{e},
-		Configuration: map[string]any{"proxy_listen": splitList(o.ProxyListen), "admin_listen": splitList(o.AdminListen),
-			"status_listen": splitList(o.StatusListen)},
+		Store: st, NodeID: e.NodeID(), Logger: log, Health: healthReporter{e}, Clustering: dpLister,
+		Configuration: conf,
 		Ready: func() error {
 			if e.Config().Version == 0 {
 				if v, err := st.Version(context.Background()); err == nil && v > 0 {
@@ -160,9 +285,12 @@ func Run(ctx context.Context, o Options) error {
 		go func(l listener) {
 			defer wg.Done()
 			var err error
-			if l.kind == "proxy" {
+			switch l.kind {
+			case "proxy":
 				err = e.ServeProxy(ctx, l.ln, l.spec)
-			} else {
+			case "cluster":
+				err = cp.Serve(ctx, l.ln)
+			default:
 				err = server.Serve(ctx, l.srv, l.ln, l.tls)
 			}
 			if err != nil {
@@ -170,10 +298,27 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}(l)
 	}
+	if dp != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = dp.Run(ctx)
+		}()
+	}
+	if tokens != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			purgeOAuth2(ctx, tokens, log)
+		}()
+	}
+	if clusterLn != nil && o.Cluster.Ready != nil {
+		o.Cluster.Ready(clusterLn.Addr().String())
+	}
 	if o.Ready != nil {
 		o.Ready(proxyAddrs, adminAddrs, statusAddrs)
 	}
-	log.Info("gateway started", "database", st.Database(), "proxy", strings.Join(proxyAddrs, ","),
+	log.Info("gateway started", "role", o.Role, "database", st.Database(), "proxy", strings.Join(proxyAddrs, ","),
 		"admin", strings.Join(adminAddrs, ","), "status", strings.Join(statusAddrs, ","))
 
 	// Follow the store: every committed change is compiled and swapped in.
@@ -307,12 +452,47 @@ func loadDeclarative(ctx context.Context, st store.Store, path string) error {
 	if err != nil {
 		return fmt.Errorf("read --declarative-config: %w", err)
 	}
-	recs, err := declarative.Parse(data, time.Now())
-	if err != nil {
+	// declarative.Load records the md5 of the file, which /status reports
+	// as configuration_hash and POST /config?check_hash=1 compares with.
+	if _, err := declarative.Load(ctx, st, data, time.Now()); err != nil {
 		return fmt.Errorf("--declarative-config %s: %w", path, err)
 	}
-	if err := st.Replace(ctx, recs); err != nil {
-		return fmt.Errorf("load --declarative-config %s: %w", path, err)
-	}
 	return nil
+}
+
+// newDataPlane builds the hybrid-mode client of a data plane node.
+func newDataPlane(o Options, nodeID string, log *slog.Logger) (*cluster.DataPlane, error) {
+	persist := ""
+	if o.Cluster.PersistDir != "" {
+		persist = filepath.Join(o.Cluster.PersistDir, "config.json.gz")
+	}
+	return cluster.NewDataPlane(cluster.DataPlaneOptions{
+		Store: o.Store.(*store.Memory), ControlPlane: o.Cluster.ControlPlane, TLS: o.Cluster.TLS,
+		NodeID: nodeID, Node: cluster.Node{Version: o.Cluster.Version, Log: log}, Labels: o.Cluster.Labels, PersistPath: persist,
+		PingInterval: o.Cluster.PingInterval, ReconnectDelay: o.Cluster.ReconnectDelay,
+		ProcessConf: map[string]any{"role": RoleDataPlane, "database": "off", "proxy_listen": splitList(o.ProxyListen)},
+	})
+}
+
+// dataPlaneNodeID keeps a data plane's node id across restarts in
+// <dir>/node_id, as Kong keeps it in its prefix, so the control plane
+// lists one row per node. Without a directory a fresh id is used.
+func dataPlaneNodeID(dir string) (string, error) {
+	if dir == "" {
+		return entity.NewID(), nil
+	}
+	path := filepath.Join(dir, "node_id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); schema.IsUUID(id) {
+			return id, nil
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create the data plane directory %s (--prefix): %w", dir, err)
+	}
+	id := entity.NewID()
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s (--prefix): %w", path, err)
+	}
+	return id, nil
 }

@@ -195,7 +195,10 @@ func (c *Context) Authenticate(consumer *entity.Consumer, cred *Credential) {
 	}
 }
 
-// RunAccess runs the access phase of ch; it stops at the first Exit.
+// RunAccess runs the access phase of ch. After the first Exit no other
+// access handler runs, but the remaining plugins are still resolved: as in
+// Kong, the header filter and log phases run for every plugin that applies
+// (a logging plugin records the 401 an auth plugin answered).
 func (c *Context) RunAccess(ch *Chain) {
 	c.nResolved = 0
 	for i := range ch.slots {
@@ -207,11 +210,11 @@ func (c *Context) RunAccess(ch *Chain) {
 			c.resolved[c.nResolved] = in
 			c.nResolved++
 		}
+		if c.exit != nil {
+			continue
+		}
 		if a, ok := in.Handler.(Accessor); ok {
 			a.Access(c)
-			if c.exit != nil {
-				return
-			}
 		}
 	}
 }

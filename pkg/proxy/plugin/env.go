@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
 // Env is what plugin factories get besides their own config: look-ups over
@@ -19,6 +20,13 @@ type Env struct {
 	KeyAuth map[string]*entity.KeyAuthCredential
 	// BasicAuth maps a basic-auth username to its credential.
 	BasicAuth map[string]*entity.BasicAuthCredential
+	// JWT maps a jwt credential key to its credential.
+	JWT map[string]*entity.JWTSecret
+	// HMAC maps an hmac-auth username to its credential.
+	HMAC map[string]*entity.HMACAuthCredential
+	// OAuth2 maps an oauth2 client_id, and OAuth2ByID a credential id, to
+	// its credential.
+	OAuth2, OAuth2ByID map[string]*entity.OAuth2Credential
 	// Groups maps a consumer id to its ACL groups.
 	Groups map[string][]string
 	// consumersByName maps usernames to consumers.
@@ -33,11 +41,59 @@ type State struct {
 	Metrics  *Metrics
 	// Now is the clock plugins read (the proxy's cached clock).
 	Now func() time.Time
+	// Shared holds objects a plugin keeps across snapshots (http-log's
+	// delivery queues), keyed by the plugin's id.
+	Shared *Shared
+	// OAuth2 stores the oauth2 plugin's tokens and codes; nil without a
+	// database (DB-less and hybrid data planes), where the plugin refuses
+	// to run as Kong's does.
+	OAuth2 store.OAuth2Store
+}
+
+// Shared is a keyed set of long-lived plugin objects.
+type Shared struct {
+	mu sync.Mutex
+	m  map[string]any
+}
+
+// prune forgets the objects of plugins that are no longer configured.
+func (s *Shared) prune(live map[string]bool) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.m {
+		if !live[k] {
+			delete(s.m, k)
+		}
+	}
+}
+
+// Get returns the object stored under key (a plugin id) if keep accepts it; otherwise it
+// stores and returns a new one from mk (a plugin whose config changed
+// replaces its object, so the set holds one per plugin). A nil Shared keeps
+// nothing: every call creates.
+func (s *Shared) Get(key string, keep func(any) bool, mk func() any) any {
+	if s == nil {
+		return mk()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.m[key]; ok && keep(v) {
+		return v
+	}
+	if s.m == nil {
+		s.m = map[string]any{}
+	}
+	v := mk()
+	s.m[key] = v
+	return v
 }
 
 // NewState returns empty long-lived plugin state.
 func NewState() *State {
-	return &State{Counters: NewCounters(), Metrics: NewMetrics(), Now: time.Now}
+	return &State{Counters: NewCounters(), Metrics: NewMetrics(), Now: time.Now, Shared: &Shared{}}
 }
 
 // NewEnv indexes cfg for the plugins.
@@ -46,6 +102,10 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 		Config:          cfg,
 		KeyAuth:         make(map[string]*entity.KeyAuthCredential, len(cfg.KeyAuthCredentials)),
 		BasicAuth:       make(map[string]*entity.BasicAuthCredential, len(cfg.BasicAuthCredentials)),
+		JWT:             make(map[string]*entity.JWTSecret, len(cfg.JWTSecrets)),
+		HMAC:            make(map[string]*entity.HMACAuthCredential, len(cfg.HMACAuthCredentials)),
+		OAuth2:          make(map[string]*entity.OAuth2Credential, len(cfg.OAuth2Credentials)),
+		OAuth2ByID:      make(map[string]*entity.OAuth2Credential, len(cfg.OAuth2Credentials)),
 		Groups:          map[string][]string{},
 		consumersByName: map[string]*entity.Consumer{},
 		State:           st,
@@ -56,6 +116,16 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 	for _, b := range cfg.BasicAuthCredentials {
 		e.BasicAuth[b.Username] = b
 	}
+	for _, j := range cfg.JWTSecrets {
+		e.JWT[j.Key] = j
+	}
+	for _, h := range cfg.HMACAuthCredentials {
+		e.HMAC[h.Username] = h
+	}
+	for _, o := range cfg.OAuth2Credentials {
+		e.OAuth2[o.ClientID] = o
+		e.OAuth2ByID[o.ID] = o
+	}
 	for _, a := range cfg.ACLGroups {
 		if a.Consumer != nil {
 			e.Groups[a.Consumer.ID] = append(e.Groups[a.Consumer.ID], a.Group)
@@ -65,6 +135,13 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 		if c.Username != nil {
 			e.consumersByName[*c.Username] = c
 		}
+	}
+	if st != nil && st.Shared != nil {
+		live := make(map[string]bool, len(cfg.Plugins))
+		for _, p := range cfg.Plugins {
+			live[p.ID] = true
+		}
+		st.Shared.prune(live)
 	}
 	return e
 }

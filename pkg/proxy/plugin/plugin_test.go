@@ -143,3 +143,30 @@ func TestCountersAndAuthenticate(t *testing.T) {
 		t.Fatalf("headers %v", c.Req.Header)
 	}
 }
+
+func TestSharedKeepsObjectsOfConfiguredPlugins(t *testing.T) {
+	st := NewState()
+	made := 0
+	get := func(version int) any {
+		return st.Shared.Get("p1", func(v any) bool { return v.(*int) != nil && *v.(*int) == version }, func() any {
+			made++
+			v := version
+			return &v
+		})
+	}
+	a := get(1)
+	if b := get(1); a != b || made != 1 {
+		t.Fatalf("same config: a new object (made %d)", made)
+	}
+	if get(2); made != 2 {
+		t.Fatalf("changed config kept the old object")
+	}
+	NewEnv(&entity.Config{Plugins: []*entity.Plugin{{ID: "p1"}}}, st)
+	if get(2); made != 2 {
+		t.Fatalf("a configured plugin's object was dropped")
+	}
+	NewEnv(&entity.Config{}, st)
+	if get(2); made != 3 {
+		t.Fatalf("a removed plugin's object was kept")
+	}
+}

@@ -1,7 +1,7 @@
 // Package plugins holds kiln's implementations of Kong's bundled plugins:
-// key-auth, basic-auth, acl, rate-limiting (local policy), cors,
-// ip-restriction, request-transformer, response-transformer,
-// correlation-id, request-termination and prometheus. Each reads the
+// key-auth, basic-auth, jwt, hmac-auth, oauth2, acl, rate-limiting (local policy),
+// cors, ip-restriction, request-transformer, response-transformer,
+// correlation-id, request-termination, prometheus and http-log. Each reads the
 // validated config the Admin API stored (Kong's field names and defaults)
 // and answers with Kong's status codes, messages and headers.
 package plugins
@@ -25,6 +25,10 @@ func Registry() plugin.Registry {
 	}
 	add("key-auth", newKeyAuth)
 	add("basic-auth", newBasicAuth)
+	add("jwt", newJWT)
+	add("hmac-auth", newHMACAuth)
+	add("oauth2", newOAuth2)
+	add("http-log", newHTTPLog)
 	add("acl", newACL)
 	add("rate-limiting", newRateLimiting)
 	add("cors", newCORS)

@@ -155,3 +155,16 @@ func DecodeEcho(t testing.TB, b []byte) Echoed {
 	}
 	return e
 }
+
+// WaitFor polls cond until it holds, failing the test after a generous
+// deadline (CI machines are loaded: never assert tight timings).
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -16,10 +16,12 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/balancer"
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
+	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
 // Options configure an Engine.
@@ -38,6 +40,11 @@ type Options struct {
 	// DatastoreReachable reports the database state for metrics (nil:
 	// DB-less, always reachable).
 	DatastoreReachable func() bool
+	// OAuth2 stores the oauth2 plugin's tokens (nil: no database, the
+	// plugin refuses to run).
+	OAuth2 store.OAuth2Store
+	// Now replaces the plugins' clock (tests); nil: the cached clock.
+	Now func() time.Time
 }
 
 // Engine is the proxy. Create it with New, feed it configurations with
@@ -74,7 +81,10 @@ func New(opts Options) (*Engine, error) {
 	}
 	clk := newCoarseClock()
 	e := &Engine{opts: opts, log: opts.Log, state: plugin.NewState(), bals: balancer.NewManager(opts.Log), pool: newPool(clk), clock: clk}
-	e.state.Now = clk.Now
+	e.state.Now, e.state.OAuth2 = clk.Now, opts.OAuth2
+	if opts.Now != nil {
+		e.state.Now = opts.Now
+	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.ctxPool.New = func() any { return &plugin.Context{} }
 	e.bufPool.New = func() any { b := make([]byte, 32<<10); return &b }

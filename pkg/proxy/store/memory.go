@@ -20,6 +20,7 @@ type Memory struct {
 	// from ("" after any other change); Kong's /config?check_hash=1.
 	source string
 	*Notifier
+	dataPlanes memDataPlanes // hybrid-mode DP rows (DataPlaneStore)
 }
 
 type memRow struct {

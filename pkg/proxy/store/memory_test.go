@@ -10,3 +10,7 @@ import (
 func TestMemoryConformance(t *testing.T) {
 	storetest.Run(t, func(*testing.T) store.Store { return store.NewMemory() })
 }
+
+func TestMemoryDataPlanes(t *testing.T) {
+	storetest.RunDataPlanes(t, func(*testing.T) store.DataPlaneStore { return store.NewMemory() })
+}

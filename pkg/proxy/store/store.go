@@ -9,6 +9,11 @@
 // store assigns nothing but the version counter, which increases with every
 // committed change. Snapshot builds the immutable entity.Config the data plane
 // compiles; Changed returns a channel closed on the next change.
+//
+// Memory and the SQL stores also implement DataPlaneStore, the rows a
+// hybrid-mode control plane keeps about its data planes. The SQL stores
+// implement OAuth2Store, the oauth2 plugin's runtime rows (DB-less Memory
+// does not: Kong's oauth2 plugin needs a database).
 package store
 
 import (

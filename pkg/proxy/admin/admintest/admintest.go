@@ -6,6 +6,7 @@ package admintest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -273,6 +274,27 @@ func testPluginsCredentialsUpstreams(t *testing.T, st store.Store) {
 	c.Expect(c.JSON("POST", "/consumers/alice/acls", `{"group":"admins"}`), 201)
 	c.Expect(c.JSON("GET", "/consumers/alice/acls/admins", ""), 200)
 	c.Expect(c.JSON("POST", "/plugins", `{"name":"key-auth","consumer":{"username":"alice"}}`), 400)
+	jwt := c.Expect(c.JSON("POST", "/consumers/alice/jwt", `{}`), 201).Body
+	jk, _ := jwt["key"].(string)
+	if len(jk) != 32 || jwt["algorithm"] != "HS256" || jwt["secret"] == nil {
+		t.Fatalf("generated jwt credential: %v", jwt)
+	}
+	c.Expect(c.JSON("GET", "/jwts/"+jk+"/consumer", ""), 200)
+	rs := c.Expect(c.JSON("POST", "/consumers/alice/jwt", `{"algorithm":"RS256"}`), 400).Body
+	if f := rs["fields"].(map[string]any); f["rsa_public_key"] != "required field missing" {
+		t.Fatalf("RS256 without a key: %v", rs)
+	}
+	c.Expect(c.JSON("POST", "/consumers/alice/jwt", `{"algorithm":"ES256","rsa_public_key":"not a key"}`), 400)
+	c.Expect(c.JSON("POST", "/consumers/alice/hmac-auth", `{}`), 400)
+	hm := c.Expect(c.Form("POST", "/consumers/alice/hmac-auth", "username=alice-hmac"), 201).Body
+	if s, _ := hm["secret"].(string); s == "" {
+		t.Fatalf("hmac-auth secret not generated: %v", hm)
+	}
+	c.Expect(c.JSON("GET", "/hmac-auths/alice-hmac", ""), 200)
+	lua := c.Expect(c.JSON("POST", "/plugins", `{"name":"http-log","config":{"http_endpoint":"http://127.0.0.1:9/","custom_fields_by_lua":{"x":"return 1"}}}`), 400).Body
+	if !strings.Contains(fmt.Sprint(lua["fields"]), "kiln does not run Lua") {
+		t.Fatalf("http-log with Lua: %v", lua)
+	}
 
 	c.Expect(c.JSON("POST", "/upstreams", `{"name":"backend","hash_on":"ip"}`), 201)
 	tg := c.Expect(c.Form("POST", "/upstreams/backend/targets", "target=10.0.0.1&weight=5"), 201).Body
@@ -290,6 +312,8 @@ func testPluginsCredentialsUpstreams(t *testing.T, st store.Store) {
 	}
 	c.Expect(c.JSON("DELETE", "/consumers/alice", ""), 204)
 	c.Expect(c.JSON("GET", "/key-auths/"+k, ""), 404)
+	c.Expect(c.JSON("GET", "/jwts/"+jk, ""), 404)
+	c.Expect(c.JSON("GET", "/hmac-auths/alice-hmac", ""), 404)
 }
 
 func selfSigned(t *testing.T) (string, string) {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -154,6 +155,23 @@ func (s *Server) Stop() {
 		<-s.done
 	}
 	_ = os.RemoveAll(s.dir)
+}
+
+// StartT starts a server for one test and stops it when the test ends. The
+// test is skipped when PostgreSQL is not installed, unless Required.
+func StartT(t testing.TB) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := Start(ctx)
+	if err != nil {
+		if Required() {
+			t.Fatalf("postgres required (KILN_REQUIRE_PG=1): %v", err)
+		}
+		t.Skipf("postgres not available: %v", err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
 }
 
 // Main is a TestMain body: it starts a server, hands it to use (nil when

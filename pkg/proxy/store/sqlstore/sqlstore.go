@@ -1,7 +1,9 @@
 // Package sqlstore implements store.Store on SQL databases: SQLite through
 // modernc.org/sqlite (pure Go, no cgo) for a single-node gateway, and
 // PostgreSQL through pgx for production. Both share one schema: a table of
-// JSON entity bodies plus index tables for unique keys and foreign keys.
+// JSON entity bodies plus index tables for unique keys and foreign keys, and
+// the hybrid-mode data plane rows (store.DataPlaneStore), and the oauth2
+// plugin's tokens and authorization codes (store.OAuth2Store).
 package sqlstore
 
 import (
@@ -11,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,7 +147,7 @@ func openSQL(ctx context.Context, db *sql.DB, dialect string, pollEvery time.Dur
 		_ = db.Close()
 		return nil, fmt.Errorf("connect to %s: %w", dialect, err)
 	}
-	for _, stmt := range schemaDDL {
+	for _, stmt := range slices.Concat(schemaDDL, dataPlanesDDL, oauth2DDL) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("create %s schema: %w", dialect, err)

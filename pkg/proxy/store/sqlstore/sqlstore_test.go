@@ -30,6 +30,17 @@ func TestPostgresConformance(t *testing.T) {
 	})
 }
 
+func TestSQLiteDataPlanes(t *testing.T) {
+	storetest.RunDataPlanes(t, func(t *testing.T) store.DataPlaneStore { return storetest.OpenSQLite(t) })
+}
+
+func TestPostgresDataPlanes(t *testing.T) {
+	storetest.RunDataPlanes(t, func(t *testing.T) store.DataPlaneStore {
+		s, _ := storetest.OpenPostgres(t, pg, 0)
+		return s
+	})
+}
+
 func TestPostgresPollSeesOtherNode(t *testing.T) {
 	ctx := context.Background()
 	a, dsn := storetest.OpenPostgres(t, pg, 50*time.Millisecond)
