@@ -7,10 +7,13 @@
 # kiln binary (KILN=path, default bin/kiln built by `make build`).
 #
 # Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (1)
+# KILN_BASE=path adds rows for a second kiln binary (e.g. a build of the
+# previous commit), measured in the same rounds, for before/after ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KILN=${KILN:-bin/kiln}
+KILN_BASE=${KILN_BASE:-}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
@@ -21,6 +24,7 @@ for bin in wrk nginx haproxy caddy curl; do
   command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl)" >&2; exit 1; }
 done
 [ -x "$KILN" ] || { echo "bench-proxy: $KILN not found; run make build or set KILN=" >&2; exit 1; }
+[ -z "$KILN_BASE" ] || [ -x "$KILN_BASE" ] || { echo "bench-proxy: KILN_BASE=$KILN_BASE is not executable" >&2; exit 1; }
 
 TMP=$(mktemp -d /tmp/kiln-bench-proxy.XXXXXX)
 chmod 755 "$TMP" # nginx workers run unprivileged and must read the upstream file
@@ -129,10 +133,10 @@ EOF
   XDG_DATA_HOME="$d" XDG_CONFIG_HOME="$d" HOME="$d" caddy run --config "$d/Caddyfile" --adapter caddyfile >"$d/log" 2>&1 & PIDS+=($!)
 }
 
-# start_kiln port [plugins]: kiln gateway, DB-less, configured by a
-# declarative file (the same way an operator would).
+# start_kiln port [plugins [binary]]: kiln gateway, DB-less, configured by
+# a declarative file (the same way an operator would).
 start_kiln() {
-  local port=$1 plugins=${2:-} d="$TMP/kiln-$1"
+  local port=$1 plugins=${2:-} bin=${3:-$KILN} d="$TMP/kiln-$1"
   mkdir -p "$d"
   {
     echo '_format_version: "3.0"'
@@ -153,7 +157,7 @@ start_kiln() {
       echo '  config: {second: 1000000000, hour: 1000000000000, policy: local, limit_by: consumer}'
     fi
   } > "$d/kong.yaml"
-  "$KILN" gateway run --database off --declarative-config "$d/kong.yaml" \
+  "$bin" gateway run --database off --declarative-config "$d/kong.yaml" \
     --proxy-listen "127.0.0.1:$port" --admin-listen off --status-listen off --proxy-access-log off \
     >"$d/log" 2>&1 & PIDS+=($!)
 }
@@ -201,6 +205,10 @@ P=$(free_port); start_haproxy "$P"; add haproxy "$P"
 P=$(free_port); start_caddy "$P"; add caddy "$P"
 P=$(free_port); start_kiln "$P"; add kiln "$P"
 P=$(free_port); start_kiln "$P" plugins; add "kiln+key-auth+rate-limiting" "$P" "apikey: bench-key"
+if [ -n "$KILN_BASE" ]; then
+  P=$(free_port); start_kiln "$P" "" "$KILN_BASE"; add "kiln-base" "$P"
+  P=$(free_port); start_kiln "$P" plugins "$KILN_BASE"; add "kiln-base+key-auth+rate-lim" "$P" "apikey: bench-key"
+fi
 for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/1k" "${HDR[$n]}"; done
 # Rounds interleave the proxies so that load from other processes on the
 # machine spreads over all of them alike.

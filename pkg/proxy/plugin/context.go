@@ -83,23 +83,32 @@ type Context struct {
 	nResolved   int
 	vars        map[string]any
 	respHdrBase http.Header
+	// cred and vals back Credential and one-value header slices for the
+	// duration of a request, so the common phases do not allocate.
+	cred Credential
+	vals []string
 }
 
 // Reset prepares a Context for a new request.
 func (c *Context) Reset() {
 	h := c.respHdrBase
-	for k := range h {
-		delete(h, k)
-	}
-	for k := range c.vars {
-		delete(c.vars, k)
-	}
+	clear(h)
+	clear(c.vars)
 	vars := c.vars
 	if h == nil {
 		h = http.Header{}
 	}
-	*c = Context{respHdrBase: h, vars: vars}
+	clear(c.vals)
+	*c = Context{respHdrBase: h, vars: vars, vals: c.vals[:0]}
 	c.RespHeader = h
+}
+
+// Value returns v as a one-element header value slice backed by the
+// Context (valid for the request; len == cap, so appending copies).
+func (c *Context) Value(v string) []string {
+	n := len(c.vals)
+	c.vals = append(c.vals, v)
+	return c.vals[n : n+1 : n+1]
 }
 
 // Set stores a per-request value shared between a plugin's phases.
@@ -119,7 +128,7 @@ func (c *Context) SetRespHeader(name, value string) {
 		c.RespHeader = http.Header{}
 		c.respHdrBase = c.RespHeader
 	}
-	c.RespHeader[name] = []string{value}
+	c.RespHeader[name] = c.Value(value)
 }
 
 // ExitWith ends the request with a plugin response.
@@ -141,6 +150,17 @@ func (c *Context) ConsumerID() string {
 	return c.Consumer.ID
 }
 
+// consumerHeaders are the upstream headers Authenticate sets; copies the
+// client sent are removed.
+var consumerHeaders = [...]string{"X-Consumer-Id", "X-Consumer-Custom-Id", "X-Consumer-Username", "X-Credential-Identifier", "X-Anonymous-Consumer"}
+
+// AuthenticateCredential is Authenticate with a credential given by its id
+// and identifier (stored in the Context, not allocated).
+func (c *Context) AuthenticateCredential(consumer *entity.Consumer, id, identifier string) {
+	c.cred = Credential{ID: id, Identifier: identifier}
+	c.Authenticate(consumer, &c.cred)
+}
+
 // Authenticate records the consumer and sets the upstream headers Kong adds
 // (X-Consumer-ID, X-Consumer-Custom-ID, X-Consumer-Username,
 // X-Credential-Identifier, X-Anonymous-Consumer).
@@ -150,22 +170,24 @@ func (c *Context) Authenticate(consumer *entity.Consumer, cred *Credential) {
 	h := c.Req.Header
 	// Client-sent copies are never forwarded (canonical names: no
 	// per-request canonicalization).
-	delete(h, "X-Consumer-Id")
-	delete(h, "X-Consumer-Custom-Id")
-	delete(h, "X-Consumer-Username")
-	delete(h, "X-Credential-Identifier")
-	delete(h, "X-Anonymous-Consumer")
+	for _, k := range consumerHeaders {
+		// A look-up in a small map compares keys without hashing them;
+		// delete would hash every name.
+		if _, ok := h[k]; ok {
+			delete(h, k)
+		}
+	}
 	if consumer != nil {
-		h["X-Consumer-Id"] = []string{consumer.ID}
+		h["X-Consumer-Id"] = c.Value(consumer.ID)
 		if consumer.CustomID != nil {
-			h["X-Consumer-Custom-Id"] = []string{*consumer.CustomID}
+			h["X-Consumer-Custom-Id"] = c.Value(*consumer.CustomID)
 		}
 		if consumer.Username != nil {
-			h["X-Consumer-Username"] = []string{*consumer.Username}
+			h["X-Consumer-Username"] = c.Value(*consumer.Username)
 		}
 	}
 	if cred != nil && cred.Identifier != "" {
-		h["X-Credential-Identifier"] = []string{cred.Identifier}
+		h["X-Credential-Identifier"] = c.Value(cred.Identifier)
 	}
 	if cred == nil && consumer != nil {
 		c.Anonymous = true

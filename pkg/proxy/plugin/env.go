@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,6 +170,7 @@ const counterShards = 32
 // exists) takes only a shard's read lock, so concurrent requests of one
 // consumer do not serialise on a mutex.
 type Counters struct {
+	seed   maphash.Seed
 	shards [counterShards]counterShard
 }
 
@@ -180,7 +182,7 @@ type counterShard struct {
 
 // NewCounters returns empty counters.
 func NewCounters() *Counters {
-	c := &Counters{}
+	c := &Counters{seed: maphash.MakeSeed()}
 	for i := range c.shards {
 		c.shards[i].m = map[CounterKey]*atomic.Int64{}
 	}
@@ -188,11 +190,8 @@ func NewCounters() *Counters {
 }
 
 func (c *Counters) shard(k *CounterKey) *counterShard {
-	h := uint32(2166136261)
-	for i := 0; i < len(k.Identifier); i++ {
-		h = (h ^ uint32(k.Identifier[i])) * 16777619
-	}
-	h ^= uint32(k.Window) ^ uint32(k.Period)
+	h := maphash.String(c.seed, k.Identifier)
+	h ^= uint64(k.Window) ^ uint64(k.Period)
 	return &c.shards[h%counterShards]
 }
 

@@ -198,7 +198,7 @@ func (k *keyAuth) authenticate(c *plugin.Context) (int, string) {
 	if consumer == nil {
 		return http.StatusUnauthorized, "Unauthorized"
 	}
-	c.Authenticate(consumer, &plugin.Credential{ID: cred.ID, Identifier: cred.ID})
+	c.AuthenticateCredential(consumer, cred.ID, cred.ID)
 	return 0, ""
 }
 
@@ -261,7 +261,7 @@ func (b *basicAuth) authenticate(c *plugin.Context) bool {
 		if b.hide {
 			h.Del(name)
 		}
-		c.Authenticate(consumer, &plugin.Credential{ID: cred.ID, Identifier: cred.Username})
+		c.AuthenticateCredential(consumer, cred.ID, cred.Username)
 		return true
 	}
 	return false

@@ -133,6 +133,7 @@ func (rl *rateLimiting) Access(c *plugin.Context) {
 		minRem      int64 = -1
 		minReset    int64
 		minLimitStr []string
+		minIdx      int
 		keys        [6]plugin.CounterKey
 		rems        [6]int64
 	)
@@ -157,7 +158,7 @@ func (rl *rateLimiting) Access(c *plugin.Context) {
 		// The most restrictive window: lowest remaining, ties to the
 		// longer window.
 		if minRem < 0 || remaining <= minRem {
-			minRem, minLimitStr, minReset = remaining, l.limitStr, reset
+			minRem, minLimitStr, minReset, minIdx = remaining, l.limitStr, reset, i
 		}
 	}
 	if stop {
@@ -166,23 +167,26 @@ func (rl *rateLimiting) Access(c *plugin.Context) {
 		}
 	}
 	if !rl.hide {
+		var shown []string
 		for i, l := range rl.limits {
 			// A blocked request was not counted; an allowed one was.
 			remaining := rems[i]
 			if !stop {
 				remaining--
 			}
-			remaining = max(remaining, 0)
+			v := c.Value(strconv.FormatInt(max(remaining, 0), 10))
 			c.RespHeader[l.hdrLimit] = l.limitStr
-			c.RespHeader[l.hdrRem] = []string{strconv.FormatInt(remaining, 10)}
-		}
-		shown := minRem
-		if !stop && shown > 0 {
-			shown--
+			c.RespHeader[l.hdrRem] = v
+			if i == minIdx {
+				// RateLimit-Remaining is the most restrictive window's
+				// remaining count: max(minRem-1, 0) when allowed, 0 when
+				// blocked, which is that window's value above.
+				shown = v
+			}
 		}
 		c.RespHeader["RateLimit-Limit"] = minLimitStr
-		c.RespHeader["RateLimit-Remaining"] = []string{strconv.FormatInt(shown, 10)}
-		c.RespHeader["RateLimit-Reset"] = []string{strconv.FormatInt(minReset, 10)}
+		c.RespHeader["RateLimit-Remaining"] = shown
+		c.RespHeader["RateLimit-Reset"] = c.Value(strconv.FormatInt(minReset, 10))
 	}
 	if stop {
 		c.SetRespHeader("Retry-After", strconv.FormatInt(minReset, 10))

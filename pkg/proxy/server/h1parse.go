@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -31,9 +32,55 @@ type headerBlock struct {
 
 // read reads the block into hb.buf (lines without their line endings are
 // parsed later). It returns io.EOF when the connection closed cleanly
-// before a message started.
+// before a message started. When the whole block is already buffered it
+// is copied in one piece; otherwise it is read line by line.
 func (hb *headerBlock) read(br *bufio.Reader) error {
 	hb.buf = hb.buf[:0]
+	if br.Buffered() == 0 {
+		if _, err := br.Peek(1); err != nil {
+			return err // io.EOF: closed before a message started
+		}
+	}
+	b, _ := br.Peek(br.Buffered())
+	if end := headEnd(b); end > 0 && end <= maxHeaderBytes {
+		hb.buf = append(hb.buf, b[:end]...)
+		_, _ = br.Discard(end)
+		return nil
+	}
+	return hb.readLines(br)
+}
+
+// headEnd returns the length of the header block at the start of b,
+// through the empty line that ends it, or 0 when b does not hold a whole
+// block or starts with an empty line (which readLines skips).
+func headEnd(b []byte) int {
+	if len(b) == 0 || b[0] == '\r' || b[0] == '\n' {
+		return 0
+	}
+	return blankLineEnd(b)
+}
+
+// blankLineEnd returns the offset just past the first empty line that
+// follows a line of b ("\n\n" or "\n\r\n"), or 0 when there is none yet.
+func blankLineEnd(b []byte) int {
+	i := 0
+	for {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
+}
+
+// readLines is read's general case: the block line by line.
+func (hb *headerBlock) readLines(br *bufio.Reader) error {
 	first := true
 	for {
 		line, err := br.ReadSlice('\n')
@@ -64,10 +111,17 @@ func (hb *headerBlock) read(br *bufio.Reader) error {
 	}
 }
 
-func isTokenByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
+// tokenChars marks the bytes allowed in a token (RFC 9110 §5.6.2). It is
+// never written after initialisation.
+var tokenChars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0
+	}
+	return t
+}()
+
+func isTokenByte(c byte) bool { return tokenChars[c] }
 
 // scan validates the block in one pass over its bytes: it rewrites field
 // names in place to Go's canonical form (same length, so offsets stay
@@ -122,15 +176,19 @@ func (hb *headerBlock) scan() bool {
 			i++
 		}
 		vs := i
-		for i < len(b) && b[i] != '\n' {
-			if c := b[i]; c == 0 || (c == '\r' && (i+1 >= len(b) || b[i+1] != '\n')) {
-				return false
-			}
-			i++
-		}
-		if i >= len(b) {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
 			return false
 		}
+		line := b[i : i+j]
+		// NUL, and CR anywhere but before the LF, are rejected.
+		if bytes.IndexByte(line, 0) >= 0 {
+			return false
+		}
+		if k := bytes.IndexByte(line, '\r'); k >= 0 && k != len(line)-1 {
+			return false
+		}
+		i += j
 		ve := i
 		if ve > vs && b[ve-1] == '\r' {
 			ve--
@@ -168,12 +226,33 @@ func (hb *headerBlock) parse(h http.Header) (string, bool) {
 	return start, true
 }
 
+// hdrField is one header field of an upstream response: a canonical name
+// and its trimmed value.
+type hdrField struct{ name, value string }
+
+// fields converts the block to a list of fields in the order received
+// (appended to dst[:0]) and returns the start line. Names and values are
+// substrings of one string, so they stay valid after hb is reused.
+func (hb *headerBlock) fields(dst []hdrField) (string, []hdrField, bool) {
+	if !hb.scan() {
+		return "", dst[:0], false
+	}
+	s := string(hb.buf)
+	offs := hb.offs
+	dst = dst[:0]
+	for k := 2; k+3 < len(offs); k += 4 {
+		dst = append(dst, hdrField{s[offs[k]:offs[k+1]], s[offs[k+2]:offs[k+3]]})
+	}
+	return s[offs[0]:offs[1]], dst, true
+}
+
 // upResponse is an upstream response head plus its body reader.
 type upResponse struct {
 	status        int
 	reason        string
-	header        http.Header
-	contentLength int64 // -1 when unknown
+	fields        []hdrField // canonical names; Content-Length dropped when chunked
+	connTokens    []string   // the Connection header's tokens
+	contentLength int64      // -1 when unknown
 	chunked       bool
 	close         bool
 	body          io.Reader
@@ -241,9 +320,11 @@ func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 // body reader. Interim 1xx responses (other than 101) are skipped.
 func (uc *upConn) readResponse(method string) (*upResponse, error) {
 	resp := &uc.resp
-	if resp.header == nil {
-		resp.header = make(http.Header, 16)
-	}
+	var (
+		cl                         string
+		clSeen, clConflict, teSeen bool
+		teChunked                  bool
+	)
 	for {
 		if err := uc.hb.read(uc.br); err != nil {
 			if err == io.EOF {
@@ -251,7 +332,8 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 			}
 			return nil, err
 		}
-		start, ok := uc.hb.parse(resp.header)
+		start, fields, ok := uc.hb.fields(resp.fields)
+		resp.fields = fields
 		if !ok {
 			return nil, errMalformed
 		}
@@ -264,47 +346,67 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 			return nil, errMalformed
 		}
 		resp.status, resp.reason = code, strings.TrimSpace(start[12:])
-		resp.close = start[7] == '0' && !hasToken(resp.header["Connection"], "keep-alive")
-		if hasToken(resp.header["Connection"], "close") {
-			resp.close = true
+		resp.connTokens = resp.connTokens[:0]
+		cl, clSeen, clConflict, teSeen, teChunked = "", false, false, false, false
+		keepAlive, closeConn := false, false
+		for _, f := range fields {
+			switch f.name {
+			case "Connection":
+				for v := f.value; v != ""; {
+					var t string
+					t, v, _ = strings.Cut(v, ",")
+					if t = strings.TrimSpace(t); t == "" {
+						continue
+					}
+					resp.connTokens = append(resp.connTokens, t)
+					keepAlive = keepAlive || strings.EqualFold(t, "keep-alive")
+					closeConn = closeConn || strings.EqualFold(t, "close")
+				}
+			case "Transfer-Encoding":
+				teSeen = true
+				teChunked = teChunked || hasToken1(f.value, "chunked")
+			case "Content-Length":
+				if !clSeen {
+					cl, clSeen = f.value, true
+				} else if f.value != cl {
+					clConflict = true
+				}
+			}
 		}
+		resp.close = start[7] == '0' && !keepAlive || closeConn
 		if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 			continue
 		}
 		break
 	}
 	resp.contentLength, resp.chunked = -1, false
-	h := resp.header
 	switch {
 	case resp.status == http.StatusSwitchingProtocols:
 		resp.body = eofReader{}
 		return resp, nil
 	case method == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified:
 		resp.body = eofReader{}
-		if cl := h["Content-Length"]; len(cl) > 0 {
-			resp.contentLength, _ = strconv.ParseInt(cl[0], 10, 64)
+		if clSeen {
+			resp.contentLength, _ = strconv.ParseInt(cl, 10, 64)
 		}
 		resp.lr.n = 0
 		return resp, nil
 	}
-	if te := h["Transfer-Encoding"]; len(te) > 0 {
-		if !hasToken(te, "chunked") {
+	if teSeen {
+		if !teChunked {
 			return nil, errMalformed
 		}
 		resp.chunked = true
-		delete(h, "Content-Length")
+		if clSeen {
+			resp.fields = dropField(resp.fields, "Content-Length")
+		}
 		resp.body = &chunkedBody{cr: httputil.NewChunkedReader(uc.br), br: uc.br}
 		return resp, nil
 	}
-	if cl := h["Content-Length"]; len(cl) > 0 {
-		n, err := strconv.ParseInt(cl[0], 10, 64)
-		if err != nil || n < 0 {
+	if clSeen {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil || n < 0 || clConflict {
 			return nil, errMalformed
-		}
-		for _, v := range cl[1:] {
-			if v != cl[0] {
-				return nil, errMalformed
-			}
 		}
 		resp.contentLength = n
 		resp.lr = lengthReader{r: uc.br, n: n}
@@ -317,15 +419,51 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 	return resp, nil
 }
 
+// dropField removes every field named name, in place.
+func dropField(fields []hdrField, name string) []hdrField {
+	out := fields[:0]
+	for _, f := range fields {
+		if f.name != name {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// header returns the response's end-to-end fields as a new header map
+// (hop-by-hop fields and those named in Connection left out).
+func (resp *upResponse) header() http.Header {
+	h := make(http.Header, len(resp.fields))
+	for _, f := range resp.fields {
+		if resp.endToEnd(f.name) {
+			h[f.name] = append(h[f.name], f.value)
+		}
+	}
+	return h
+}
+
+// endToEnd reports whether a response field is forwarded to the client.
+func (resp *upResponse) endToEnd(name string) bool {
+	return !isHopByHop(name) && (len(resp.connTokens) == 0 || !containsFold(resp.connTokens, name))
+}
+
 // hasToken reports whether a comma-separated header contains token.
 func hasToken(values []string, token string) bool {
 	for _, v := range values {
-		for v != "" {
-			var t string
-			t, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+		if hasToken1(v, token) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasToken1 reports whether one comma-separated value contains token.
+func hasToken1(v, token string) bool {
+	for v != "" {
+		var t string
+		t, v, _ = strings.Cut(v, ",")
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
 		}
 	}
 	return false

@@ -153,23 +153,35 @@ type h1Conn struct {
 	hdr        http.Header
 	w          h1Writer
 	body       h1Body
+	// sc is the client socket's raw path (nil for other connections);
+	// deadlineSet is when the idle read deadline was last moved.
+	sc          *sysConn
+	deadlineSet time.Time
+	// Event-loop state (serveEvents): mayRead says a receive may find
+	// data; quit ends the connection.
+	mayRead bool
+	quit    bool
 }
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
-	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: make(http.Header, 16)}
+	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: http.Header{}}
+	rw := newSysConn(nc)
+	c.sc, _ = rw.(*sysConn)
 	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
-		br.Reset(nc)
+		br.Reset(rw)
 		c.br = br
 	} else {
-		c.br = bufio.NewReaderSize(nc, 8<<10)
+		c.br = bufio.NewReaderSize(rw, 8<<10)
 	}
 	if bw, ok := s.e.h1Writers.Get().(*bufio.Writer); ok {
-		bw.Reset(nc)
+		bw.Reset(rw)
 		c.bw = bw
 	} else {
-		c.bw = bufio.NewWriterSize(nc, 8<<10)
+		c.bw = bufio.NewWriterSize(rw, 8<<10)
 	}
-	c.w.hdr = make(http.Header, 16)
+	// Header maps start small: up to 8 entries Go keeps a map in one
+	// group, where clearing and look-ups are cheapest.
+	c.w.hdr = http.Header{}
 	c.w.c = c
 	return c
 }
@@ -214,19 +226,16 @@ func (c *h1Conn) serve() {
 			return
 		}
 	}
-	var deadlineSet time.Time
+	if c.sc != nil {
+		hijacked = c.serveEvents()
+		return
+	}
 	for {
 		c.idle.Store(true)
 		if c.s.closing.Load() {
 			return
 		}
-		// One deadline covers waiting for the next request and reading its
-		// head; it is refreshed only when an eighth of it has elapsed, to
-		// keep timer updates off the per-request path.
-		if now := c.s.e.clock.Now(); now.Sub(deadlineSet) > h1IdleTimeout/8 {
-			_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
-			deadlineSet = now
-		}
+		c.refreshIdleDeadline()
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
@@ -238,31 +247,169 @@ func (c *h1Conn) serve() {
 			}
 			return
 		}
-		if c.body.mode != bodyNone {
-			_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
-			deadlineSet = time.Time{}
-		}
-		c.w.reset(&c.req)
-		c.s.handler.ServeHTTP(&c.w, &c.req)
-		if c.w.hijacked {
+		keep, hj := c.handle()
+		if hj {
 			hijacked = true
-			c.s.mu.Lock()
-			delete(c.s.conns, c)
-			c.s.mu.Unlock()
 			return
-		}
-		c.w.finish()
-		keep := !c.w.closeAfter && !c.req.Close
-		if keep && !c.body.drain() {
-			keep = false
-		}
-		if !keep || c.br.Buffered() == 0 {
-			if err := c.bw.Flush(); err != nil {
-				return
-			}
 		}
 		if !keep {
 			return
+		}
+	}
+}
+
+// refreshIdleDeadline moves the read deadline that covers waiting for the
+// next request and reading its head; it is moved only when an eighth of it
+// has elapsed, to keep timer updates off the per-request path.
+func (c *h1Conn) refreshIdleDeadline() {
+	if now := c.s.e.clock.Now(); now.Sub(c.deadlineSet) > h1IdleTimeout/8 {
+		_ = c.nc.SetReadDeadline(now.Add(h1IdleTimeout))
+		c.deadlineSet = now
+	}
+}
+
+// handle serves the request readRequest parsed and completes its
+// response. It reports whether the connection stays open, and whether the
+// handler took the connection over.
+func (c *h1Conn) handle() (keep, hijacked bool) {
+	if c.body.mode != bodyNone {
+		_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
+		c.deadlineSet = time.Time{}
+	}
+	c.w.reset(&c.req)
+	c.s.handler.ServeHTTP(&c.w, &c.req)
+	if c.w.hijacked {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+		return false, true
+	}
+	c.w.finish()
+	keep = !c.w.closeAfter && !c.req.Close
+	if keep && !c.body.drain() {
+		keep = false
+	}
+	if !keep || c.br.Buffered() == 0 {
+		if err := c.bw.Flush(); err != nil {
+			return false, false
+		}
+	}
+	return keep, false
+}
+
+// serveEvents is the request loop for a raw socket. Requests without a
+// body (and no Upgrade) are read and answered inside one RawConn.Read
+// callback that returns to the poller only to wait: the poller's readiness
+// flag is then not reset between requests, so, as nginx does, after a
+// receive that did not fill the buffer (the socket was drained) kiln waits
+// for readiness instead of trying a receive that would find nothing. No
+// wake-up is lost: data that arrives after the last receive signals
+// readiness after the flag was last consumed. Requests with a body or an
+// Upgrade are served outside the callback (their handlers read the socket
+// or take it over), after which the loop starts over with a receive.
+func (c *h1Conn) serveEvents() (hijacked bool) {
+	for {
+		pending := false
+		err := c.sc.loop(func() bool {
+			c.mayRead = true // first call, or woken up: readable
+			for {
+				if c.s.closing.Load() {
+					c.quit = true
+					return true
+				}
+				if !c.headReady() {
+					if c.quit {
+						return true
+					}
+					if c.bw.Buffered() > 0 {
+						// Pipelined responses go out before waiting.
+						if err := c.bw.Flush(); err != nil {
+							c.quit = true
+							return true
+						}
+					}
+					c.idle.Store(true)
+					c.refreshIdleDeadline()
+					return false
+				}
+				c.idle.Store(false)
+				status, err := c.readRequest()
+				if err != nil {
+					if status != 0 {
+						c.writeSimple(status, err.Error())
+					}
+					c.quit = true
+					return true
+				}
+				if c.body.mode != bodyNone || len(c.req.Header["Upgrade"]) > 0 || hasToken(c.req.Header["Connection"], "upgrade") {
+					pending = true
+					return true
+				}
+				keep, _ := c.handle() // no hijack: Hijack refuses in the callback
+				if !keep {
+					c.quit = true
+					return true
+				}
+				c.mayRead = !c.sc.lastShort
+			}
+		})
+		if err != nil || c.quit {
+			return false
+		}
+		if pending {
+			keep, hj := c.handle()
+			if hj {
+				return true
+			}
+			if !keep {
+				return false
+			}
+		}
+	}
+}
+
+// headReady reports whether a whole request head is buffered (or the
+// buffer is full, which readRequest answers with 431). Inside
+// serveEvents' callback it receives at most once per readiness: when
+// mayRead is false, or the receive finds nothing, it reports false so
+// that the caller waits; EOF and errors set quit.
+func (c *h1Conn) headReady() bool {
+	for {
+		n := c.br.Buffered()
+		if n >= c.br.Size() {
+			return true
+		}
+		if b, _ := c.br.Peek(n); headComplete(b) {
+			return true
+		}
+		if !c.mayRead {
+			return false
+		}
+		_, err := c.br.Peek(n + 1) // one receive
+		switch {
+		case err == errWouldBlock:
+			c.mayRead = false
+			return false
+		case err != nil && c.br.Buffered() == n:
+			c.quit = true
+			return false
+		}
+		c.mayRead = !c.sc.lastShort
+	}
+}
+
+// headComplete reports whether b holds a whole header block, after any
+// empty lines a client may send before a request (as headerBlock.read
+// reads it).
+func headComplete(b []byte) bool {
+	for {
+		switch {
+		case len(b) > 0 && b[0] == '\n':
+			b = b[1:]
+		case len(b) > 1 && b[0] == '\r' && b[1] == '\n':
+			b = b[2:]
+		default:
+			return len(b) > 0 && blankLineEnd(b) > 0
 		}
 	}
 }
@@ -509,9 +656,9 @@ func (w *h1Writer) WriteHeader(code int) {
 	}
 	bw := w.c.bw
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		writeStatusLine(bw, w.req.ProtoMinor, code)
-		writeHeaders(bw, w.hdr)
-		_, _ = bw.WriteString("\r\n")
+		b := appendStatusLine(bw.AvailableBuffer(), w.req.ProtoMinor, code)
+		b = appendHeaders(b, w.hdr)
+		_, _ = bw.Write(append(b, "\r\n"...))
 		return
 	}
 	w.wrote, w.status = true, code
@@ -541,29 +688,29 @@ func (w *h1Writer) WriteHeader(code int) {
 	if hasToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
-	writeStatusLine(bw, w.req.ProtoMinor, code)
+	b := appendStatusLine(bw.AvailableBuffer(), w.req.ProtoMinor, code)
 	if _, ok := h["Date"]; !ok {
-		_, _ = bw.WriteString("Date: ")
-		_, _ = bw.WriteString(w.c.s.date())
-		_, _ = bw.WriteString("\r\n")
+		b = append(b, "Date: "...)
+		b = append(b, w.c.s.date()...)
+		b = append(b, "\r\n"...)
 	}
-	writeHeaders(bw, h)
+	b = appendHeaders(b, h)
 	if w.chunked {
-		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if w.closeAfter && len(h["Connection"]) == 0 {
-		_, _ = bw.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	} else if !w.closeAfter && w.req.ProtoMinor == 0 {
-		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+		b = append(b, "Connection: keep-alive\r\n"...)
 	}
-	_, _ = bw.WriteString("\r\n")
+	_, _ = bw.Write(append(b, "\r\n"...))
 }
 
 // writeProxiedHead writes an upstream response's head without going
 // through the header map: the upstream's end-to-end fields, Date when the
 // upstream sent none, Via and Kong's latency and request-id headers, and
 // the framing for the client connection.
-func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *plugin.Context) {
+func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 	code := resp.status
 	w.wrote, w.status = true, code
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
@@ -581,84 +728,94 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, connTokens []string, c *pl
 		w.closeAfter = true
 	}
 	bw := w.c.bw
-	writeStatusLine(bw, w.req.ProtoMinor, code)
+	b := appendStatusLine(bw.AvailableBuffer(), w.req.ProtoMinor, code)
 	hasDate := false
+	// Headers set by plugins first; lens has a bit for the length of
+	// each of their names (mod 64), so that most upstream fields need no
+	// look-up to know that no plugin header replaces them.
+	var lens uint64
+	for k, vs := range c.RespHeader {
+		lens |= 1 << (len(k) & 63)
+		for _, v := range vs {
+			b = appendHeader(b, k, v)
+		}
+	}
 	var via []string
-	for k, vs := range resp.header {
-		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
+	for _, f := range resp.fields {
+		k := f.name
+		if !resp.endToEnd(k) {
 			continue
 		}
-		if _, set := c.RespHeader[k]; set {
-			continue // a plugin's response header replaces the upstream's
+		if lens&(1<<(len(k)&63)) != 0 {
+			if _, set := c.RespHeader[k]; set {
+				continue // a plugin's response header replaces the upstream's
+			}
 		}
 		switch k {
 		case "Date":
 			hasDate = true
 		case "Via":
-			via = vs
+			via = append(via, f.value)
 			continue
 		case "Content-Length":
 			if code == http.StatusNoContent {
 				continue
 			}
 		}
-		for _, v := range vs {
-			writeHeader(bw, k, v)
-		}
-	}
-	for k, vs := range c.RespHeader {
-		for _, v := range vs {
-			writeHeader(bw, k, v)
-		}
+		// Parsed fields hold no CR or LF: no need to sanitise.
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
 	}
 	if !hasDate {
-		_, _ = bw.WriteString("Date: ")
-		_, _ = bw.WriteString(w.c.s.date())
-		_, _ = bw.WriteString("\r\n")
+		b = append(b, "Date: "...)
+		b = append(b, w.c.s.date()...)
+		b = append(b, "\r\n"...)
 	}
-	_, _ = bw.WriteString("Via: ")
+	b = append(b, "Via: "...)
 	for _, v := range via {
-		_, _ = bw.WriteString(v)
-		_, _ = bw.WriteString(", ")
+		b = append(b, v...)
+		b = append(b, ", "...)
 	}
-	_, _ = bw.WriteString(viaValue)
-	_, _ = bw.WriteString("\r\nX-Kong-Upstream-Latency: ")
-	_, _ = bw.WriteString(msHeader(c.UpstreamLatency)[0])
-	_, _ = bw.WriteString("\r\nX-Kong-Proxy-Latency: ")
-	_, _ = bw.WriteString(msHeader(c.ProxyLatency)[0])
-	_, _ = bw.WriteString("\r\nX-Kong-Request-Id: ")
-	_, _ = bw.WriteString(c.RequestID)
-	_, _ = bw.WriteString("\r\n")
+	b = append(b, viaValue...)
+	b = append(b, "\r\nX-Kong-Upstream-Latency: "...)
+	b = strconv.AppendInt(b, max(c.UpstreamLatency.Milliseconds(), 0), 10)
+	b = append(b, "\r\nX-Kong-Proxy-Latency: "...)
+	b = strconv.AppendInt(b, max(c.ProxyLatency.Milliseconds(), 0), 10)
+	b = append(b, "\r\nX-Kong-Request-Id: "...)
+	b = append(b, c.RequestID...)
+	b = append(b, "\r\n"...)
 	if w.chunked {
-		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if w.closeAfter {
-		_, _ = bw.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	} else if w.req.ProtoMinor == 0 {
-		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+		b = append(b, "Connection: keep-alive\r\n"...)
 	}
-	_, _ = bw.WriteString("\r\n")
+	_, _ = bw.Write(append(b, "\r\n"...))
 }
 
-func writeStatusLine(bw *bufio.Writer, minor, code int) {
+func appendStatusLine(b []byte, minor, code int) []byte {
 	if minor == 0 {
-		_, _ = bw.WriteString("HTTP/1.0 ")
+		b = append(b, "HTTP/1.0 "...)
 	} else {
-		_, _ = bw.WriteString("HTTP/1.1 ")
+		b = append(b, "HTTP/1.1 "...)
 	}
-	var b [3]byte
-	_, _ = bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
-	_ = bw.WriteByte(' ')
-	_, _ = bw.WriteString(http.StatusText(code))
-	_, _ = bw.WriteString("\r\n")
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	return append(b, "\r\n"...)
 }
 
-func writeHeaders(bw *bufio.Writer, h http.Header) {
+func appendHeaders(b []byte, h http.Header) []byte {
 	for k, vs := range h {
 		for _, v := range vs {
-			writeHeader(bw, k, v)
+			b = appendHeader(b, k, v)
 		}
 	}
+	return b
 }
 
 func (w *h1Writer) Write(p []byte) (int, error) {
@@ -708,6 +865,9 @@ func (w *h1Writer) Flush() {
 func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.wrote {
 		return nil, nil, errors.New("hijack after the response started")
+	}
+	if w.c.sc != nil && w.c.sc.inCB {
+		return nil, nil, errors.New("hijack of a request read in the event loop")
 	}
 	w.hijacked = true
 	_ = w.c.nc.SetDeadline(time.Time{})

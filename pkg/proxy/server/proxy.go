@@ -382,7 +382,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 		uc.dc.arm(si.read, si.write)
 		sent := e.clock.Now()
 		c.ProxyLatency = sent.Sub(c.Start)
-		err := writeRequest(uc.bw, r, c, ri, try.host, port, body, upgrade)
+		err := writeRequest(uc.bw, uc.sc, r, c, ri, try.host, port, body, upgrade)
 		if err == nil {
 			method := r.Method
 			if c.UpstreamMethod != "" {
@@ -437,26 +437,30 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	e.respond(w, r, c, uc, resp)
 }
 
-// writeRequest sends the request line, headers and body upstream.
-func writeRequest(bw *bufio.Writer, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool) error {
+// writeRequest sends the request line, headers and body upstream. The head
+// is assembled in the free part of the connection's write buffer. A
+// request without a body on a raw socket (sc != nil) is only queued: the
+// first receive of the response sends it (see sysConn.pending).
+func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool) error {
 	method := r.Method
 	if c.UpstreamMethod != "" {
 		method = c.UpstreamMethod
 	}
-	bw.WriteString(method)
-	bw.WriteByte(' ')
-	bw.WriteString(c.UpstreamPath)
+	b := bw.AvailableBuffer()
+	b = append(b, method...)
+	b = append(b, ' ')
+	b = append(b, c.UpstreamPath...)
 	if c.UpstreamQuery != "" {
-		bw.WriteByte('?')
-		bw.WriteString(c.UpstreamQuery)
+		b = append(b, '?')
+		b = append(b, c.UpstreamQuery...)
 	}
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	b = append(b, " HTTP/1.1\r\nHost: "...)
 	if ri.route.PreserveHost && r.Host != "" {
-		bw.WriteString(r.Host)
+		b = append(b, r.Host...)
 	} else {
-		bw.WriteString(host)
+		b = append(b, host...)
 	}
-	bw.WriteString("\r\n")
+	b = append(b, "\r\n"...)
 	h := r.Header
 	var connTokens []string
 	if cv := h["Connection"]; len(cv) > 0 {
@@ -480,51 +484,60 @@ func writeRequest(bw *bufio.Writer, r *http.Request, c *plugin.Context, ri *rout
 			continue
 		}
 		for _, v := range vs {
-			writeHeader(bw, k, v)
+			b = appendHeader(b, k, v)
 		}
 	}
 	// X-Forwarded-* (client values are not trusted: trusted_ips is empty
 	// by default in Kong).
-	if xff := h["X-Forwarded-For"]; len(xff) > 0 {
-		writeHeader(bw, "X-Forwarded-For", strings.Join(xff, ", ")+", "+c.ClientIP)
-	} else {
-		writeHeader(bw, "X-Forwarded-For", c.ClientIP)
+	b = append(b, "X-Forwarded-For: "...)
+	for _, v := range h["X-Forwarded-For"] {
+		b = appendValue(b, v)
+		b = append(b, ", "...)
 	}
-	writeHeader(bw, "X-Forwarded-Proto", c.Scheme)
-	writeHeader(bw, "X-Forwarded-Host", requestHostNoPort(r.Host))
-	writeHeader(bw, "X-Forwarded-Port", port)
-	writeHeader(bw, "X-Forwarded-Path", c.RawPath)
+	b = append(b, c.ClientIP...)
+	b = append(b, "\r\n"...)
+	b = appendHeader(b, "X-Forwarded-Proto", c.Scheme)
+	b = appendHeader(b, "X-Forwarded-Host", requestHostNoPort(r.Host))
+	b = appendHeader(b, "X-Forwarded-Port", port)
+	b = appendHeader(b, "X-Forwarded-Path", c.RawPath)
 	if ri.route.StripPath && c.Prefix != "" && c.Prefix != "/" {
-		writeHeader(bw, "X-Forwarded-Prefix", c.Prefix)
+		b = appendHeader(b, "X-Forwarded-Prefix", c.Prefix)
 	}
-	writeHeader(bw, "X-Real-IP", c.ClientIP)
-	if via := h["Via"]; len(via) > 0 {
-		writeHeader(bw, "Via", strings.Join(via, ", ")+", "+viaProto(r)+" kong/"+entity.KongVersion)
-	} else {
-		bw.WriteString("Via: ")
-		bw.WriteString(viaProto(r))
-		bw.WriteString(" kong/" + entity.KongVersion + "\r\n")
+	b = appendHeader(b, "X-Real-IP", c.ClientIP)
+	b = append(b, "Via: "...)
+	for _, v := range h["Via"] {
+		b = appendValue(b, v)
+		b = append(b, ", "...)
 	}
-	writeHeader(bw, "X-Kong-Request-Id", c.RequestID)
+	b = append(b, viaProto(r)...)
+	b = append(b, " kong/"+entity.KongVersion+"\r\n"...)
+	b = appendHeader(b, "X-Kong-Request-Id", c.RequestID)
 	if upgrade {
-		bw.WriteString("Connection: keep-alive, Upgrade\r\n")
-		writeHeader(bw, "Upgrade", h.Get("Upgrade"))
+		b = append(b, "Connection: keep-alive, Upgrade\r\n"...)
+		b = appendHeader(b, "Upgrade", h.Get("Upgrade"))
 	}
 	chunked := false
 	switch {
 	case body == nil:
 		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
-			bw.WriteString("Content-Length: 0\r\n")
+			b = append(b, "Content-Length: 0\r\n"...)
 		}
 	case r.ContentLength >= 0:
-		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(r.ContentLength, 10))
-		bw.WriteString("\r\n")
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, r.ContentLength, 10)
+		b = append(b, "\r\n"...)
 	default:
 		chunked = true
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
-	bw.WriteString("\r\n")
+	b = append(b, "\r\n"...)
+	if body == nil && !upgrade && sc != nil && bw.Buffered() == 0 {
+		sc.pending = b
+		return nil
+	}
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
 	if body == nil {
 		return bw.Flush()
 	}
@@ -561,15 +574,27 @@ func containsFold(list []string, s string) bool {
 	return false
 }
 
-// writeHeader writes "k: v\r\n", replacing CR/LF in v.
-func writeHeader(bw *bufio.Writer, k, v string) {
-	bw.WriteString(k)
-	bw.WriteString(": ")
-	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
-		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+// appendHeader appends "k: v\r\n", replacing CR/LF in v.
+func appendHeader(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ": "...)
+	b = appendValue(b, v)
+	return append(b, "\r\n"...)
+}
+
+// appendValue appends a header value with CR and LF replaced by spaces.
+func appendValue(b []byte, v string) []byte {
+	if strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0 {
+		return append(b, v...)
 	}
-	bw.WriteString(v)
-	bw.WriteString("\r\n")
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' {
+			b = append(b, ' ')
+		} else {
+			b = append(b, c)
+		}
+	}
+	return b
 }
 
 type chunkedWriter struct{ bw *bufio.Writer }
@@ -593,40 +618,22 @@ func (cw *chunkedWriter) Write(p []byte) (int, error) {
 // respond streams the upstream response to the client.
 func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
 	h := w.Header()
-	var connTokens []string
-	for _, v := range resp.header["Connection"] {
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				connTokens = append(connTokens, t)
-			}
-		}
-	}
-	// The upstream header values live in the upstream connection's reused
-	// arena: the fast path writes them before the connection is released,
-	// net/http may write them later, so it gets copies.
-	hw, direct := w.(*h1Writer)
-	if direct && !c.NeedsResponse() && len(h) == 0 {
+	if hw, direct := w.(*h1Writer); direct && !c.NeedsResponse() && len(h) == 0 {
 		// No plugin looks at the response: write the head straight from
 		// the upstream's fields (plus what access plugins set).
-		hw.writeProxiedHead(resp, connTokens, c)
+		hw.writeProxiedHead(resp, c)
 		c.Status, c.Proxied = resp.status, true
 	} else {
-		e.responseHead(w, c, resp, connTokens, direct)
+		e.responseHead(w, c, resp)
 	}
 	e.copyBody(w, r, c, uc, resp)
 }
 
 // responseHead builds the client response head in the header map, where
 // plugins' header filters can change it.
-func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *upResponse, connTokens []string, direct bool) {
+func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *upResponse) {
 	h := w.Header()
-	for k, vs := range resp.header {
-		if isHopByHop(k) || (len(connTokens) > 0 && containsFold(connTokens, k)) {
-			continue
-		}
-		if !direct {
-			vs = append([]string(nil), vs...)
-		}
+	for k, vs := range resp.header() {
 		h[k] = vs
 	}
 	for k, v := range c.RespHeader {
@@ -648,12 +655,11 @@ func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *up
 // upstream body to the client, then releases the upstream connection.
 func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
 	h := w.Header()
-	bufp := e.bufPool.Get().(*[]byte)
-	defer e.bufPool.Put(bufp)
-	buf := *bufp
 	var sent int64
 	var copyErr error
-	if c.WantsBody() {
+	hw, direct := w.(*h1Writer)
+	switch {
+	case c.WantsBody():
 		data, err := io.ReadAll(resp.body)
 		copyErr = err
 		data = c.RunBodyFilter(data)
@@ -662,7 +668,15 @@ func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Cont
 		w.WriteHeader(c.Status)
 		n, _ := w.Write(data)
 		sent = int64(n)
-	} else {
+	case direct && resp.body == &resp.lr:
+		// A fixed-length body goes from the upstream connection's read
+		// buffer straight into the client's write buffer.
+		hw.WriteHeader(c.Status)
+		sent, copyErr = copyFixed(hw, uc.br, &resp.lr)
+	default:
+		bufp := e.bufPool.Get().(*[]byte)
+		defer e.bufPool.Put(bufp)
+		buf := *bufp
 		w.WriteHeader(c.Status)
 		flush := resp.contentLength < 0
 		fl, _ := w.(http.Flusher)
@@ -702,6 +716,33 @@ func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Cont
 	e.accessLog(r, c.RequestID, c.Status, sent, c.Start, c, c.Upstream)
 }
 
+// copyFixed copies the rest of a fixed-length upstream body from br to w
+// without an intermediate buffer, with lengthReader's errors.
+func copyFixed(w io.Writer, br *bufio.Reader, lr *lengthReader) (int64, error) {
+	var sent int64
+	for lr.n > 0 {
+		n := br.Buffered()
+		if n == 0 {
+			if _, err := br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return sent, err
+			}
+			n = br.Buffered()
+		}
+		p, _ := br.Peek(int(min(int64(n), lr.n)))
+		wn, err := w.Write(p)
+		_, _ = br.Discard(wn)
+		lr.n -= int64(wn)
+		sent += int64(wn)
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
 // tunnel completes a WebSocket (or other Upgrade) handshake and pipes bytes
 // both ways until either side closes.
 func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
@@ -718,10 +759,14 @@ func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Contex
 	}
 	defer cc.Close()
 	defer uc.nc.Close()
-	resp.header["Via"] = []string{viaValue}
-	resp.header["X-Kong-Request-Id"] = []string{c.RequestID}
+	h := http.Header{}
+	for _, f := range resp.fields {
+		h[f.name] = append(h[f.name], f.value)
+	}
+	h["Via"] = []string{viaValue}
+	h["X-Kong-Request-Id"] = []string{c.RequestID}
 	_, _ = cbuf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	_ = resp.header.Write(cbuf)
+	_ = h.Write(cbuf)
 	_, _ = cbuf.WriteString("\r\n")
 	if err := cbuf.Flush(); err != nil {
 		return

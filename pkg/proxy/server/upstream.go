@@ -31,6 +31,8 @@ type upConn struct {
 	reused bool
 	hb     headerBlock
 	resp   upResponse
+	// sc is the raw socket path of a plain TCP connection (nil for TLS).
+	sc *sysConn
 }
 
 // deadlineConn applies Kong's per-operation timeouts: the read timeout
@@ -168,8 +170,10 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 		}
 		nc = tconn
 	}
-	dc := &deadlineConn{Conn: nc, clock: p.clock}
+	rw := newSysConn(nc)
+	dc := &deadlineConn{Conn: rw, clock: p.clock}
 	c := &upConn{nc: nc, dc: dc, key: key}
+	c.sc, _ = rw.(*sysConn)
 	if br, ok := p.readers.Get().(*bufio.Reader); ok {
 		br.Reset(dc)
 		c.br = br

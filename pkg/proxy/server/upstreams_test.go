@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -172,5 +174,55 @@ func TestDisabledServiceIsNotRouted(t *testing.T) {
 	}
 	if resp, body := proxytest.Get(t, gw+"/x", nil); resp.StatusCode != 404 {
 		t.Fatalf("route of a disabled service: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestClosedPooledConnectionRetried: an upstream that answers one request
+// per connection and then closes it (without Connection: close) leaves
+// kiln's pool with connections that are dead by the time they are reused;
+// each reuse must fail over to a fresh connection, not reach the client.
+func TestClosedPooledConnectionRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var served atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				_ = req.Body.Close()
+				n := served.Add(1)
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.FormatInt(n, 10)), n)
+			}()
+		}
+	}()
+	host, port := proxytest.HostPort(t, ln.Addr().String())
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+	})
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		// From the second request on, the pooled connection kiln picks
+		// was closed by the upstream (retries: 0, so only the stale
+		// connection fail-over can save the request).
+		resp, body := proxytest.Get(t, gw+"/x", nil)
+		if resp.StatusCode != 200 || string(body) != strconv.FormatInt(served.Load(), 10) {
+			t.Fatalf("request %d: %d %q (upstream served %d)", i, resp.StatusCode, body, served.Load())
+		}
 	}
 }
