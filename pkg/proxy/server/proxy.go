@@ -278,15 +278,62 @@ func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Co
 
 // countingReader tracks whether any of the request body was consumed (a
 // request whose body was partly sent cannot be retried).
+// idempotent reports whether sending a request with this method twice has
+// the effect of sending it once (RFC 9110 §9.2.2): only such a request is
+// sent again after its body reached a connection that then failed, since
+// the upstream may have acted on it before closing.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// maxReplayBody is how much of a request body kiln keeps so that a request
+// sent on a kept-alive connection the upstream had already closed can be
+// sent again on a fresh one (nginx buffers whole bodies for the same
+// reason; kiln streams them and keeps only this much).
+const maxReplayBody = 64 << 10
+
+// countingReader counts the request body bytes sent on the current attempt
+// and keeps the first maxReplayBody of them for rewind.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	kept []byte
+	pos  int  // next byte of kept to replay
+	lost bool // a byte was sent that kept does not hold
 }
 
 func (cr *countingReader) Read(p []byte) (int, error) {
+	if cr.pos < len(cr.kept) {
+		n := copy(p, cr.kept[cr.pos:])
+		cr.pos += n
+		cr.n += int64(n)
+		return n, nil
+	}
 	n, err := cr.r.Read(p)
+	if n > 0 && !cr.lost {
+		if len(cr.kept)+n <= maxReplayBody {
+			cr.kept = append(cr.kept, p[:n]...)
+			cr.pos = len(cr.kept)
+		} else {
+			cr.lost, cr.kept, cr.pos = true, nil, 0
+		}
+	}
 	cr.n += int64(n)
 	return n, err
+}
+
+// rewind makes the body readable again from its first byte, for another
+// attempt; false when part of what was sent is no longer held.
+func (cr *countingReader) rewind() bool {
+	if cr.lost {
+		return false
+	}
+	cr.pos, cr.n = 0, 0
+	return true
 }
 
 func isUpgrade(r *http.Request) bool {
@@ -391,13 +438,15 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			resp, err = uc.readResponse(method)
 		}
 		if err != nil {
-			reused := uc.reused
+			reused, idleAt := uc.reused, uc.idleAt
 			e.pool.close(uc)
 			uc = nil
-			untouched := body == nil || body.n == 0
-			if reused && untouched && stale < 3 && !isTimeout(err) {
+			if reused && stale < 3 && !isTimeout(err) && (body == nil || body.n == 0 || (idempotent(r.Method) && body.rewind())) {
 				// A kept-alive connection the upstream had closed: try
-				// again on a fresh one without spending a retry.
+				// again on a fresh one without spending a retry, and
+				// drop the connections idle as long as it was, which
+				// the upstream has most likely closed too.
+				e.pool.dropIdleSince(poolKey, idleAt)
 				stale++
 				attempt--
 				prev = nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -16,6 +17,11 @@ const (
 	poolSizePerKey  = 512
 	poolIdleTimeout = 60 * time.Second
 	poolMaxRequests = 10000
+	// poolPeekAfter: a connection idle longer than this is checked with a
+	// non-blocking peek before reuse, so one the upstream closed while idle
+	// (its keep-alive timeout) is dropped instead of failing a request.
+	// Connections reused sooner, as under load, skip the system call.
+	poolPeekAfter = 500 * time.Millisecond
 )
 
 // upConn is one kept-alive HTTP/1.1 connection to an upstream.
@@ -96,7 +102,8 @@ func (p *pool) get(key string) *upConn {
 	for len(list) > 0 {
 		c := list[len(list)-1]
 		list = list[:len(list)-1]
-		if now.Sub(c.idleAt) > poolIdleTimeout {
+		idle := now.Sub(c.idleAt)
+		if idle > poolIdleTimeout || (idle > poolPeekAfter && closedWhileIdle(c.nc)) {
 			go c.nc.Close()
 			continue
 		}
@@ -126,6 +133,31 @@ func (p *pool) put(c *upConn) {
 	}
 	p.idle[c.key] = append(list, c)
 	p.mu.Unlock()
+}
+
+// dropIdleSince closes key's idle connections that have been idle since
+// before t. When a kept-alive connection turns out to be closed by the
+// upstream (its keep-alive timeout passed), every connection idle at least
+// as long is most likely closed too: after a burst the pool can hold
+// hundreds of them, and each would cost the next requests a failed try.
+func (p *pool) dropIdleSince(key string, t time.Time) {
+	p.mu.Lock()
+	list := p.idle[key]
+	kept := list[:0]
+	var stale []*upConn
+	for _, c := range list {
+		if c.idleAt.After(t) {
+			kept = append(kept, c)
+		} else {
+			stale = append(stale, c)
+		}
+	}
+	clear(list[len(kept):])
+	p.idle[key] = kept
+	p.mu.Unlock()
+	for _, c := range stale {
+		p.close(c)
+	}
 }
 
 func (p *pool) close(c *upConn) {
@@ -187,6 +219,40 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 		c.bw = bufio.NewWriterSize(dc, 8<<10)
 	}
 	return c, nil
+}
+
+// closedWhileIdle reports whether an idle upstream connection can no longer
+// carry a request: a non-blocking peek finds end of stream, an error, or
+// bytes the upstream sent unasked (an HTTP/1 server speaks only when asked;
+// for TLS such bytes can be a session ticket, so only end of stream and
+// errors count there).
+func closedWhileIdle(nc net.Conn) bool {
+	tlsConn := false
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc, tlsConn = tc.NetConn(), true
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, errno := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case errno == syscall.EAGAIN:
+		case errno != nil || n == 0:
+			closed = true
+		default:
+			closed = !tlsConn
+		}
+		return true
+	})
+	return closed || err != nil
 }
 
 func isTimeout(err error) bool {

@@ -9,11 +9,13 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
 )
 
 const upID = "dddddddd-0000-4000-8000-000000000001"
@@ -224,5 +226,153 @@ func TestClosedPooledConnectionRetried(t *testing.T) {
 		if resp.StatusCode != 200 || string(body) != strconv.FormatInt(served.Load(), 10) {
 			t.Fatalf("request %d: %d %q (upstream served %d)", i, resp.StatusCode, body, served.Load())
 		}
+	}
+}
+
+// TestStalePoolAfterBurst: after a burst, the pool holds many idle
+// connections; when the upstream's keep-alive timeout closes them all, the
+// next requests must not fail on them one after another (nginx, too, retries
+// a failed cached connection without counting it as a try).
+func TestStalePoolAfterBurst(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var mu sync.Mutex
+	var conns []net.Conn
+	release := make(chan struct{})
+	var served atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_ = req.Body.Close()
+					if req.URL.Path == "/burst" {
+						<-release // hold every burst request so each gets its own connection
+					}
+					served.Add(1)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	host, port := proxytest.HostPort(t, ln.Addr().String())
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+	})
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// A burst of 20 concurrent requests leaves 20 idle connections.
+	const burst = 20
+	var wg sync.WaitGroup
+	for i := 0; i < burst; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(gw + "/burst")
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		}()
+	}
+	proxytest.WaitFor(t, "the burst to reach the upstream", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns) >= burst
+	})
+	close(release)
+	wg.Wait()
+	// The upstream's keep-alive timeout passes: it closes every connection.
+	mu.Lock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	mu.Unlock()
+	for i := 0; i < 5; i++ {
+		resp, body := proxytest.Get(t, gw+"/after", nil)
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d after the upstream closed its idle connections: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestIdleClosedConnectionNotReused: a pooled connection the upstream closed
+// while it sat idle (its keep-alive timeout) is found closed before reuse,
+// so even a POST, which kiln never sends twice once its body went out, gets
+// through; and an idempotent PUT whose body went out on a connection found
+// closed only by the failed attempt is sent again with its body.
+func TestIdleClosedConnectionNotReused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var closed atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer closed.Add(1)
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				body, _ := io.ReadAll(req.Body)
+				// Keep-alive in the headers, but the connection closes
+				// right after this response: one request per connection.
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s %s", len(req.Method)+1+len(body), req.Method, body)
+			}()
+		}
+	}()
+	host, port := proxytest.HostPort(t, ln.Addr().String())
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+	})
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	send := func(method, body string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, gw+"/x", strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || string(got) != method+" "+body {
+			t.Fatalf("%s after the upstream closed the pooled connection: %d %q", method, resp.StatusCode, got)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		before := closed.Load()
+		send("PUT", strings.Repeat("p", 5000)) // replayed if it meets a closed connection
+		proxytest.WaitFor(t, "the upstream to close the connection", func() bool { return closed.Load() > before })
+		time.Sleep(2 * server.PoolPeekAfterForTest)
+		send("POST", "form=1") // the pooled connection is idle and closed: found by the peek
 	}
 }

@@ -1,0 +1,4 @@
+package server
+
+// PoolPeekAfterForTest exposes poolPeekAfter to the external tests.
+const PoolPeekAfterForTest = poolPeekAfter
