@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/gateway"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 	"github.com/kiln-dev/kiln/pkg/proxy/store/sqlstore"
 )
@@ -50,6 +52,9 @@ type gatewayRunOptions struct {
 	clusterLabels                          string
 	dbUpdateFrequency                      time.Duration
 	purgeDelay                             int
+
+	trustedIPs, realIPHeader string
+	realIPRecursive          onOff
 }
 
 func newGatewayRunCommand(streams Streams) *cobra.Command {
@@ -69,13 +74,20 @@ with a database) serves --cluster-listen over mutual TLS and pushes its
 configuration to data planes (--role data_plane --database off
 --cluster-control-plane host:port), which keep serving their last
 configuration, persisted under --prefix, while the control plane is away.
-Both hold the certificate made by 'kiln gateway gen-cert'.`,
+Both hold the certificate made by 'kiln gateway gen-cert'.
+
+Behind a load balancer, --trusted-ips lists the peers whose X-Forwarded-*
+headers are passed upstream as sent and whose --real-ip-header gives the
+client address seen by ip-restriction, rate-limiting and the logs (Kong's
+trusted_ips, real_ip_header, real_ip_recursive). By default no peer is
+trusted.`,
 		Example: `  kiln gateway run                                  # SQLite in ./kiln-gateway.db
   kiln gateway run --database off --declarative-config kong.yaml
   KILN_PG_HOST=db KILN_PG_PASSWORD=... kiln gateway run --database postgres
   kiln gateway run --role control_plane --cluster-cert cluster.crt --cluster-cert-key cluster.key
   kiln gateway run --role data_plane --database off --cluster-control-plane cp:8005 \
-    --cluster-cert cluster.crt --cluster-cert-key cluster.key --admin-listen off`,
+    --cluster-cert cluster.crt --cluster-cert-key cluster.key --admin-listen off
+  kiln gateway run --trusted-ips 10.0.0.0/8 --real-ip-header X-Forwarded-For --real-ip-recursive`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runGateway(cmd.Context(), streams, o)
@@ -109,7 +121,50 @@ Both hold the certificate made by 'kiln gateway gen-cert'.`,
 	f.StringVar(&o.clusterLabels, "cluster-dp-labels", "", "data plane: labels reported to the control plane, key:value,...")
 	f.DurationVar(&o.dbUpdateFrequency, "db-update-frequency", cluster.DefaultUpdateFrequency, "control plane: minimum time between two configuration pushes to data planes")
 	f.IntVar(&o.purgeDelay, "cluster-data-plane-purge-delay", int(cluster.DefaultPurgeDelay/time.Second), "control plane: seconds a data plane's row is kept after its last ping (at least 60)")
+	f.StringVar(&o.trustedIPs, "trusted-ips", "", "peers (IPs and CIDR blocks, comma-separated; 0.0.0.0/0,::/0 for all) whose X-Forwarded-* headers and --real-ip-header are believed")
+	f.StringVar(&o.realIPHeader, "real-ip-header", server.RealIPHeaderDefault, "header a trusted peer gives the client address in: X-Real-IP, X-Forwarded-For or another header")
+	f.Var(&o.realIPRecursive, "real-ip-recursive", "with --real-ip-header X-Forwarded-For: take the last address not in --trusted-ips rather than the last one (on/off)")
+	f.Lookup("real-ip-recursive").NoOptDefVal = "on"
 	return cmd
+}
+
+// onOff is a boolean flag that also takes Kong's on/off.
+type onOff bool
+
+func (b *onOff) String() string {
+	if *b {
+		return "on"
+	}
+	return "off"
+}
+
+func (b *onOff) Set(s string) error {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "on", "true", "1", "yes":
+		*b = true
+	case "off", "false", "0", "no", "":
+		*b = false
+	default:
+		return fmt.Errorf("%q: use on or off", s)
+	}
+	return nil
+}
+
+func (b *onOff) Type() string { return "on|off" }
+
+// realIP checks --trusted-ips and --real-ip-header.
+func (o *gatewayRunOptions) realIP() ([]netip.Prefix, error) {
+	if strings.EqualFold(strings.TrimSpace(o.realIPHeader), "proxy_protocol") {
+		return nil, usageError("--real-ip-header proxy_protocol is not supported: kiln's proxy listeners do not read the PROXY protocol; use X-Real-IP or X-Forwarded-For")
+	}
+	if strings.TrimSpace(o.realIPHeader) == "" {
+		return nil, usageError("--real-ip-header must name a header (Kong's default is X-Real-IP)")
+	}
+	trusted, err := server.ParseTrustedIPs(strings.Split(o.trustedIPs, ","))
+	if err != nil {
+		return nil, usageError("--trusted-ips: %v", err)
+	}
+	return trusted, nil
 }
 
 func (o *gatewayRunOptions) pgDSN() string {
@@ -140,6 +195,10 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 		return usageError("--declarative-config needs --database off (got --database %s)", o.database)
 	}
 	clusterOpts, err := o.cluster()
+	if err != nil {
+		return err
+	}
+	trusted, err := o.realIP()
 	if err != nil {
 		return err
 	}
@@ -178,6 +237,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 				listOrOff(proxy), listOrOff(admin), listOrOff(status))
 		},
 		Role: o.role, Cluster: clusterOpts,
+		TrustedIPs: trusted, RealIPHeader: strings.TrimSpace(o.realIPHeader), RealIPRecursive: bool(o.realIPRecursive),
 	}
 	opts.Cluster.Ready = func(addr string) {
 		fmt.Fprintf(streams.Err, "✓ control plane cluster listener %s (%s mTLS)\n", addr, o.clusterMTLS)

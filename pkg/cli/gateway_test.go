@@ -237,3 +237,75 @@ func TestGatewayRunUpstreamHealth(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewayRunTrustedIPs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--trusted-ips", "10.0.0.0/8,10.0.0.300"}, `--trusted-ips: "10.0.0.300" is not an IP address or CIDR block`},
+		{[]string{"--trusted-ips", "example.com"}, `--trusted-ips: "example.com"`},
+		{[]string{"--real-ip-header", "proxy_protocol"}, "--real-ip-header proxy_protocol is not supported"},
+		{[]string{"--real-ip-recursive=maybe"}, `"maybe": use on or off`},
+	} {
+		var stderr strings.Builder
+		args := append([]string{"gateway", "run", "--database", "off"}, tc.args...)
+		code := Run(context.Background(), args, strings.NewReader(""), io.Discard, &stderr)
+		if code != ExitUsage || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), ExitUsage, tc.want)
+		}
+	}
+
+	// The flags (and their KILN_* variables, with Kong's on/off) reach the
+	// proxy: this test's client, on 127.0.0.1, is a trusted peer.
+	up := upstreamEcho(t)
+	file := filepath.Join(t.TempDir(), "kong.yaml")
+	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KILN_REAL_IP_RECURSIVE", "on")
+	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file,
+		"--trusted-ips", "10.0.0.0/8,127.0.0.1,::1", "--real-ip-header", "X-Forwarded-For")
+	var root struct {
+		Configuration struct {
+			TrustedIPs []string `json:"trusted_ips"`
+			Header     string   `json:"real_ip_header"`
+			Recursive  string   `json:"real_ip_recursive"`
+		} `json:"configuration"`
+	}
+	resp, err := http.Get(admin + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&root)
+	resp.Body.Close()
+	if c := root.Configuration; err != nil || strings.Join(c.TrustedIPs, ",") != "10.0.0.0/8,127.0.0.1,::1" ||
+		c.Header != "X-Forwarded-For" || c.Recursive != "on" {
+		t.Errorf("GET / configuration %+v (%v)", c, err)
+	}
+	req, err := http.NewRequest(http.MethodGet, proxy+"/api/x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-For", "203.0.113.5, 10.0.0.7")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got struct {
+		Headers http.Header `json:"headers"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("upstream answer %q: %v", body, err)
+	}
+	for k, want := range map[string]string{"X-Real-Ip": "203.0.113.5", "X-Forwarded-Proto": "https",
+		"X-Forwarded-For": "203.0.113.5, 10.0.0.7, 127.0.0.1"} {
+		if got.Headers.Get(k) != want {
+			t.Errorf("upstream %s = %q, want %q", k, got.Headers.Get(k), want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,11 @@ type Options struct {
 	Role string
 	// Cluster configures hybrid mode.
 	Cluster ClusterOptions
+	// TrustedIPs, RealIPHeader and RealIPRecursive are Kong's trusted_ips,
+	// real_ip_header and real_ip_recursive (see server.Options).
+	TrustedIPs      []netip.Prefix
+	RealIPHeader    string
+	RealIPRecursive bool
 }
 
 // Kong's roles.
@@ -161,7 +167,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	tokens := oauth2Tokens(st)
 	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable,
-		NodeID: nodeID, OAuth2: tokens})
+		NodeID: nodeID, OAuth2: tokens, TrustedIPs: o.TrustedIPs, RealIPHeader: o.RealIPHeader, RealIPRecursive: o.RealIPRecursive})
 	if err != nil {
 		return err
 	}
@@ -220,6 +226,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	conf := map[string]any{"proxy_listen": splitList(o.ProxyListen), "admin_listen": splitList(o.AdminListen),
 		"status_listen": splitList(o.StatusListen), "role": o.Role}
+	realIPConfiguration(conf, o)
 	if o.Role != RoleTraditional {
 		conf["cluster_mtls"] = o.Cluster.TLS.Mode
 		conf["cluster_listen"] = splitList(o.Cluster.Listen)
@@ -495,4 +502,27 @@ func dataPlaneNodeID(dir string) (string, error) {
 		return "", fmt.Errorf("write %s (--prefix): %w", path, err)
 	}
 	return id, nil
+}
+
+// realIPConfiguration reports trusted_ips, real_ip_header and
+// real_ip_recursive in GET / configuration as Kong does (a single address
+// without its /32 or /128).
+func realIPConfiguration(conf map[string]any, o Options) {
+	ips := make([]string, 0, len(o.TrustedIPs))
+	for _, p := range o.TrustedIPs {
+		if p.IsSingleIP() {
+			ips = append(ips, p.Addr().String())
+		} else {
+			ips = append(ips, p.String())
+		}
+	}
+	header := o.RealIPHeader
+	if header == "" {
+		header = server.RealIPHeaderDefault
+	}
+	recursive := "off"
+	if o.RealIPRecursive {
+		recursive = "on"
+	}
+	conf["trusted_ips"], conf["real_ip_header"], conf["real_ip_recursive"] = ips, header, recursive
 }

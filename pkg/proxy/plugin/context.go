@@ -29,9 +29,17 @@ type Exit struct {
 // Context is the state one request carries through the plugin phases.
 // The gateway reuses Contexts; plugins must not keep references to them.
 type Context struct {
-	Req      *http.Request
+	Req *http.Request
+	// ClientIP is the client's address (Kong's
+	// kong.client.get_forwarded_ip): the peer's, or for a peer in
+	// trusted_ips the one its real_ip_header carries.
 	ClientIP string
-	Scheme   string
+	// PeerIP is the connecting peer's address (kong.client.get_ip) and
+	// Trusted whether it is in trusted_ips (kong.ip.is_trusted), which
+	// makes its X-Forwarded-* headers believed.
+	PeerIP  string
+	Trusted bool
+	Scheme  string
 	// RequestID is the X-Kong-Request-Id value.
 	RequestID string
 	Route     *entity.Route

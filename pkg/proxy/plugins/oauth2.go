@@ -166,27 +166,24 @@ func (o *oauth2Auth) params(c *plugin.Context) (oauth2Params, bool) {
 	return parseOAuth2Params(c.Req.Method, c.Req.URL.RawQuery, c.Req.Header.Get("Content-Type"), body), true
 }
 
-// https is Kong's check_https. kiln has no trusted_ips setting and, as with
-// Kong's default (an empty trusted_ips), trusts no client: X-Forwarded-Proto
-// is never believed, so accept_http_if_already_terminated cannot turn a
-// plain HTTP request into an HTTPS one.
+// https is Kong's check_https: the request came over HTTPS, or, with
+// accept_http_if_already_terminated, from a peer in trusted_ips
+// (kong.ip.is_trusted of the connecting address) whose single
+// X-Forwarded-Proto says https. With Kong's default trusted_ips (none) the
+// header is never believed.
 func (o *oauth2Auth) https(c *plugin.Context) (bool, string) {
 	if strings.EqualFold(c.Scheme, "https") {
 		return true, ""
 	}
-	if !o.acceptHTTP || !trustedClient(c) {
+	if !o.acceptHTTP || !c.Trusted {
 		return false, ""
 	}
 	vs := c.Req.Header.Values("X-Forwarded-Proto")
-	if len(vs) > 1 || (len(vs) == 1 && strings.Contains(vs[0], ",")) {
+	if len(vs) > 1 {
 		return false, "Only one X-Forwarded-Proto header allowed"
 	}
-	return len(vs) == 1 && strings.EqualFold(strings.TrimSpace(vs[0]), "https"), ""
+	return len(vs) == 1 && strings.EqualFold(vs[0], "https"), ""
 }
-
-// trustedClient is Kong's kong.ip.is_trusted with its default trusted_ips
-// (none).
-func trustedClient(*plugin.Context) bool { return false }
 
 // scope is Kong's retrieve_scope: the requested scopes, checked against the
 // configured ones.

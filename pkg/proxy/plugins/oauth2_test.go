@@ -47,6 +47,7 @@ type oauthGW struct {
 	https, http string
 	clk         *fakeClock
 	client      *http.Client
+	from        *http.Client // replaces client when set
 }
 
 // startOAuth2 runs a gateway on TLS and plain loopback listeners with the
@@ -59,7 +60,13 @@ func startOAuth2(t *testing.T, ts store.OAuth2Store, override map[string]any) *o
 	host, port := proxytest.HostPort(t, up)
 	clk := &fakeClock{}
 	clk.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	e, err := server.New(server.Options{Plugins: plugins.Registry(), OAuth2: ts, Now: clk.Now})
+	// Connections from 127.0.0.2 come from a trusted peer (a TLS
+	// terminating load balancer); the default client's are not.
+	trusted, err := server.ParseTrustedIPs([]string{"127.0.0.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := server.New(server.Options{Plugins: plugins.Registry(), OAuth2: ts, Now: clk.Now, TrustedIPs: trusted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,13 +144,25 @@ func (g *oauthGW) send(t *testing.T, method, url string, hdr map[string]string, 
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := g.client.Do(req)
+	client := g.client
+	if g.from != nil {
+		client = g.from
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, b
+}
+
+// fromTrustedPeer returns g sending its requests from 127.0.0.2, which
+// the gateway trusts.
+func (g *oauthGW) fromTrustedPeer(t *testing.T) *oauthGW {
+	c := *g
+	c.from = proxytest.ClientFrom(t, "127.0.0.2")
+	return &c
 }
 
 // call sends a request and decodes a JSON object answer.
@@ -288,6 +307,20 @@ func runOAuth2(t *testing.T, st interface {
 		wantOAuthError(t, resp, m, 400, "access_denied", "You must use HTTPS")
 		resp, m = g.call(t, "GET", g.https+"/r/oauth2/token", nil, nil)
 		wantOAuthError(t, resp, m, 405, "invalid_method", "The HTTP method GET is invalid for the token endpoint")
+	})
+
+	t.Run("https terminated by a trusted peer", func(t *testing.T) {
+		// From a peer in trusted_ips, accept_http_if_already_terminated
+		// believes X-Forwarded-Proto: https (and only that).
+		tg := g.fromTrustedPeer(t)
+		resp, m := tg.call(t, "POST", g.http+"/r/oauth2/token", map[string]string{"X-Forwarded-Proto": "HTTPS"}, cc)
+		if resp.StatusCode != 200 || m["access_token"] == nil {
+			t.Fatalf("token over terminated https: %d %v", resp.StatusCode, m)
+		}
+		resp, m = tg.call(t, "POST", g.http+"/r/oauth2/token", map[string]string{"X-Forwarded-Proto": "http"}, cc)
+		wantOAuthError(t, resp, m, 400, "access_denied", "You must use HTTPS")
+		resp, m = tg.call(t, "POST", g.http+"/r/oauth2/token", nil, cc)
+		wantOAuthError(t, resp, m, 400, "access_denied", "You must use HTTPS")
 	})
 
 	t.Run("scopes", func(t *testing.T) {

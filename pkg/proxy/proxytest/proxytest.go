@@ -95,7 +95,13 @@ func StartEcho(t testing.TB, name string) string {
 // its base URL.
 func StartGateway(t testing.TB, reg plugin.Registry) (*server.Engine, string) {
 	t.Helper()
-	e, err := server.New(server.Options{Plugins: reg})
+	return StartGatewayOptions(t, server.Options{Plugins: reg})
+}
+
+// StartGatewayOptions is StartGateway with engine options.
+func StartGatewayOptions(t testing.TB, opts server.Options) (*server.Engine, string) {
+	t.Helper()
+	e, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +114,17 @@ func StartGateway(t testing.TB, reg plugin.Registry) (*server.Engine, string) {
 	go func() { _ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String()}); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; e.Close() })
 	return e, "http://" + ln.Addr().String()
+}
+
+// ClientFrom returns an HTTP client whose connections leave from the
+// loopback address src (e.g. "127.0.0.2"), so a test can be a peer the
+// gateway trusts or not.
+func ClientFrom(t testing.TB, src string) *http.Client {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 30 * time.Second}
+	tr := &http.Transport{DialContext: d.DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
 
 // HostPort splits addr into the host and a JSON-number port.

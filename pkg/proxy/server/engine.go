@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,16 @@ type Options struct {
 	OAuth2 store.OAuth2Store
 	// Now replaces the plugins' clock (tests); nil: the cached clock.
 	Now func() time.Time
+	// TrustedIPs are Kong's trusted_ips (see ParseTrustedIPs): peers whose
+	// X-Forwarded-* headers are passed upstream as sent and whose
+	// RealIPHeader gives the client address. Empty (the default): no peer
+	// is trusted.
+	TrustedIPs []netip.Prefix
+	// RealIPHeader is Kong's real_ip_header ("": X-Real-IP); only
+	// headers are supported, not proxy_protocol.
+	RealIPHeader string
+	// RealIPRecursive is Kong's real_ip_recursive.
+	RealIPRecursive bool
 }
 
 // Engine is the proxy. Create it with New, feed it configurations with
@@ -66,6 +77,8 @@ type Engine struct {
 	h1Writers sync.Pool
 	defCert   *tls.Certificate
 	accessMu  sync.Mutex
+	// realIP is nil when no peer is trusted.
+	realIP *realIP
 
 	updateMu sync.Mutex
 }
@@ -85,6 +98,11 @@ func New(opts Options) (*Engine, error) {
 	if opts.Now != nil {
 		e.state.Now = opts.Now
 	}
+	rip, err := newRealIP(opts)
+	if err != nil {
+		return nil, err
+	}
+	e.realIP = rip
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.ctxPool.New = func() any { return &plugin.Context{} }
 	e.bufPool.New = func() any { b := make([]byte, 32<<10); return &b }

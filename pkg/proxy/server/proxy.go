@@ -109,7 +109,16 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ri := m.Route.Value.(*routeInfo)
-	if !m.ProtocolAllowed(l.scheme) {
+	peer := clientIP(r.RemoteAddr)
+	client, trusted := peer, false
+	if e.realIP != nil {
+		client, trusted = e.realIP.client(r.Header, peer)
+	}
+	allowed := m.ProtocolAllowed(l.scheme)
+	if trusted {
+		allowed = forwardedAllowed(r.Header, &m, allowed)
+	}
+	if !allowed {
 		wh["X-Kong-Request-Id"] = []string{reqID}
 		code := ri.route.HTTPSRedirectStatusCode
 		if code == 0 || code == http.StatusUpgradeRequired {
@@ -118,7 +127,11 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			e.writeError(w, r, http.StatusUpgradeRequired, "Please use HTTPS protocol", reqID, start, true)
 			return
 		}
-		wh["Location"] = []string{"https://" + requestHostNoPort(r.Host) + r.URL.RequestURI()}
+		host := requestHostNoPort(r.Host)
+		if trusted && len(r.Header["X-Forwarded-Host"]) > 0 {
+			host = forwardedValue(r.Header["X-Forwarded-Host"])
+		}
+		wh["Location"] = []string{"https://" + host + r.URL.RequestURI()}
 		e.writeError(w, r, code, plugin.DefaultMessage(code), reqID, start, true)
 		return
 	}
@@ -138,7 +151,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := e.ctxPool.Get().(*plugin.Context)
 	c.Reset()
 	defer e.ctxPool.Put(c)
-	c.Req, c.ClientIP, c.Scheme, c.RequestID, c.Start = r, clientIP(r.RemoteAddr), l.scheme, reqID, start
+	c.Req, c.ClientIP, c.PeerIP, c.Trusted, c.Scheme, c.RequestID, c.Start = r, client, peer, trusted, l.scheme, reqID, start
 	c.Route, c.Captures, c.Names = ri.route, m.Captures, m.Names
 	if ri.svc != nil {
 		c.Service = ri.svc.svc
@@ -175,6 +188,45 @@ func isGRPCRoute(protocols []string) bool {
 		}
 	}
 	return true
+}
+
+// forwardedAllowed applies Kong's https-only route check to a trusted
+// peer's request, which is judged by the X-Forwarded-Proto it sent (when
+// it sent one) instead of the scheme of its own connection: a route
+// accepting https but not http needs "https" there.
+func forwardedAllowed(h http.Header, m *router.Match, allowed bool) bool {
+	vs := h["X-Forwarded-Proto"]
+	if len(vs) == 0 || m.ProtocolAllowed("http") || !m.ProtocolAllowed("https") {
+		return allowed
+	}
+	return forwardedValue(vs) == "https"
+}
+
+// forwardedValue is a client header's value as nginx's $http_* variable
+// gives it: its field lines joined with ", ".
+func forwardedValue(vs []string) string {
+	if len(vs) == 1 {
+		return vs[0]
+	}
+	return strings.Join(vs, ", ")
+}
+
+// appendForwarded appends an X-Forwarded-* header for a trusted peer: the
+// peer's own field lines when it sent the header, else def.
+func appendForwarded(b []byte, h http.Header, k, def string) []byte {
+	vs := h[k]
+	if len(vs) == 0 {
+		return appendHeader(b, k, def)
+	}
+	b = append(b, k...)
+	b = append(b, ": "...)
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = appendValue(b, v)
+	}
+	return append(b, "\r\n"...)
 }
 
 func requestHostNoPort(h string) string {
@@ -536,21 +588,38 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 			b = appendHeader(b, k, v)
 		}
 	}
-	// X-Forwarded-* (client values are not trusted: trusted_ips is empty
-	// by default in Kong).
+	// X-Forwarded-For: the client's list plus the peer that connected
+	// (Kong appends $realip_remote_addr), or the client address alone.
 	b = append(b, "X-Forwarded-For: "...)
-	for _, v := range h["X-Forwarded-For"] {
-		b = appendValue(b, v)
-		b = append(b, ", "...)
+	if xff := h["X-Forwarded-For"]; len(xff) > 0 {
+		for _, v := range xff {
+			b = appendValue(b, v)
+			b = append(b, ", "...)
+		}
+		b = append(b, c.PeerIP...)
+	} else {
+		b = append(b, c.ClientIP...)
 	}
-	b = append(b, c.ClientIP...)
 	b = append(b, "\r\n"...)
-	b = appendHeader(b, "X-Forwarded-Proto", c.Scheme)
-	b = appendHeader(b, "X-Forwarded-Host", requestHostNoPort(r.Host))
-	b = appendHeader(b, "X-Forwarded-Port", port)
-	b = appendHeader(b, "X-Forwarded-Path", c.RawPath)
-	if ri.route.StripPath && c.Prefix != "" && c.Prefix != "/" {
-		b = appendHeader(b, "X-Forwarded-Prefix", c.Prefix)
+	// The other X-Forwarded-* headers are kiln's own unless the peer is in
+	// trusted_ips (empty by default, as in Kong): a trusted peer's values
+	// pass through, each one it sent.
+	if !c.Trusted {
+		b = appendHeader(b, "X-Forwarded-Proto", c.Scheme)
+		b = appendHeader(b, "X-Forwarded-Host", requestHostNoPort(r.Host))
+		b = appendHeader(b, "X-Forwarded-Port", port)
+		b = appendHeader(b, "X-Forwarded-Path", c.RawPath)
+		if ri.route.StripPath && c.Prefix != "" && c.Prefix != "/" {
+			b = appendHeader(b, "X-Forwarded-Prefix", c.Prefix)
+		}
+	} else {
+		b = appendForwarded(b, h, "X-Forwarded-Proto", c.Scheme)
+		b = appendForwarded(b, h, "X-Forwarded-Host", requestHostNoPort(r.Host))
+		b = appendForwarded(b, h, "X-Forwarded-Port", port)
+		b = appendForwarded(b, h, "X-Forwarded-Path", c.RawPath)
+		if len(h["X-Forwarded-Prefix"]) > 0 || (ri.route.StripPath && c.Prefix != "" && c.Prefix != "/") {
+			b = appendForwarded(b, h, "X-Forwarded-Prefix", c.Prefix)
+		}
 	}
 	b = appendHeader(b, "X-Real-IP", c.ClientIP)
 	b = append(b, "Via: "...)
@@ -876,6 +945,7 @@ func (e *Engine) accessLog(r *http.Request, reqID string, status int, sent int64
 		LatencyMS: e.clock.Now().Sub(start).Milliseconds(), UserAgent: r.UserAgent(), ClientRequest: r.ContentLength,
 	}
 	if c != nil {
+		ent.ClientIP = c.ClientIP
 		if c.Route != nil {
 			ent.Route = strOr(c.Route.Name, c.Route.ID)
 		}
