@@ -944,6 +944,11 @@ func (e *Engine) accessLog(r *http.Request, reqID string, status int, sent int64
 		URI: r.URL.RequestURI(), Proto: r.Proto, Status: status, BytesSent: sent, Upstream: upstream,
 		LatencyMS: e.clock.Now().Sub(start).Milliseconds(), UserAgent: r.UserAgent(), ClientRequest: r.ContentLength,
 	}
+	if c == nil && e.realIP != nil {
+		// A request answered before the plugins (404, 426...): the
+		// client address still follows trusted_ips.
+		ent.ClientIP, _ = e.realIP.client(r.Header, ent.ClientIP)
+	}
 	if c != nil {
 		ent.ClientIP = c.ClientIP
 		if c.Route != nil {

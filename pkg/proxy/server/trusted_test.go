@@ -207,6 +207,7 @@ func TestTrustedIPsPluginsAndRoutes(t *testing.T) {
 			http.StatusMovedPermanently, "", "https://lb.example/redir/a?b=1"},
 		{"redirect: untrusted forwarded host ignored", untrusted, "/redir/a", map[string][]string{"X-Forwarded-Host": {"lb.example"}},
 			http.StatusMovedPermanently, "", "https://127.0.0.1/redir/a"},
+		{"no route matched", trusted, "/nowhere", xrip("203.0.113.77"), http.StatusNotFound, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client := *tc.client
@@ -223,8 +224,9 @@ func TestTrustedIPsPluginsAndRoutes(t *testing.T) {
 			}
 		})
 	}
-	// The access log records the client address the plugins saw.
-	found := false
+	// The access log records the client address the plugins saw, also
+	// for a request no route matched.
+	found, found404 := false, false
 	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
 		var ent struct {
 			ClientIP string `json:"client_ip"`
@@ -236,8 +238,11 @@ func TestTrustedIPsPluginsAndRoutes(t *testing.T) {
 		if ent.URI == "/deny" && ent.ClientIP == "203.0.113.7" {
 			found = true
 		}
+		if ent.URI == "/nowhere" && ent.ClientIP == "203.0.113.77" {
+			found404 = true
+		}
 	}
-	if !found {
-		t.Errorf("no access log line for /deny with client_ip 203.0.113.7:\n%s", log.String())
+	if !found || !found404 {
+		t.Errorf("access log lacks /deny with client_ip 203.0.113.7 or /nowhere with 203.0.113.77:\n%s", log.String())
 	}
 }
