@@ -143,18 +143,29 @@ func HostPort(t testing.TB, addr string) (string, float64) {
 // response and its body.
 func Get(t testing.TB, url string, hdr map[string]string) (*http.Response, []byte) {
 	t.Helper()
+	h := http.Header{}
+	for k, v := range hdr {
+		h.Set(k, v)
+	}
+	return GetWith(t, http.DefaultClient, url, h)
+}
+
+// GetWith sends a GET through client with the header field lines in hdr
+// ("Host" sets the Host) and returns the response and its body.
+func GetWith(t testing.TB, client *http.Client, url string, hdr http.Header) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range hdr {
+	for k, vs := range hdr {
 		if k == "Host" {
-			req.Host = v
+			req.Host = vs[0]
 			continue
 		}
-		req.Header.Set(k, v)
+		req.Header[k] = vs
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,10 @@ package server_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/plugins"
@@ -13,34 +13,21 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
 )
 
-// lockedBuffer is an access log the test reads while the gateway writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // trustedGateway serves the test configuration with trusted_ips
 // 127.0.0.2, 10.0.0.0/8 and 192.168.1.1: clients dialing from 127.0.0.1
 // are untrusted peers, from 127.0.0.2 trusted ones.
-func trustedGateway(t *testing.T, header string, recursive bool, up string) (string, *lockedBuffer) {
+func trustedGateway(t *testing.T, header string, recursive bool, up string) (gw, accessLog string) {
 	t.Helper()
 	trusted, err := server.ParseTrustedIPs(strings.Split("127.0.0.2, 10.0.0.0/8,192.168.1.1", ","))
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &lockedBuffer{}
+	accessLog = filepath.Join(t.TempDir(), "access.log")
+	log, err := os.Create(accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = log.Close() })
 	e, gw := proxytest.StartGatewayOptions(t, server.Options{Plugins: plugins.Registry(), AccessLog: log,
 		TrustedIPs: trusted, RealIPHeader: header, RealIPRecursive: recursive})
 	host, port := proxytest.HostPort(t, up)
@@ -64,29 +51,13 @@ func trustedGateway(t *testing.T, header string, recursive bool, up string) (str
 	if err := e.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
-	return gw, log
+	return gw, accessLog
 }
 
-// send makes a request from src with header field lines (a key repeated in
-// a value list sends several lines).
+// send makes a GET from client with header field lines.
 func send(t *testing.T, client *http.Client, url string, hdr map[string][]string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, vs := range hdr {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
+	return proxytest.GetWith(t, client, url, http.Header(hdr))
 }
 
 func TestTrustedIPsForwardedHeaders(t *testing.T) {
@@ -179,7 +150,7 @@ func TestTrustedIPsForwardedHeaders(t *testing.T) {
 
 func TestTrustedIPsPluginsAndRoutes(t *testing.T) {
 	up := proxytest.StartEcho(t, "a")
-	gw, log := trustedGateway(t, "", false, up)
+	gw, accessLog := trustedGateway(t, "", false, up)
 	untrusted, trusted := proxytest.ClientFrom(t, "127.0.0.1"), proxytest.ClientFrom(t, "127.0.0.2")
 	xrip := func(ip string) map[string][]string { return map[string][]string{"X-Real-Ip": {ip}} }
 	for _, tc := range []struct {
@@ -225,24 +196,25 @@ func TestTrustedIPsPluginsAndRoutes(t *testing.T) {
 		})
 	}
 	// The access log records the client address the plugins saw, also
-	// for a request no route matched.
-	found, found404 := false, false
-	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
-		var ent struct {
-			ClientIP string `json:"client_ip"`
-			URI      string `json:"uri"`
+	// for a request no route matched (lines may land just after the
+	// response, so poll).
+	proxytest.WaitFor(t, "access log lines for /deny from 203.0.113.7 and /nowhere from 203.0.113.77", func() bool {
+		log, err := os.ReadFile(accessLog)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := json.Unmarshal([]byte(line), &ent); err != nil {
-			t.Fatalf("access log line %q: %v", line, err)
+		found, found404 := false, false
+		for _, line := range strings.Split(string(log), "\n") {
+			var ent struct {
+				ClientIP string `json:"client_ip"`
+				URI      string `json:"uri"`
+			}
+			if json.Unmarshal([]byte(line), &ent) != nil {
+				continue
+			}
+			found = found || (ent.URI == "/deny" && ent.ClientIP == "203.0.113.7")
+			found404 = found404 || (ent.URI == "/nowhere" && ent.ClientIP == "203.0.113.77")
 		}
-		if ent.URI == "/deny" && ent.ClientIP == "203.0.113.7" {
-			found = true
-		}
-		if ent.URI == "/nowhere" && ent.ClientIP == "203.0.113.77" {
-			found404 = true
-		}
-	}
-	if !found || !found404 {
-		t.Errorf("access log lacks /deny with client_ip 203.0.113.7 or /nowhere with 203.0.113.77:\n%s", log.String())
-	}
+		return found && found404
+	})
 }
