@@ -317,8 +317,10 @@ func runOAuth2(t *testing.T, st interface {
 		if resp.StatusCode != 200 || m["access_token"] == nil {
 			t.Fatalf("token over terminated https: %d %v", resp.StatusCode, m)
 		}
-		resp, m = tg.call(t, "POST", g.http+"/r/oauth2/token", map[string]string{"X-Forwarded-Proto": "http"}, cc)
-		wantOAuthError(t, resp, m, 400, "access_denied", "You must use HTTPS")
+		for _, proto := range []string{"http", "https, http"} {
+			resp, m = tg.call(t, "POST", g.http+"/r/oauth2/token", map[string]string{"X-Forwarded-Proto": proto}, cc)
+			wantOAuthError(t, resp, m, 400, "access_denied", "You must use HTTPS")
+		}
 		resp, m = tg.call(t, "POST", g.http+"/r/oauth2/token", nil, cc)
 		wantOAuthError(t, resp, m, 400, "access_denied", "You must use HTTPS")
 	})
