@@ -184,40 +184,18 @@ func TestDisabledServiceIsNotRouted(t *testing.T) {
 // kiln's pool with connections that are dead by the time they are reused;
 // each reuse must fail over to a fresh connection, not reach the client.
 func TestClosedPooledConnectionRetried(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	var served atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				_ = req.Body.Close()
-				n := served.Add(1)
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.FormatInt(n, 10)), n)
-			}()
+	gw := rawUpstreamGateway(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	host, port := proxytest.HostPort(t, ln.Addr().String())
-	e, gw := proxytest.StartGateway(t, nil)
-	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
-		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
-		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+		_ = req.Body.Close()
+		n := served.Add(1)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.FormatInt(n, 10)), n)
 	})
-	if err := e.Update(cfg); err != nil {
-		t.Fatal(err)
-	}
 	for i := 0; i < 5; i++ {
 		// From the second request on, the pooled connection kiln picks
 		// was closed by the upstream (retries: 0, so only the stale
@@ -234,50 +212,26 @@ func TestClosedPooledConnectionRetried(t *testing.T) {
 // next requests must not fail on them one after another (nginx, too, retries
 // a failed cached connection without counting it as a try).
 func TestStalePoolAfterBurst(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	var mu sync.Mutex
 	var conns []net.Conn
 	release := make(chan struct{})
-	var served atomic.Int64
-	go func() {
+	gw := rawUpstreamGateway(t, func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go func() {
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_ = req.Body.Close()
-					if req.URL.Path == "/burst" {
-						<-release // hold every burst request so each gets its own connection
-					}
-					served.Add(1)
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			_ = req.Body.Close()
+			if req.URL.Path == "/burst" {
+				<-release // hold every burst request so each gets its own connection
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	host, port := proxytest.HostPort(t, ln.Addr().String())
-	e, gw := proxytest.StartGateway(t, nil)
-	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
-		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
-		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
 	})
-	if err := e.Update(cfg); err != nil {
-		t.Fatal(err)
-	}
 	// A burst of 20 concurrent requests leaves 20 idle connections.
 	const burst = 20
 	var wg sync.WaitGroup
@@ -319,42 +273,20 @@ func TestStalePoolAfterBurst(t *testing.T) {
 // through; and an idempotent PUT whose body went out on a connection found
 // closed only by the failed attempt is sent again with its body.
 func TestIdleClosedConnectionNotReused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	var closed atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer closed.Add(1)
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				body, _ := io.ReadAll(req.Body)
-				// Keep-alive in the headers, but the connection closes
-				// right after this response: one request per connection.
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s %s", len(req.Method)+1+len(body), req.Method, body)
-			}()
+	gw := rawUpstreamGateway(t, func(c net.Conn) {
+		defer closed.Add(1)
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	host, port := proxytest.HostPort(t, ln.Addr().String())
-	e, gw := proxytest.StartGateway(t, nil)
-	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
-		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
-		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+		body, _ := io.ReadAll(req.Body)
+		// Keep-alive in the headers, but the connection closes right
+		// after this response: one request per connection.
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s %s", len(req.Method)+1+len(body), req.Method, body)
 	})
-	if err := e.Update(cfg); err != nil {
-		t.Fatal(err)
-	}
 	send := func(method, body string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, gw+"/x", strings.NewReader(body))
@@ -375,4 +307,36 @@ func TestIdleClosedConnectionNotReused(t *testing.T) {
 		time.Sleep(2 * server.PoolPeekAfterForTest)
 		send("POST", "form=1") // the pooled connection is idle and closed: found by the peek
 	}
+}
+
+// rawUpstreamGateway starts a TCP upstream whose every accepted connection
+// is handed to serve (in its own goroutine), and a gateway proxying / to it
+// with retries: 0, so only the stale-connection fail-over can save a
+// request. It returns the gateway's URL.
+func rawUpstreamGateway(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	host, port := proxytest.HostPort(t, ln.Addr().String())
+	e, gw := proxytest.StartGateway(t, nil)
+	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+	})
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return gw
 }
