@@ -328,8 +328,6 @@ func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	e.accessLog(r, c.RequestID, status, c.BytesSent, c.Start, c, c.Upstream)
 }
 
-// countingReader tracks whether any of the request body was consumed (a
-// request whose body was partly sent cannot be retried).
 // idempotent reports whether sending a request with this method twice has
 // the effect of sending it once (RFC 9110 §9.2.2): only such a request is
 // sent again after its body reached a connection that then failed, since
@@ -349,10 +347,12 @@ func idempotent(method string) bool {
 const maxReplayBody = 64 << 10
 
 // countingReader counts the request body bytes sent on the current attempt
-// and keeps the first maxReplayBody of them for rewind.
+// and, for an idempotent request (keep), holds the first maxReplayBody of
+// them for rewind; other bodies are never sent twice, so nothing is held.
 type countingReader struct {
 	r    io.Reader
 	n    int64
+	keep bool
 	kept []byte
 	pos  int  // next byte of kept to replay
 	lost bool // a byte was sent that kept does not hold
@@ -366,7 +366,7 @@ func (cr *countingReader) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := cr.r.Read(p)
-	if n > 0 && !cr.lost {
+	if n > 0 && cr.keep && !cr.lost {
 		if len(cr.kept)+n <= maxReplayBody {
 			cr.kept = append(cr.kept, p[:n]...)
 			cr.pos = len(cr.kept)
@@ -379,9 +379,10 @@ func (cr *countingReader) Read(p []byte) (int, error) {
 }
 
 // rewind makes the body readable again from its first byte, for another
-// attempt; false when part of what was sent is no longer held.
+// attempt; false when the body is not held (not idempotent, or larger than
+// maxReplayBody).
 func (cr *countingReader) rewind() bool {
-	if cr.lost {
+	if !cr.keep || cr.lost {
 		return false
 	}
 	cr.pos, cr.n = 0, 0
@@ -413,7 +414,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	upgrade := isUpgrade(r)
 	var body *countingReader
 	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || r.ContentLength == -1) {
-		body = &countingReader{r: r.Body}
+		body = &countingReader{r: r.Body, keep: idempotent(r.Method)}
 	}
 	var hashKey string
 	if si.bal != nil {
@@ -493,7 +494,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			reused, idleAt := uc.reused, uc.idleAt
 			e.pool.close(uc)
 			uc = nil
-			if reused && stale < 3 && !isTimeout(err) && (body == nil || body.n == 0 || (idempotent(r.Method) && body.rewind())) {
+			if reused && stale < 3 && !isTimeout(err) && (body == nil || body.n == 0 || body.rewind()) {
 				// A kept-alive connection the upstream had closed: try
 				// again on a fresh one without spending a retry, and
 				// drop the connections idle as long as it was, which
