@@ -153,7 +153,7 @@ func (h *hmacAuth) authenticate(c *plugin.Context) (int, string) {
 	if consumer == nil {
 		return http.StatusInternalServerError, "An unexpected error occurred"
 	}
-	c.Authenticate(consumer, &plugin.Credential{ID: cred.ID, Identifier: cred.Username})
+	c.AuthenticateCredential(consumer, cred.ID, cred.Username)
 	return 0, ""
 }
 

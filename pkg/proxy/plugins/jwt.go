@@ -212,7 +212,7 @@ func (j *jwtAuth) authenticate(c *plugin.Context) *jwtFailure {
 	if consumer == nil {
 		return &jwtFailure{message: fmt.Sprintf("Could not find consumer for '%s=%s'", j.keyClaim, key)}
 	}
-	c.Authenticate(consumer, &plugin.Credential{ID: cred.ID, Identifier: cred.Key})
+	c.AuthenticateCredential(consumer, cred.ID, cred.Key)
 	c.Set("authenticated_jwt_token", tok.raw)
 	return nil
 }

@@ -780,11 +780,11 @@ func (o *oauth2Auth) authenticate(ctx context.Context, c *plugin.Context) (statu
 // setConsumer is Kong's set_consumer: the consumer headers plus
 // X-Authenticated-Scope and X-Authenticated-Userid from the token.
 func (o *oauth2Auth) setConsumer(c *plugin.Context, consumer *entity.Consumer, cred *entity.OAuth2Credential, tok *store.OAuth2Token) {
-	var pc *plugin.Credential
 	if cred != nil {
-		pc = &plugin.Credential{ID: cred.ID, Identifier: cred.ClientID}
+		c.AuthenticateCredential(consumer, cred.ID, cred.ClientID)
+	} else {
+		c.Authenticate(consumer, nil)
 	}
-	c.Authenticate(consumer, pc)
 	h := c.Req.Header
 	delete(h, "X-Authenticated-Scope")
 	delete(h, "X-Authenticated-Userid")
