@@ -81,20 +81,6 @@ func (h *hmacAuth) Access(c *plugin.Context) {
 	}
 }
 
-// rejectAuth ends a failed authentication as Kong's auth plugins do: in
-// anonymous (logical OR) mode the anonymous consumer is set and the request
-// goes on; otherwise the challenge (when not empty) is set and answer
-// writes the rejection.
-func rejectAuth(c *plugin.Context, env *plugin.Env, anonymous, www string, answer func()) {
-	if anonymousFallback(c, env, anonymous) {
-		return
-	}
-	if www != "" {
-		c.SetRespHeader("WWW-Authenticate", www)
-	}
-	answer()
-}
-
 func (h *hmacAuth) now() time.Time {
 	if st := h.env.State; st != nil && st.Now != nil {
 		return st.Now()
