@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
@@ -81,13 +80,6 @@ func (h *hmacAuth) Access(c *plugin.Context) {
 	}
 }
 
-func (h *hmacAuth) now() time.Time {
-	if st := h.env.State; st != nil && st.Now != nil {
-		return st.Now()
-	}
-	return time.Now()
-}
-
 // dateOK reports whether the named header holds an HTTP date within the
 // allowed clock skew.
 func (h *hmacAuth) dateOK(r *http.Request, name string) bool {
@@ -99,7 +91,7 @@ func (h *hmacAuth) dateOK(r *http.Request, name string) bool {
 	if err != nil {
 		return false
 	}
-	return math.Abs(float64(h.now().Unix()-t.Unix())) <= h.clockSkew
+	return math.Abs(float64(h.env.Now().Unix()-t.Unix())) <= h.clockSkew
 }
 
 func (h *hmacAuth) authenticate(c *plugin.Context) (int, string) {
