@@ -146,6 +146,15 @@ func NewEnv(cfg *entity.Config, st *State) *Env {
 	return e
 }
 
+// Now reads the plugins' clock (State.Now, the proxy's cached clock), or
+// time.Now without one.
+func (e *Env) Now() time.Time {
+	if st := e.State; st != nil && st.Now != nil {
+		return st.Now()
+	}
+	return time.Now()
+}
+
 // LookupConsumer finds a consumer by id or username (Kong's "anonymous"
 // field accepts both).
 func (e *Env) LookupConsumer(idOrName string) *entity.Consumer {

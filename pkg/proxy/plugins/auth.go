@@ -58,6 +58,20 @@ func anonymousFallback(c *plugin.Context, env *plugin.Env, anonymous string) boo
 	return true
 }
 
+// rejectAuth ends a failed authentication as Kong's auth plugins do: in
+// anonymous (logical OR) mode the anonymous consumer is set and the request
+// goes on; otherwise the challenge (when not empty) is set and answer
+// writes the rejection.
+func rejectAuth(c *plugin.Context, env *plugin.Env, anonymous, www string, answer func()) {
+	if anonymousFallback(c, env, anonymous) {
+		return
+	}
+	if www != "" {
+		c.SetRespHeader("WWW-Authenticate", www)
+	}
+	answer()
+}
+
 type keyAuth struct {
 	env                                  *plugin.Env
 	names, headerNames                   []string
@@ -102,11 +116,7 @@ func (k *keyAuth) Access(c *plugin.Context) {
 	if status == 0 {
 		return
 	}
-	if anonymousFallback(c, k.env, k.anonymous) {
-		return
-	}
-	c.SetRespHeader("WWW-Authenticate", k.wwwAuth)
-	c.Error(status, msg)
+	rejectAuth(c, k.env, k.anonymous, k.wwwAuth, func() { c.Error(status, msg) })
 }
 
 func (k *keyAuth) authenticate(c *plugin.Context) (int, string) {
@@ -224,11 +234,7 @@ func (b *basicAuth) Access(c *plugin.Context) {
 	if b.authenticate(c) {
 		return
 	}
-	if anonymousFallback(c, b.env, b.anonymous) {
-		return
-	}
-	c.SetRespHeader("WWW-Authenticate", b.www)
-	c.Error(http.StatusUnauthorized, "Unauthorized")
+	rejectAuth(c, b.env, b.anonymous, b.www, func() { c.Error(http.StatusUnauthorized, "Unauthorized") })
 }
 
 func (b *basicAuth) authenticate(c *plugin.Context) bool {

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
@@ -81,27 +80,6 @@ func (h *hmacAuth) Access(c *plugin.Context) {
 	}
 }
 
-// rejectAuth ends a failed authentication as Kong's auth plugins do: in
-// anonymous (logical OR) mode the anonymous consumer is set and the request
-// goes on; otherwise the challenge (when not empty) is set and answer
-// writes the rejection.
-func rejectAuth(c *plugin.Context, env *plugin.Env, anonymous, www string, answer func()) {
-	if anonymousFallback(c, env, anonymous) {
-		return
-	}
-	if www != "" {
-		c.SetRespHeader("WWW-Authenticate", www)
-	}
-	answer()
-}
-
-func (h *hmacAuth) now() time.Time {
-	if st := h.env.State; st != nil && st.Now != nil {
-		return st.Now()
-	}
-	return time.Now()
-}
-
 // dateOK reports whether the named header holds an HTTP date within the
 // allowed clock skew.
 func (h *hmacAuth) dateOK(r *http.Request, name string) bool {
@@ -113,7 +91,7 @@ func (h *hmacAuth) dateOK(r *http.Request, name string) bool {
 	if err != nil {
 		return false
 	}
-	return math.Abs(float64(h.now().Unix()-t.Unix())) <= h.clockSkew
+	return math.Abs(float64(h.env.Now().Unix()-t.Unix())) <= h.clockSkew
 }
 
 func (h *hmacAuth) authenticate(c *plugin.Context) (int, string) {
@@ -153,7 +131,7 @@ func (h *hmacAuth) authenticate(c *plugin.Context) (int, string) {
 	if consumer == nil {
 		return http.StatusInternalServerError, "An unexpected error occurred"
 	}
-	c.Authenticate(consumer, &plugin.Credential{ID: cred.ID, Identifier: cred.Username})
+	c.AuthenticateCredential(consumer, cred.ID, cred.Username)
 	return 0, ""
 }
 

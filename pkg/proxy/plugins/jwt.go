@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
@@ -198,7 +197,7 @@ func (j *jwtAuth) authenticate(c *plugin.Context) *jwtFailure {
 	if !tok.verify(secret, pub) {
 		return bad("Invalid signature")
 	}
-	now := float64(j.now().Unix())
+	now := float64(j.env.Now().Unix())
 	if errs := tok.verifyClaims(j.claimsToVerify, now); errs != nil {
 		return &jwtFailure{claims: errs, www: j.wwwAuthWithError}
 	}
@@ -212,14 +211,7 @@ func (j *jwtAuth) authenticate(c *plugin.Context) *jwtFailure {
 	if consumer == nil {
 		return &jwtFailure{message: fmt.Sprintf("Could not find consumer for '%s=%s'", j.keyClaim, key)}
 	}
-	c.Authenticate(consumer, &plugin.Credential{ID: cred.ID, Identifier: cred.Key})
+	c.AuthenticateCredential(consumer, cred.ID, cred.Key)
 	c.Set("authenticated_jwt_token", tok.raw)
 	return nil
-}
-
-func (j *jwtAuth) now() time.Time {
-	if st := j.env.State; st != nil && st.Now != nil {
-		return st.Now()
-	}
-	return time.Now()
 }

@@ -67,13 +67,6 @@ func newOAuth2(p *entity.Plugin, env *plugin.Env) (any, error) {
 	return o, nil
 }
 
-func (o *oauth2Auth) now() time.Time {
-	if st := o.env.State; st.Now != nil {
-		return st.Now()
-	}
-	return time.Now()
-}
-
 // oauth2Error is an OAuth 2.0 error response body.
 func oauth2Error(code, description string) map[string]any {
 	return map[string]any{"error": code, "error_description": description}
@@ -252,7 +245,7 @@ func (o *oauth2Auth) serviceID(c *plugin.Context) string {
 // is the token a refresh grant presented.
 func (o *oauth2Auth) generateToken(ctx context.Context, c *plugin.Context, client *entity.OAuth2Credential, userID, scope string,
 	state any, disableRefresh bool, existing *store.OAuth2Token) (map[string]any, error) {
-	now := o.now()
+	now := o.env.Now()
 	var expiresAt time.Time
 	if o.tokenExpiration > 0 && o.refreshTTL > 0 {
 		expiresAt = now.Add(time.Duration(o.refreshTTL) * time.Second)
@@ -351,7 +344,7 @@ func (o *oauth2Auth) authorize(ctx context.Context, c *plugin.Context, p oauth2P
 		}
 		if !isOAuth2Error(resp) {
 			if rt == "code" {
-				now := o.now()
+				now := o.env.Now()
 				code := store.OAuth2Code{ID: entity.NewID(), Code: entity.RandomKey(), CredentialID: client.ID,
 					ServiceID: o.serviceID(c), AuthenticatedUserID: uid, Scope: scope, Challenge: challenge,
 					ChallengeMethod: method, CreatedAt: now, ExpiresAt: now.Add(oauth2CodeTTL)}
@@ -597,7 +590,7 @@ func (o *oauth2Auth) grantCode(ctx context.Context, c *plugin.Context, p oauth2P
 	if code == "" {
 		return invalid, nil
 	}
-	ac, err := o.tokens.OAuth2CodeByCode(ctx, code, o.now())
+	ac, err := o.tokens.OAuth2CodeByCode(ctx, code, o.env.Now())
 	if errors.Is(err, store.ErrNotFound) {
 		return invalid, nil
 	}
@@ -661,7 +654,7 @@ func (o *oauth2Auth) grantRefresh(ctx context.Context, c *plugin.Context, p oaut
 	if rt == "" {
 		return invalid, nil
 	}
-	tok, err := o.tokens.OAuth2TokenByRefresh(ctx, rt, o.now())
+	tok, err := o.tokens.OAuth2TokenByRefresh(ctx, rt, o.env.Now())
 	if errors.Is(err, store.ErrNotFound) {
 		return invalid, nil
 	}
@@ -737,7 +730,7 @@ func (o *oauth2Auth) authenticate(ctx context.Context, c *plugin.Context) (statu
 	if access == "" {
 		return http.StatusUnauthorized, oauth2Error("invalid_request", "The access token is missing"), `Bearer realm="service"`, nil
 	}
-	now := o.now()
+	now := o.env.Now()
 	tok, err := o.tokens.OAuth2TokenByAccess(ctx, access, now)
 	if errors.Is(err, store.ErrNotFound) {
 		return http.StatusUnauthorized, invalid, invalidTokenWWW, nil
@@ -780,11 +773,11 @@ func (o *oauth2Auth) authenticate(ctx context.Context, c *plugin.Context) (statu
 // setConsumer is Kong's set_consumer: the consumer headers plus
 // X-Authenticated-Scope and X-Authenticated-Userid from the token.
 func (o *oauth2Auth) setConsumer(c *plugin.Context, consumer *entity.Consumer, cred *entity.OAuth2Credential, tok *store.OAuth2Token) {
-	var pc *plugin.Credential
 	if cred != nil {
-		pc = &plugin.Credential{ID: cred.ID, Identifier: cred.ClientID}
+		c.AuthenticateCredential(consumer, cred.ID, cred.ClientID)
+	} else {
+		c.Authenticate(consumer, nil)
 	}
-	c.Authenticate(consumer, pc)
 	h := c.Req.Header
 	delete(h, "X-Authenticated-Scope")
 	delete(h, "X-Authenticated-Userid")
