@@ -87,8 +87,7 @@ func Parse(data []byte, now time.Time) (entity.Records, error) {
 	if err != nil {
 		return nil, &Error{Message: err.Error()}
 	}
-	p := &parser{now: now, recs: entity.Records{}, names: map[string]map[string]string{}}
-	return p.run(doc)
+	return ParseTable(doc, now)
 }
 
 // ParseTable is Parse for a document that is already decoded from JSON,

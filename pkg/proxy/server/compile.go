@@ -45,7 +45,6 @@ type serviceInfo struct {
 	retries    int
 	tls        *tls.Config
 	path       string
-	poolKey    string
 }
 
 func strOr(p *string, def string) string {

@@ -257,7 +257,6 @@ type upResponse struct {
 	close         bool
 	body          io.Reader
 	lr            lengthReader
-	eof           eofReader
 }
 
 // lengthReader reads exactly n bytes.
