@@ -24,9 +24,6 @@ func integer(name string, def any, lo, hi float64) schema.Field {
 func boolean(name string, def bool) schema.Field {
 	return schema.Field{Name: name, Type: schema.Boolean, Default: def, Required: true}
 }
-func strSet(name string) schema.Field {
-	return schema.Field{Name: name, Type: schema.Set, Elements: &schema.Field{Type: schema.String}}
-}
 func strArray(name string) schema.Field {
 	return schema.Field{Name: name, Type: schema.Array, Elements: &schema.Field{Type: schema.String}}
 }
