@@ -173,15 +173,19 @@ func TestIPMIBMC(t *testing.T) {
 		}
 		return string(out)
 	}
+	// The BMC may answer before QEMU runs or stops; poll the lab's own view.
+	waitPower := func(want string) {
+		t.Helper()
+		for s, _ := ReadStatus(dir); s.Machines[0].Power != want; s, _ = ReadStatus(dir) {
+			if ctx.Err() != nil {
+				t.Fatal("the machine did not power " + want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	ipmitool("chassis", "bootdev", "pxe")
 	ipmitool("chassis", "power", "on")
-	// The BMC may answer before QEMU runs; poll the lab's own view.
-	for s, _ := ReadStatus(dir); s.Machines[0].Power != "on"; s, _ = ReadStatus(dir) {
-		if ctx.Err() != nil {
-			t.Fatal("the machine did not power on")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitPower("on")
 	if out := ipmitool("chassis", "power", "status"); !strings.Contains(out, "Chassis Power is on") {
 		t.Fatalf("power status: %s", out)
 	}
@@ -191,12 +195,7 @@ func TestIPMIBMC(t *testing.T) {
 		t.Fatalf("QEMU command line %q does not boot from the NIC first", cmdline)
 	}
 	ipmitool("chassis", "power", "off")
-	for s, _ := ReadStatus(dir); s.Machines[0].Power != "off"; s, _ = ReadStatus(dir) {
-		if ctx.Err() != nil {
-			t.Fatal("the machine did not power off")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitPower("off")
 }
 
 func TestDownCleansUpAfterACrash(t *testing.T) {
