@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/bmc"
 	"github.com/kiln-dev/kiln/pkg/hardware"
+	"github.com/kiln-dev/kiln/pkg/lab/ipmi/ipmitest"
 	"github.com/kiln-dev/kiln/pkg/netns"
 	"github.com/kiln-dev/kiln/pkg/qemu"
 )
@@ -142,12 +143,7 @@ func TestIPMIBMC(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed")
 	}
-	if _, err := exec.LookPath("ipmitool"); err != nil {
-		if os.Getenv("KILN_REQUIRE_IPMI") == "1" {
-			t.Fatal("ipmitool is required (KILN_REQUIRE_IPMI=1): apt-get install ipmitool")
-		}
-		t.Skip("ipmitool not installed (apt-get install ipmitool)")
-	}
+	ipmitest.NeedIpmitool(t)
 	admin := netns.ForTest(t, "kn5i")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
