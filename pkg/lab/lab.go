@@ -176,8 +176,8 @@ func (o *Options) defaults() error {
 	default:
 		return fmt.Errorf("lab BMC kind %q: use %q or %q", o.BMC, BMCRedfish, BMCIPMI)
 	}
-	if o.BMC == BMCIPMI && len(o.BMCPassword) > 20 {
-		return errors.New("lab BMC password: IPMI allows at most 20 bytes")
+	if o.BMC == BMCIPMI && len(o.BMCPassword) > ipmi.MaxPasswordLen {
+		return fmt.Errorf("lab BMC password: IPMI allows at most %d bytes", ipmi.MaxPasswordLen)
 	}
 	if o.ClusterName == "" {
 		o.ClusterName = "lab"
@@ -223,8 +223,8 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 		return nil, fmt.Errorf("a lab is already running from %s (pid %d); run `kiln lab down --dir %s` first", dir, st.PID, dir)
 	}
 	if opts.BMCPassword == "" {
-		// 20 hex characters: IPMI's password limit.
-		b := make([]byte, 10)
+		// Hex of half IPMI's password limit: the limit in characters.
+		b := make([]byte, ipmi.MaxPasswordLen/2)
 		_, _ = rand.Read(b)
 		opts.BMCPassword = hex.EncodeToString(b)
 	}

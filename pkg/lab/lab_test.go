@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/bmc"
 	"github.com/kiln-dev/kiln/pkg/hardware"
+	"github.com/kiln-dev/kiln/pkg/lab/ipmi/ipmitest"
 	"github.com/kiln-dev/kiln/pkg/netns"
 	"github.com/kiln-dev/kiln/pkg/qemu"
 )
@@ -142,12 +143,7 @@ func TestIPMIBMC(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed")
 	}
-	if _, err := exec.LookPath("ipmitool"); err != nil {
-		if os.Getenv("KILN_REQUIRE_IPMI") == "1" {
-			t.Fatal("ipmitool is required (KILN_REQUIRE_IPMI=1): apt-get install ipmitool")
-		}
-		t.Skip("ipmitool not installed (apt-get install ipmitool)")
-	}
+	ipmitest.NeedIpmitool(t)
 	admin := netns.ForTest(t, "kn5i")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -173,15 +169,19 @@ func TestIPMIBMC(t *testing.T) {
 		}
 		return string(out)
 	}
+	// The BMC may answer before QEMU runs or stops; poll the lab's own view.
+	waitPower := func(want string) {
+		t.Helper()
+		for s, _ := ReadStatus(dir); s.Machines[0].Power != want; s, _ = ReadStatus(dir) {
+			if ctx.Err() != nil {
+				t.Fatal("the machine did not power " + want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	ipmitool("chassis", "bootdev", "pxe")
 	ipmitool("chassis", "power", "on")
-	// The BMC may answer before QEMU runs; poll the lab's own view.
-	for s, _ := ReadStatus(dir); s.Machines[0].Power != "on"; s, _ = ReadStatus(dir) {
-		if ctx.Err() != nil {
-			t.Fatal("the machine did not power on")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitPower("on")
 	if out := ipmitool("chassis", "power", "status"); !strings.Contains(out, "Chassis Power is on") {
 		t.Fatalf("power status: %s", out)
 	}
@@ -191,12 +191,7 @@ func TestIPMIBMC(t *testing.T) {
 		t.Fatalf("QEMU command line %q does not boot from the NIC first", cmdline)
 	}
 	ipmitool("chassis", "power", "off")
-	for s, _ := ReadStatus(dir); s.Machines[0].Power != "off"; s, _ = ReadStatus(dir) {
-		if ctx.Err() != nil {
-			t.Fatal("the machine did not power off")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitPower("off")
 }
 
 func TestDownCleansUpAfterACrash(t *testing.T) {

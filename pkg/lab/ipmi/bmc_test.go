@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/bmc"
+	"github.com/kiln-dev/kiln/pkg/lab/ipmi/ipmitest"
 	"github.com/kiln-dev/kiln/pkg/lab/redfish"
 )
 
@@ -31,7 +32,7 @@ func ipmiClient(t testing.TB, srv *Server, password string) *bmc.Client {
 // TestThroughBMCClient drives the virtual IPMI BMC the way kiln drives a
 // real server's: pkg/bmc → bmclib → ipmitool -I lanplus → UDP.
 func TestThroughBMCClient(t *testing.T) {
-	needIpmitool(t)
+	ipmitest.NeedIpmitool(t)
 	srv, sys := startBMC(t)
 	c := ipmiClient(t, srv, testPassword)
 	ctx := context.Background()
@@ -95,7 +96,7 @@ func TestThroughBMCClient(t *testing.T) {
 // Nothing listens on the TCP side of the BMC's port, so Redfish is refused at
 // once and ipmitool answers.
 func TestDefaultProtocolsReachIPMI(t *testing.T) {
-	needIpmitool(t)
+	ipmitest.NeedIpmitool(t)
 	srv, sys := startBMC(t)
 	c, err := bmc.New(bmc.Config{Name: "m1", Host: srv.Addr().String(), Username: testUser, Password: testPassword,
 		Timeout: 2 * time.Minute, PollInterval: 100 * time.Millisecond}, nil)
@@ -111,7 +112,7 @@ func TestDefaultProtocolsReachIPMI(t *testing.T) {
 }
 
 func TestBMCClientWrongPassword(t *testing.T) {
-	needIpmitool(t)
+	ipmitest.NeedIpmitool(t)
 	srv, sys := startBMC(t)
 	wrong := "wrong-" + testPassword[:8]
 	_, err := ipmiClient(t, srv, wrong).PowerState(context.Background())
@@ -138,7 +139,7 @@ func TestBMCClientWrongPassword(t *testing.T) {
 // BMC (HTTPS), all on loopback. Run:
 // go test -run '^$' -bench PowerState -v ./pkg/lab/ipmi
 func BenchmarkPowerState(b *testing.B) {
-	needIpmitool(b)
+	ipmitest.NeedIpmitool(b)
 	srv, sys := startBMC(b)
 	h, err := redfish.NewHandler(redfish.Config{Name: "m1", Username: testUser, Password: testPassword, System: sys})
 	if err != nil {

@@ -3,8 +3,6 @@ package ipmi
 import (
 	"context"
 	"net"
-	"os"
-	"os/exec"
 	"slices"
 	"sync"
 	"testing"
@@ -94,17 +92,4 @@ func startBMC(t testing.TB) (*Server, *fakeSystem) {
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	return srv, sys
-}
-
-// needIpmitool returns ipmitool's path or skips (fails with KILN_REQUIRE_IPMI=1).
-func needIpmitool(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("ipmitool")
-	if err != nil {
-		if os.Getenv("KILN_REQUIRE_IPMI") == "1" {
-			t.Fatal("ipmitool is required (KILN_REQUIRE_IPMI=1): apt-get install ipmitool")
-		}
-		t.Skip("ipmitool not installed (apt-get install ipmitool); set KILN_REQUIRE_IPMI=1 to fail instead")
-	}
-	return p
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/pkg/lab/ipmi/ipmitest"
 	"github.com/kiln-dev/kiln/pkg/lab/redfish"
 )
 
@@ -29,7 +30,7 @@ func ipmitool(t *testing.T, bin string, srv *Server, suite, password string, arg
 }
 
 func TestIpmitool(t *testing.T) {
-	bin := needIpmitool(t)
+	bin := ipmitest.NeedIpmitool(t)
 	for _, suite := range []string{"3", "17", ""} {
 		name := "suite-" + suite
 		if suite == "" {
@@ -75,7 +76,7 @@ func TestIpmitool(t *testing.T) {
 }
 
 func TestIpmitoolWrongPassword(t *testing.T) {
-	bin := needIpmitool(t)
+	bin := ipmitest.NeedIpmitool(t)
 	srv, sys := startBMC(t)
 	out, err := ipmitool(t, bin, srv, "3", "not-the-password", "chassis", "power", "on")
 	if err == nil {

@@ -60,8 +60,8 @@ const maxSessions = 16
 // while QEMU starts) does not hold up the others or their retransmissions.
 const maxInFlight = 8
 
-// maxPasswordLen is IPMI v2.0's user password limit.
-const maxPasswordLen = 20
+// MaxPasswordLen is IPMI v2.0's user password limit in bytes.
+const MaxPasswordLen = 20
 
 // Config describes one virtual IPMI BMC.
 type Config struct {
@@ -134,8 +134,8 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Username) > 16 {
 		return nil, fmt.Errorf("IPMI BMC of %s: username %q is longer than IPMI's 16 bytes", cfg.Name, cfg.Username)
 	}
-	if len(cfg.Password) > maxPasswordLen {
-		return nil, fmt.Errorf("IPMI BMC of %s: the password is longer than IPMI's %d bytes", cfg.Name, maxPasswordLen)
+	if len(cfg.Password) > MaxPasswordLen {
+		return nil, fmt.Errorf("IPMI BMC of %s: the password is longer than IPMI's %d bytes", cfg.Name, MaxPasswordLen)
 	}
 	if cfg.GUID == [16]byte{} {
 		_, _ = rand.Read(cfg.GUID[:])

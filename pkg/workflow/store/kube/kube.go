@@ -19,12 +19,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kiln-dev/kiln/pkg/crds"
 	"github.com/kiln-dev/kiln/pkg/workflow"
 	"github.com/kiln-dev/kiln/pkg/workflow/store"
 )
@@ -54,11 +54,8 @@ func Open(ctx context.Context, kubeconfig, namespace string) (*Store, error) {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
 	}
 	rc.QPS, rc.Burst = 50, 100
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	if err := tinkv1.AddToScheme(scheme); err != nil {
+	scheme, err := crds.Scheme()
+	if err != nil {
 		return nil, err
 	}
 	c, err := client.New(rc, client.Options{Scheme: scheme})
