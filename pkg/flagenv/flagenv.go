@@ -47,7 +47,8 @@ func bind(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 		}
 		f.Changed = true
 	}
+	// Once cobra has parsed the command line, Flags holds the command's own
+	// flags and every persistent flag it inherits.
 	cmd.Flags().VisitAll(visit)
-	cmd.InheritedFlags().VisitAll(visit)
 	return errors.Join(errs...)
 }
