@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -80,21 +81,24 @@ Behind a load balancer, --trusted-ips lists the peers whose X-Forwarded-*
 headers are passed upstream as sent and whose --real-ip-header gives the
 client address seen by ip-restriction, rate-limiting and the logs (Kong's
 trusted_ips, real_ip_header, real_ip_recursive). By default no peer is
-trusted.`,
+trusted. Behind a TCP load balancer that sends the PROXY protocol (HAProxy
+send-proxy, an AWS NLB with proxy protocol v2), add the proxy_protocol flag
+to --proxy-listen and use --real-ip-header proxy_protocol.`,
 		Example: `  kiln gateway run                                  # SQLite in ./kiln-gateway.db
   kiln gateway run --database off --declarative-config kong.yaml
   KILN_PG_HOST=db KILN_PG_PASSWORD=... kiln gateway run --database postgres
   kiln gateway run --role control_plane --cluster-cert cluster.crt --cluster-cert-key cluster.key
   kiln gateway run --role data_plane --database off --cluster-control-plane cp:8005 \
     --cluster-cert cluster.crt --cluster-cert-key cluster.key --admin-listen off
-  kiln gateway run --trusted-ips 10.0.0.0/8 --real-ip-header X-Forwarded-For --real-ip-recursive`,
+  kiln gateway run --trusted-ips 10.0.0.0/8 --real-ip-header X-Forwarded-For --real-ip-recursive
+  kiln gateway run --proxy-listen "0.0.0.0:8000 proxy_protocol" --trusted-ips 10.0.0.0/8 --real-ip-header proxy_protocol`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runGateway(cmd.Context(), streams, o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.proxyListen, "proxy-listen", "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl", "proxy listeners, Kong syntax: addr:port [ssl] [http2], comma-separated")
+	f.StringVar(&o.proxyListen, "proxy-listen", "0.0.0.0:8000, 0.0.0.0:8443 http2 ssl", "proxy listeners, Kong syntax: addr:port [ssl] [http2] [proxy_protocol], comma-separated")
 	f.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:8001", "Admin API listeners, or off")
 	f.StringVar(&o.statusListen, "status-listen", "127.0.0.1:8007", "status listener (/status, /status/ready, /metrics), or off")
 	f.StringVar(&o.database, "database", "sqlite", "configuration store: sqlite (embedded), postgres, or off (DB-less, in memory)")
@@ -122,7 +126,7 @@ trusted.`,
 	f.DurationVar(&o.dbUpdateFrequency, "db-update-frequency", cluster.DefaultUpdateFrequency, "control plane: minimum time between two configuration pushes to data planes")
 	f.IntVar(&o.purgeDelay, "cluster-data-plane-purge-delay", int(cluster.DefaultPurgeDelay/time.Second), "control plane: seconds a data plane's row is kept after its last ping (at least 60)")
 	f.StringVar(&o.trustedIPs, "trusted-ips", "", "peers (IPs and CIDR blocks, comma-separated; 0.0.0.0/0,::/0 for all) whose X-Forwarded-* headers and --real-ip-header are believed")
-	f.StringVar(&o.realIPHeader, "real-ip-header", server.RealIPHeaderDefault, "header a trusted peer gives the client address in: X-Real-IP, X-Forwarded-For or another header")
+	f.StringVar(&o.realIPHeader, "real-ip-header", server.RealIPHeaderDefault, "where a trusted peer gives the client address: a header (X-Real-IP, X-Forwarded-For...) or proxy_protocol (the PROXY header on proxy_protocol listeners)")
 	f.Var(&o.realIPRecursive, "real-ip-recursive", "with --real-ip-header X-Forwarded-For: take the last address not in --trusted-ips rather than the last one (on/off)")
 	f.Lookup("real-ip-recursive").NoOptDefVal = "on"
 	return cmd
@@ -154,8 +158,16 @@ func (b *onOff) Type() string { return "on|off" }
 
 // realIP checks --trusted-ips and --real-ip-header.
 func (o *gatewayRunOptions) realIP() ([]netip.Prefix, error) {
-	if strings.EqualFold(strings.TrimSpace(o.realIPHeader), "proxy_protocol") {
-		return nil, usageError("--real-ip-header proxy_protocol is not supported: kiln's proxy listeners do not read the PROXY protocol; use X-Real-IP or X-Forwarded-For")
+	if strings.EqualFold(strings.TrimSpace(o.realIPHeader), server.RealIPHeaderProxyProtocol) {
+		// As Kong: the address comes from the PROXY header of a
+		// proxy_protocol listener, so one must exist.
+		specs, err := server.ParseListen(o.proxyListen)
+		if err != nil {
+			return nil, usageError("--proxy-listen: %v", err)
+		}
+		if !slices.ContainsFunc(specs, func(s server.ListenSpec) bool { return s.ProxyProtocol }) {
+			return nil, usageError("--real-ip-header proxy_protocol needs at least one --proxy-listen entry with the proxy_protocol flag (e.g. \"0.0.0.0:8000 proxy_protocol\")")
+		}
 	}
 	if strings.TrimSpace(o.realIPHeader) == "" {
 		return nil, usageError("--real-ip-header must name a header (Kong's default is X-Real-IP)")

@@ -245,7 +245,7 @@ func TestGatewayRunTrustedIPs(t *testing.T) {
 	}{
 		{[]string{"--trusted-ips", "10.0.0.0/8,10.0.0.300"}, `--trusted-ips: "10.0.0.300" is not an IP address or CIDR block`},
 		{[]string{"--trusted-ips", "example.com"}, `--trusted-ips: "example.com"`},
-		{[]string{"--real-ip-header", "proxy_protocol"}, "--real-ip-header proxy_protocol is not supported"},
+		{[]string{"--real-ip-header", "proxy_protocol"}, "--real-ip-header proxy_protocol needs at least one --proxy-listen entry with the proxy_protocol flag"},
 		{[]string{"--real-ip-recursive=maybe"}, `"maybe": use on or off`},
 	} {
 		var stderr strings.Builder

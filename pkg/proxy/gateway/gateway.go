@@ -252,6 +252,9 @@ func Run(ctx context.Context, o Options) error {
 	})
 	{
 		adminSpecs, err := server.ParseListen(o.AdminListen)
+		if err == nil {
+			err = noProxyProtocol(adminSpecs)
+		}
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("--admin-listen: %w", err)
@@ -268,6 +271,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	statusSpecs, err := server.ParseListen(o.StatusListen)
+	if err == nil {
+		err = noProxyProtocol(statusSpecs)
+	}
 	if err != nil {
 		closeAll()
 		return fmt.Errorf("--status-listen: %w", err)
@@ -525,4 +531,15 @@ func realIPConfiguration(conf map[string]any, o Options) {
 		recursive = "on"
 	}
 	conf["trusted_ips"], conf["real_ip_header"], conf["real_ip_recursive"] = ips, header, recursive
+}
+
+// noProxyProtocol refuses the proxy_protocol flag on the admin and status
+// listeners: kiln reads the PROXY protocol on proxy listeners only.
+func noProxyProtocol(specs []server.ListenSpec) error {
+	for _, sp := range specs {
+		if sp.ProxyProtocol {
+			return fmt.Errorf("%s: the proxy_protocol flag is supported on --proxy-listen entries only; remove it here", sp.Addr)
+		}
+	}
+	return nil
 }

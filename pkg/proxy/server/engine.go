@@ -51,11 +51,16 @@ type Options struct {
 	// RealIPHeader gives the client address. Empty (the default): no peer
 	// is trusted.
 	TrustedIPs []netip.Prefix
-	// RealIPHeader is Kong's real_ip_header ("": X-Real-IP); only
-	// headers are supported, not proxy_protocol.
+	// RealIPHeader is Kong's real_ip_header ("": X-Real-IP): a header
+	// name, or RealIPHeaderProxyProtocol for the address in the PROXY
+	// protocol header of connections to proxy_protocol listeners.
 	RealIPHeader string
 	// RealIPRecursive is Kong's real_ip_recursive.
 	RealIPRecursive bool
+	// ProxyProtocolTimeout bounds the wait for a connection's PROXY
+	// protocol header on proxy_protocol listeners (0: 60 s, as nginx's
+	// client_header_timeout).
+	ProxyProtocolTimeout time.Duration
 }
 
 // Engine is the proxy. Create it with New, feed it configurations with

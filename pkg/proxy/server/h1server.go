@@ -53,6 +53,7 @@ type h1Server struct {
 // net/http (HTTP/1.1 and h2), cleartext ones through the HTTP/1.x fast path
 // with h2c handed to net/http.
 func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpec) error {
+	ln = e.proxyProtoListener(ln, spec)
 	srv := e.NewHTTPServer(ln, spec)
 	if spec.SSL {
 		return Serve(ctx, srv, ln, true)
@@ -146,6 +147,7 @@ type h1Conn struct {
 	br         *bufio.Reader
 	bw         *bufio.Writer
 	remoteAddr string
+	ctx        context.Context // nil, or the PROXY header's address (proxyproto.go)
 	idle       atomic.Bool
 	hb         headerBlock
 	req        http.Request
@@ -164,8 +166,8 @@ type h1Conn struct {
 }
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
-	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: http.Header{}}
-	rw := newSysConn(nc)
+	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: http.Header{}, ctx: proxyConnContext(nc)}
+	rw := newSysConn(rawConn(nc))
 	c.sc, _ = rw.(*sysConn)
 	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(rw)
@@ -462,6 +464,9 @@ func (c *h1Conn) readRequest() (int, error) {
 	r := &c.req
 	*r = http.Request{Method: method, Proto: proto, ProtoMajor: major, ProtoMinor: minor, Header: c.hdr,
 		RemoteAddr: c.remoteAddr, RequestURI: uri}
+	if c.ctx != nil {
+		*r = *r.WithContext(c.ctx)
+	}
 	if err := c.parseURI(uri); err != nil {
 		return http.StatusBadRequest, errors.New("Bad request")
 	}

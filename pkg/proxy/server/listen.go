@@ -19,6 +19,10 @@ type ListenSpec struct {
 	Addr  string
 	SSL   bool
 	HTTP2 bool
+	// ProxyProtocol (the proxy_protocol flag): every connection starts
+	// with a PROXY protocol header (v1 or v2), before TLS on ssl
+	// listeners; connections without one are closed.
+	ProxyProtocol bool
 }
 
 // ParseListen parses a comma-separated Kong listen value.
@@ -42,10 +46,12 @@ func ParseListen(v string) ([]ListenSpec, error) {
 				ls.SSL = true
 			case "http2":
 				ls.HTTP2 = true
-			case "reuseport", "backlog", "deferred", "bind", "proxy_protocol":
+			case "proxy_protocol":
+				ls.ProxyProtocol = true
+			case "reuseport", "backlog", "deferred", "bind":
 			default:
 				if !strings.Contains(flag, "=") {
-					return nil, fmt.Errorf("listen %q: unknown flag %q (use ssl, http2)", part, flag)
+					return nil, fmt.Errorf("listen %q: unknown flag %q (use ssl, http2, proxy_protocol)", part, flag)
 				}
 			}
 		}
@@ -84,6 +90,9 @@ func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 	}
 	if spec.SSL {
 		srv.TLSConfig = e.TLSConfig()
+	}
+	if spec.ProxyProtocol {
+		srv.ConnContext = withProxyAddr
 	}
 	return srv
 }

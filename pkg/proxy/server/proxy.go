@@ -112,7 +112,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	peer := clientIP(r.RemoteAddr)
 	client, trusted := peer, false
 	if e.realIP != nil {
-		client, trusted = e.realIP.client(r.Header, peer)
+		client, trusted = e.realIP.client(r, peer)
 	}
 	allowed := m.ProtocolAllowed(l.scheme)
 	if trusted {
@@ -948,7 +948,7 @@ func (e *Engine) accessLog(r *http.Request, reqID string, status int, sent int64
 	if c == nil && e.realIP != nil {
 		// A request answered before the plugins (404, 426...): the
 		// client address still follows trusted_ips.
-		ent.ClientIP, _ = e.realIP.client(r.Header, ent.ClientIP)
+		ent.ClientIP, _ = e.realIP.client(r, ent.ClientIP)
 	}
 	if c != nil {
 		ent.ClientIP = c.ClientIP

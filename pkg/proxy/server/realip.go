@@ -11,6 +11,12 @@ import (
 // RealIPHeaderDefault is Kong's default real_ip_header.
 const RealIPHeaderDefault = "X-Real-IP"
 
+// RealIPHeaderProxyProtocol is the real_ip_header value that takes a
+// trusted peer's client address from the PROXY protocol header of its
+// connection (on listeners with the proxy_protocol flag) rather than from
+// an HTTP header.
+const RealIPHeaderProxyProtocol = "proxy_protocol"
+
 // ParseTrustedIPs parses Kong's trusted_ips entries: IPv4 and IPv6
 // addresses and CIDR blocks. "unix:" (a Unix-socket peer) is accepted and
 // ignored, kiln's listeners being TCP only. The error names the first bad
@@ -50,6 +56,9 @@ type realIP struct {
 	header    string // canonical header name
 	xff       bool   // header is X-Forwarded-For: every field line counts
 	recursive bool
+	// proxyProto: real_ip_header proxy_protocol, the client address is
+	// the connection's PROXY header source.
+	proxyProto bool
 }
 
 func newRealIP(o Options) (*realIP, error) {
@@ -57,11 +66,11 @@ func newRealIP(o Options) (*realIP, error) {
 	if h == "" {
 		h = RealIPHeaderDefault
 	}
-	if strings.EqualFold(h, "proxy_protocol") {
-		return nil, fmt.Errorf("real_ip_header %q is not supported by kiln (its listeners do not read the PROXY protocol): use X-Real-IP or X-Forwarded-For", h)
-	}
 	if len(o.TrustedIPs) == 0 {
 		return nil, nil
+	}
+	if strings.EqualFold(h, RealIPHeaderProxyProtocol) {
+		return &realIP{trusted: o.TrustedIPs, proxyProto: true}, nil
 	}
 	ch := textproto.CanonicalMIMEHeaderKey(h)
 	return &realIP{trusted: o.TrustedIPs, header: ch, xff: ch == "X-Forwarded-For", recursive: o.RealIPRecursive}, nil
@@ -86,16 +95,24 @@ func (ri *realIP) trusts(peer string) bool {
 	return err == nil && ri.contains(a)
 }
 
-// client returns the client address for a request from peer and whether
-// the peer is trusted. A trusted peer's real_ip_header is read the way
-// nginx's realip module does: its last address, or with real_ip_recursive
-// the last one not in trusted_ips, walking right to left; an entry that
-// is not an address stops the walk (no address at all: the peer's).
-func (ri *realIP) client(h http.Header, peer string) (string, bool) {
+// client returns the client address for a request r from peer and
+// whether the peer is trusted. A trusted peer's real_ip_header is read the
+// way nginx's realip module does: its last address, or with
+// real_ip_recursive the last one not in trusted_ips, walking right to
+// left; an entry that is not an address stops the walk (no address at
+// all: the peer's). With proxy_protocol it is the connection's PROXY
+// header source (none, as for LOCAL or UNKNOWN headers: the peer's).
+func (ri *realIP) client(r *http.Request, peer string) (string, bool) {
 	if !ri.trusts(peer) {
 		return peer, false
 	}
-	vs := h[ri.header]
+	if ri.proxyProto {
+		if a, ok := proxyAddr(r); ok {
+			return a, true
+		}
+		return peer, true
+	}
+	vs := r.Header[ri.header]
 	if len(vs) == 0 {
 		return peer, true
 	}

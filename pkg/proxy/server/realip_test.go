@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -40,8 +41,21 @@ func TestNewRealIP(t *testing.T) {
 	if ri, err := newRealIP(Options{RealIPHeader: "X-Forwarded-For"}); ri != nil || err != nil {
 		t.Errorf("no trusted_ips: %v %v, want no realip work at all", ri, err)
 	}
-	if _, err := newRealIP(Options{RealIPHeader: "proxy_protocol"}); err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Errorf("proxy_protocol: %v", err)
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	ri, err := newRealIP(Options{RealIPHeader: "Proxy_Protocol", TrustedIPs: trusted})
+	if err != nil || ri == nil || !ri.proxyProto {
+		t.Fatalf("proxy_protocol: %+v %v, want the PROXY header mode", ri, err)
+	}
+	r := &http.Request{Header: http.Header{"X-Real-Ip": {"192.0.2.1"}}}
+	if got, ok := ri.client(r, "10.0.0.1"); got != "10.0.0.1" || !ok {
+		t.Errorf("no PROXY address: %q %v, want the trusted peer (headers ignored)", got, ok)
+	}
+	r = r.WithContext(context.WithValue(context.Background(), proxyAddrKey{}, "203.0.113.7"))
+	if got, ok := ri.client(r, "10.0.0.1"); got != "203.0.113.7" || !ok {
+		t.Errorf("trusted peer: %q %v, want the PROXY source", got, ok)
+	}
+	if got, ok := ri.client(r, "192.0.2.9"); got != "192.0.2.9" || ok {
+		t.Errorf("untrusted peer: %q %v, want the peer", got, ok)
 	}
 }
 
@@ -91,7 +105,7 @@ func TestRealIPClient(t *testing.T) {
 			for _, v := range tc.values {
 				h.Add(ri.header, v)
 			}
-			got, ok := ri.client(h, tc.peer)
+			got, ok := ri.client(&http.Request{Header: h}, tc.peer)
 			if got != tc.want || ok != tc.trusted {
 				t.Errorf("client = %q, %v; want %q, %v", got, ok, tc.want, tc.trusted)
 			}
@@ -116,7 +130,7 @@ func FuzzRealIPClient(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, ok := ri.client(http.Header{"X-Forwarded-For": {v, "10.0.0.9"}}, "10.0.0.1")
+		got, ok := ri.client(&http.Request{Header: http.Header{"X-Forwarded-For": {v, "10.0.0.9"}}}, "10.0.0.1")
 		if !ok {
 			t.Fatal("a trusted peer was not trusted")
 		}
@@ -141,7 +155,7 @@ func BenchmarkRealIPClient(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := http.Header{"X-Forwarded-For": {"203.0.113.9, 10.1.1.1, 192.168.1.1"}}
+	h := &http.Request{Header: http.Header{"X-Forwarded-For": {"203.0.113.9, 10.1.1.1, 192.168.1.1"}}}
 	b.ReportAllocs()
 	for b.Loop() {
 		if ip, _ := ri.client(h, "10.0.0.1"); ip != "203.0.113.9" {
