@@ -72,8 +72,20 @@ EOF
 nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 wait_http "http://127.0.0.1:$UP/1k"
 
+# start_nginx port [kong]: nginx as a plain reverse proxy; with "kong" it
+# also adds the request and response headers a Kong node (and kiln) adds,
+# so that row does the same header work as kiln (a reference row; the
+# ratios stay against plain nginx).
 start_nginx() {
-  local port=$1 d="$TMP/nginx"
+  local port=$1 kong=${2:-} d="$TMP/nginx-$1" extra=""
+  if [ -n "$kong" ]; then
+    extra='proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Port $server_port;
+      proxy_set_header X-Forwarded-Path $uri;
+      add_header Via "1.1 kong/3.9.0"; add_header X-Kong-Upstream-Latency $upstream_response_time;
+      add_header X-Kong-Proxy-Latency 0; add_header X-Kong-Request-Id $request_id;'
+  fi
   mkdir -p "$d/logs" "$d/tmp"
   cat > "$d/nginx.conf" <<EOF
 worker_processes auto;
@@ -87,7 +99,7 @@ http {
   upstream up { server 127.0.0.1:$UP; keepalive 512; }
   server {
     listen 127.0.0.1:$port;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; $extra }
   }
 }
 EOF
@@ -201,6 +213,7 @@ run() {
 }
 
 P=$(free_port); start_nginx "$P"; add nginx "$P"
+P=$(free_port); start_nginx "$P" kong; add "nginx+kong-headers" "$P"
 P=$(free_port); start_haproxy "$P"; add haproxy "$P"
 P=$(free_port); start_caddy "$P"; add caddy "$P"
 P=$(free_port); start_kiln "$P"; add kiln "$P"
