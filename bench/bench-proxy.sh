@@ -209,7 +209,7 @@ run() {
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs" >> "$TMP/results"
+  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs ${ROUND:-1}" >> "$TMP/results"
 }
 
 P=$(free_port); start_nginx "$P"; add nginx "$P"
@@ -225,7 +225,7 @@ fi
 for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/1k" "${HDR[$n]}"; done
 # Rounds interleave the proxies so that load from other processes on the
 # machine spreads over all of them alike.
-for r in $(seq 1 "$ROUNDS"); do
+for ROUND in $(seq 1 "$ROUNDS"); do
   for n in "${NAMES[@]}"; do run "$n"; done
 done
 
@@ -235,10 +235,19 @@ echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cp
 echo "(CPU µs/req: proxy process user+system CPU time per request — robust when other load shares the machine)"
 awk '
 function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
-{ n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 } }
+# median of the n values a[1..n] (sorted in place)
+function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
+  return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+{ n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 }
+  r_rps[$1, $8] = $2; r_cpu[$1, $8] = $6 / $7; if ($8 > rounds) rounds = $8 }
 END {
   base = rps["nginx"]/n["nginx"]; b99 = p99["nginx"]/n["nginx"]; bcpu = cpu["nginx"]/req["nginx"]
-  printf "%-28s %9s %8s %8s %10s %10s %11s %10s %8s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "CPU us/req", "CPU/nginx", "non-2xx"
+  printf "%-28s %9s %8s %8s %10s %10s %11s %10s %8s %21s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "CPU us/req", "CPU/nginx", "non-2xx", "RPS/nginx per round"
   for (i=1; i<=k; i++) { x=order[i]; c = cpu[x]/req[x]
-    printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %11.1f %10.2f %8d\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x] }
+    # Each round compares x with the nginx run of the same round, which
+    # cancels most of the machine-speed drift between rounds.
+    m = 0; lo = 1e9; hi = 0
+    for (r = 1; r <= rounds; r++) if (((x, r) in r_rps) && r_rps["nginx", r] > 0) { v = r_rps[x, r] / r_rps["nginx", r]; q[++m] = v; if (v < lo) lo = v; if (v > hi) hi = v }
+    spread = m > 1 ? sprintf("med %.2f (%.2f-%.2f)", median(q, m), lo, hi) : "-"
+    printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %11.1f %10.2f %8d %21s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x], spread }
 }' "$TMP/results"
