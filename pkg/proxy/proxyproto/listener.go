@@ -1,12 +1,15 @@
 package proxyproto
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -124,6 +127,12 @@ func readHeader(c net.Conn, deadline time.Time) (*Conn, error) {
 	if err := c.SetReadDeadline(deadline); err != nil {
 		return nil, err
 	}
+	if c, err := readV1Exactly(c); c != nil || err != nil {
+		if err == nil {
+			err = c.Conn.SetReadDeadline(time.Time{})
+		}
+		return c, err
+	}
 	buf := make([]byte, 0, 128)
 	need := minLen
 	for {
@@ -160,6 +169,70 @@ func readHeader(c net.Conn, deadline time.Time) (*Conn, error) {
 			return nil, fmt.Errorf("reading the PROXY header (%d bytes so far): %w", len(buf), err)
 		}
 	}
+}
+
+// readV1Exactly reads a version 1 header from a socket without reading
+// past it: it peeks (MSG_PEEK) until the CRLF is in, then reads just the
+// header, so the request behind it stays in the socket and the connection
+// can be served on a raw socket path (Conn.Raw). It returns nil, nil when
+// c is no socket or does not start like a version 1 header, and for a
+// header with no CRLF in MaxV1Len bytes: readHeader's reads decide then.
+func readV1Exactly(c net.Conn) (*Conn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	var (
+		peek [MaxV1Len]byte
+		n    int
+		rerr error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		m, _, errno := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case errno == syscall.EAGAIN:
+			return false
+		case errno != nil:
+			rerr = errno
+			return true
+		case m == 0:
+			rerr = io.EOF
+			return true
+		}
+		n = m
+		if !bytes.HasPrefix(v1Prefix, peek[:min(n, len(v1Prefix))]) || bytes.IndexByte(peek[:n], '\n') >= 0 || n == len(peek) {
+			return true
+		}
+		// A header split over several segments: wait for the rest (the
+		// poller wakes on new data, not on data already there).
+		return false
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the PROXY header (%d bytes so far): %w", n, err)
+	}
+	end := bytes.IndexByte(peek[:n], '\n')
+	if !bytes.HasPrefix(peek[:n], v1Prefix) || end < 0 {
+		return nil, nil
+	}
+	line := make([]byte, end+1)
+	if _, err := io.ReadFull(c, line); err != nil {
+		return nil, fmt.Errorf("reading the PROXY header: %w", err)
+	}
+	h, hlen, err := Parse(line)
+	if err != nil {
+		return nil, err
+	}
+	if hlen != len(line) {
+		return nil, fmt.Errorf("proxy protocol v1: header ends at byte %d, not at its line feed", hlen)
+	}
+	return &Conn{Conn: c, hdr: h}, nil
 }
 
 // Accept returns the next connection whose header was read, as *Conn.

@@ -89,7 +89,9 @@ func TestListenerHeaders(t *testing.T) {
 		proxy             string // "": none
 		raw               bool
 	}{
-		{"v1 with data in the same write", "PROXY TCP4 203.0.113.7 127.0.0.1 51234 8000\r\nGET / HTTP/1.1\r\n", "", "203.0.113.7:51234", false},
+		// A version 1 header is peeked and read exactly: the request
+		// behind it stays in the socket, so the raw path stays too.
+		{"v1 with data in the same write", "PROXY TCP4 203.0.113.7 127.0.0.1 51234 8000\r\nGET / HTTP/1.1\r\n", "", "203.0.113.7:51234", true},
 		{"v1 alone", "PROXY TCP6 2001:db8::7 ::1 1 2\r\n", "hello", "[2001:db8::7]:1", true},
 		{"v1 UNKNOWN", "PROXY UNKNOWN\r\n", "hello", "", true},
 		{"v2 TCP4 with TLVs", string(v2(0x21, 0x11, []byte{198, 51, 100, 1, 127, 0, 0, 1}, ports(4000, 8000), tlv(5, "vpce"))), "hello", "198.51.100.1:4000", true},
@@ -122,6 +124,30 @@ func TestListenerHeaders(t *testing.T) {
 				t.Errorf("read %q, %v; want %q", got, err, want)
 			}
 		})
+	}
+}
+
+// TestListenerV1SplitHeader: a version 1 header that arrives in pieces is
+// waited for (the peek sees part of it) and then read exactly.
+func TestListenerV1SplitHeader(t *testing.T) {
+	l, ch := listen(t, Options{})
+	cc := dial(t, l, "PROXY TCP4 203.0.113.7 127.0.0.1 5")
+	time.Sleep(50 * time.Millisecond) // a second segment, most likely
+	if _, err := io.WriteString(cc, "1234 8000\r\nGET /"); err != nil {
+		t.Fatal(err)
+	}
+	c := accept(t, ch)
+	defer func() { _ = c.Close() }()
+	if ap, ok := c.ProxyAddr(); !ok || ap != netip.MustParseAddrPort("203.0.113.7:51234") {
+		t.Errorf("ProxyAddr = %v %v", ap, ok)
+	}
+	if _, ok := c.Raw(); !ok {
+		t.Error("bytes past the header were read")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "GET /" {
+		t.Errorf("read %q, %v", got, err)
 	}
 }
 
