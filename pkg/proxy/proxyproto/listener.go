@@ -121,17 +121,18 @@ func (l *Listener) handshake(c net.Conn) {
 }
 
 // readHeader reads c's header before deadline. It reads no more than the
-// header where it can (exactly, for version 2); bytes read past it are
-// kept for the Conn's first reads.
+// header where it can (exactly: version 2 by its length, version 1 on a
+// socket by peeking); bytes read past it are kept for the Conn's first
+// reads.
 func readHeader(c net.Conn, deadline time.Time) (*Conn, error) {
 	if err := c.SetReadDeadline(deadline); err != nil {
 		return nil, err
 	}
-	if c, err := readV1Exactly(c); c != nil || err != nil {
+	if pc, err := readV1Exactly(c); pc != nil || err != nil {
 		if err == nil {
-			err = c.Conn.SetReadDeadline(time.Time{})
+			err = c.SetReadDeadline(time.Time{})
 		}
-		return c, err
+		return pc, err
 	}
 	buf := make([]byte, 0, 128)
 	need := minLen
