@@ -49,6 +49,8 @@ bootstrap-smoke: build
 # namespaces and loop devices; they need root and say so when skipped).
 test: crds
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# The proxy once more without event loops (--event-loops -1).
+	KILN_TEST_EVENT_LOOPS=-1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./pkg/proxy/server/... ./pkg/proxy/plugins/...
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \

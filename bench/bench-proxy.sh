@@ -6,7 +6,16 @@
 # the ratio to nginx. Needs: wrk nginx haproxy caddy (Debian packages) and a
 # kiln binary (KILN=path, default bin/kiln built by `make build`).
 #
-# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (1)
+# Then a side-by-side part: kiln and nginx (and kiln with plugins and
+# nginx) loaded at the same moment, each by its own wrk with half the
+# connections, PAIRED rounds of DURATION: both meet the same machine
+# speed, which on a shared virtual machine drifts by up to 2x within
+# minutes, so their per-round ratio is far steadier than one of two runs
+# made one after the other. Competing for the same CPUs, RPS there also
+# reflects how much CPU each side wins from the kernel's scheduler, so the
+# part prints each side's CPU time per request too.
+#
+# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (1) PAIRED (3)
 # KILN_BASE=path adds rows for a second kiln binary (e.g. a build of the
 # previous commit), measured in the same rounds, for before/after ratios.
 set -euo pipefail
@@ -19,6 +28,7 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-1}
+PAIRED=${PAIRED:-3}
 
 for bin in wrk nginx haproxy caddy curl; do
   command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl)" >&2; exit 1; }
@@ -190,14 +200,19 @@ declare -A PORT PID HDR
 NAMES=()
 add() { NAMES+=("$1"); PORT[$1]=$2; PID[$1]=${PIDS[-1]}; HDR[$1]=${3:-}; }
 
-# run name: warm up, measure once; appends to $TMP/results.
-run() {
-  local name=$1 port=${PORT[$1]} hdr=${HDR[$1]} out
-  local args=(-t"$THREADS" -c"$CONNS" --latency)
+# wrk_args name: wrk's options for name (its header script, if any).
+wrk_args() {
+  local name=$1 port=${PORT[$1]} hdr=${HDR[$1]}
   if [ -n "$hdr" ]; then
     printf 'wrk.headers["%s"] = "%s"\n' "${hdr%%:*}" "$(echo "${hdr#*:}" | sed 's/^ *//')" > "$TMP/hdr-$port.lua"
-    args+=(-s "$TMP/hdr-$port.lua")
+    echo "-s $TMP/hdr-$port.lua"
   fi
+}
+
+# run name: warm up, measure once; appends to $TMP/results.
+run() {
+  local name=$1 port=${PORT[$1]} out
+  local args=(-t"$THREADS" -c"$CONNS" --latency $(wrk_args "$name"))
   wrk "${args[@]}" -d"$WARMUP" "http://127.0.0.1:$port/1k" >/dev/null
   local t0 t1
   t0=$(cpu_ticks "${PID[$name]}")
@@ -251,3 +266,41 @@ END {
     spread = m > 1 ? sprintf("med %.2f (%.2f-%.2f)", median(q, m), lo, hi) : "-"
     printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %11.1f %10.2f %8d %21s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x], spread }
 }' "$TMP/results"
+
+# paired a b: a and b under load at the same moment; appends to $TMP/paired
+# b's and a's RPS, p99 and CPU µs per request.
+paired() {
+  local a=$1 b=$2 half=$(( CONNS / 2 )) r w ta tb
+  for r in $(seq 1 "$PAIRED"); do
+    ta=$(cpu_ticks "${PID[$a]}"); tb=$(cpu_ticks "${PID[$b]}")
+    wrk -t1 -c"$half" --latency $(wrk_args "$a") -d"$DURATION" "http://127.0.0.1:${PORT[$a]}/1k" > "$TMP/pair-a" & w=$!
+    wrk -t1 -c"$half" --latency $(wrk_args "$b") -d"$DURATION" "http://127.0.0.1:${PORT[$b]}/1k" > "$TMP/pair-b"
+    wait "$w"
+    ta=$(( $(cpu_ticks "${PID[$a]}") - ta )); tb=$(( $(cpu_ticks "${PID[$b]}") - tb ))
+    echo "$b $a" \
+      "$(awk '/^Requests\/sec/ {print $2}' "$TMP/pair-b") $(awk '/^Requests\/sec/ {print $2}' "$TMP/pair-a")" \
+      "$(awk '$1=="99%" {print $2}' "$TMP/pair-b") $(awk '$1=="99%" {print $2}' "$TMP/pair-a")" \
+      "$(awk -v t="$tb" -v hz="$(getconf CLK_TCK)" '/requests in/ {printf "%.1f", t * 1000000 / hz / $1}' "$TMP/pair-b")" \
+      "$(awk -v t="$ta" -v hz="$(getconf CLK_TCK)" '/requests in/ {printf "%.1f", t * 1000000 / hz / $1}' "$TMP/pair-a")" >> "$TMP/paired"
+  done
+}
+if [ "$PAIRED" -gt 0 ]; then
+  paired nginx kiln
+  paired nginx "kiln+key-auth+rate-limiting"
+  [ -z "$KILN_BASE" ] || paired kiln-base kiln
+  echo
+  echo "side by side: both loaded at the same moment, wrk -t1 -c$(( CONNS / 2 )) -d$DURATION each, $PAIRED rounds"
+  awk '
+function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
+function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
+  return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+{ k = $1 " / " $2; if (!(k in n)) order[++m] = k; i = ++n[k]; ratio[k, i] = $3 / $4; p99r[k, i] = ms($5) / ms($6); cpur[k, i] = $7 / $8
+  list[k] = list[k] sprintf(" %.2f", $3 / $4) }
+END {
+  printf "%-44s %13s %15s %15s   %s\n", "pair", "RPS ratio med", "p99 ratio med", "CPU/req ratio", "RPS ratio per round"
+  for (j = 1; j <= m; j++) { k = order[j]; delete a; delete b; delete c
+    for (i = 1; i <= n[k]; i++) { a[i] = ratio[k, i]; b[i] = p99r[k, i]; c[i] = cpur[k, i] }
+    printf "%-44s %13.2f %15.2f %15.2f  %s\n", k, median(a, n[k]), median(b, n[k]), median(c, n[k]), list[k] }
+}' "$TMP/paired"
+  echo "(RPS under equal competition for the CPUs: it also reflects how much CPU each side wins, hence the CPU per request ratio)"
+fi

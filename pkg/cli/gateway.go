@@ -45,6 +45,7 @@ type gatewayRunOptions struct {
 	pgPoll                                 time.Duration
 	accessLog                              string
 	gcPercent                              int
+	eventLoops                             int
 
 	role, prefix                           string
 	clusterListen, clusterControlPlane     string
@@ -112,6 +113,7 @@ to --proxy-listen and use --real-ip-header proxy_protocol.`,
 	f.StringVar(&o.pgSSL, "pg-ssl", "off", "PostgreSQL TLS: off or on")
 	f.DurationVar(&o.pgPoll, "pg-poll", 2*time.Second, "how often to check PostgreSQL for changes made by other nodes")
 	f.StringVar(&o.accessLog, "proxy-access-log", "stdout", "access log: stdout, stderr, off, or a file path")
+	f.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving each cleartext proxy listener, as nginx's worker processes: 0 one per CPU (GOMAXPROCS), -1 none (a goroutine per connection)")
 	f.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target percentage (GOGC); higher trades memory for proxy throughput")
 	f.StringVar(&o.role, "role", gateway.RoleTraditional, "node role: traditional, control_plane (hybrid mode, needs a database) or data_plane (needs --database off)")
 	f.StringVar(&o.prefix, "prefix", "kiln-gateway", "data plane: directory keeping the last configuration from the control plane and the node id")
@@ -214,6 +216,9 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	if err != nil {
 		return err
 	}
+	if o.eventLoops < -1 {
+		return usageError("--event-loops %d is not valid; use 0 (one per CPU), -1 (none) or a positive number", o.eventLoops)
+	}
 	if os.Getenv("GOGC") == "" && o.gcPercent > 0 {
 		debug.SetGCPercent(o.gcPercent)
 	}
@@ -250,6 +255,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 		},
 		Role: o.role, Cluster: clusterOpts,
 		TrustedIPs: trusted, RealIPHeader: strings.TrimSpace(o.realIPHeader), RealIPRecursive: bool(o.realIPRecursive),
+		EventLoops: o.eventLoops,
 	}
 	opts.Cluster.Ready = func(addr string) {
 		fmt.Fprintf(streams.Err, "✓ control plane cluster listener %s (%s mTLS)\n", addr, o.clusterMTLS)

@@ -309,3 +309,37 @@ func TestGatewayRunTrustedIPs(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewayRunEventLoops(t *testing.T) {
+	var stderr strings.Builder
+	code := Run(context.Background(), []string{"gateway", "run", "--database", "off", "--event-loops", "-2"}, strings.NewReader(""), io.Discard, &stderr)
+	if want := "--event-loops -2 is not valid"; code != ExitUsage || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), ExitUsage, want)
+	}
+	// Without loops (the variable), and with more loops than CPUs: the
+	// proxy serves the same way.
+	up := upstreamEcho(t)
+	file := filepath.Join(t.TempDir(), "kong.yaml")
+	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, loops := range []string{"-1", "3"} {
+		t.Run(loops, func(t *testing.T) {
+			t.Setenv("KILN_EVENT_LOOPS", loops)
+			proxy, _, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file)
+			client := &http.Client{Timeout: 10 * time.Second}
+			for i := 0; i < 20; i++ {
+				resp, err := client.Get(proxy + "/api/x")
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("Via") == "" {
+					t.Fatalf("request %d: %d, Via %q", i, resp.StatusCode, resp.Header.Get("Via"))
+				}
+			}
+		})
+	}
+}

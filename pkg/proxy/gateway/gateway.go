@@ -58,6 +58,9 @@ type Options struct {
 	TrustedIPs      []netip.Prefix
 	RealIPHeader    string
 	RealIPRecursive bool
+	// EventLoops is the number of event loops per cleartext proxy
+	// listener (server.Options.EventLoops): 0 one per GOMAXPROCS, -1 none.
+	EventLoops int
 }
 
 // Kong's roles.
@@ -167,7 +170,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	tokens := oauth2Tokens(st)
 	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable,
-		NodeID: nodeID, OAuth2: tokens, TrustedIPs: o.TrustedIPs, RealIPHeader: o.RealIPHeader, RealIPRecursive: o.RealIPRecursive})
+		NodeID: nodeID, OAuth2: tokens, TrustedIPs: o.TrustedIPs, RealIPHeader: o.RealIPHeader, RealIPRecursive: o.RealIPRecursive,
+		EventLoops: o.EventLoops})
 	if err != nil {
 		return err
 	}

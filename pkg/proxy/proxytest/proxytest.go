@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,9 +100,18 @@ func StartGateway(t testing.TB, reg plugin.Registry) (*server.Engine, string) {
 	return StartGatewayOptions(t, server.Options{Plugins: reg})
 }
 
-// StartGatewayOptions is StartGateway with engine options.
+// StartGatewayOptions is StartGateway with engine options. Options that
+// leave EventLoops at its default take it from KILN_TEST_EVENT_LOOPS when
+// set (make test runs the proxy tests again with -1: no event loops).
 func StartGatewayOptions(t testing.TB, opts server.Options) (*server.Engine, string) {
 	t.Helper()
+	if v := os.Getenv("KILN_TEST_EVENT_LOOPS"); v != "" && opts.EventLoops == 0 {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("KILN_TEST_EVENT_LOOPS=%q is not a number", v)
+		}
+		opts.EventLoops = n
+	}
 	e, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)

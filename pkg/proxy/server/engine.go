@@ -57,6 +57,10 @@ type Options struct {
 	RealIPHeader string
 	// RealIPRecursive is Kong's real_ip_recursive.
 	RealIPRecursive bool
+	// EventLoops is the number of event loops per cleartext proxy
+	// listener: 0 is one per GOMAXPROCS, a negative number none (a
+	// goroutine per connection).
+	EventLoops int
 	// ProxyProtocolTimeout bounds the wait for a connection's PROXY
 	// protocol header on proxy_protocol listeners (0: 60 s, as nginx's
 	// client_header_timeout).

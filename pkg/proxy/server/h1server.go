@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,11 @@ type h1Server struct {
 	h2      *http.Server
 	h2ln    *handoffListener
 
+	// loops serve the cleartext connections (none: a goroutine each);
+	// next picks the loop for the next connection.
+	loops []*eventLoop
+	next  int
+
 	mu       sync.Mutex
 	conns    map[*h1Conn]struct{}
 	closing  atomic.Bool
@@ -51,7 +57,8 @@ type h1Server struct {
 
 // ServeProxy serves a proxy listener until ctx ends: TLS listeners through
 // net/http (HTTP/1.1 and h2), cleartext ones through the HTTP/1.x fast path
-// with h2c handed to net/http.
+// with h2c handed to net/http. Cleartext connections are served by event
+// loops (see eventLoop) unless Options.EventLoops is negative.
 func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpec) error {
 	ln = e.proxyProtoListener(ln, spec)
 	srv := e.NewHTTPServer(ln, spec)
@@ -59,11 +66,23 @@ func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpe
 		return Serve(ctx, srv, ln, true)
 	}
 	s := &h1Server{e: e, handler: srv.Handler, conns: map[*h1Conn]struct{}{}}
+	if n := e.eventLoops(); n > 0 {
+		for range n {
+			l, err := newEventLoop(e.clock)
+			if err != nil {
+				s.stopLoops()
+				return err
+			}
+			s.loops = append(s.loops, l)
+			go l.run()
+		}
+	}
 	s.h2 = srv
 	s.h2ln = newHandoffListener(ln.Addr())
 	h2done := make(chan struct{})
 	go func() { _ = srv.Serve(s.h2ln); close(h2done) }()
 	err := s.serve(ctx, ln)
+	s.stopLoops()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = srv.Shutdown(sctx)
 	cancel()
@@ -71,26 +90,38 @@ func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpe
 	return err
 }
 
+// eventLoops is the number of event loops per cleartext listener.
+func (e *Engine) eventLoops() int {
+	switch n := e.opts.EventLoops; {
+	case n < 0:
+		return 0
+	case n == 0:
+		return runtime.GOMAXPROCS(0)
+	default:
+		return n
+	}
+}
+
+func (s *h1Server) stopLoops() {
+	for _, l := range s.loops {
+		l.stop()
+	}
+	s.loops = nil
+}
+
 func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() {
 		s.closing.Store(true)
 		_ = ln.Close()
-		s.mu.Lock()
-		for c := range s.conns {
-			if c.idle.Load() {
-				_ = c.nc.SetReadDeadline(time.Now())
-			}
-		}
-		s.mu.Unlock()
 	})
 	defer stop()
 	var tempDelay time.Duration
+	var acceptErr error
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if s.closing.Load() {
-				s.waitConns()
-				return nil
+				break
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -98,7 +129,8 @@ func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 				time.Sleep(tempDelay)
 				continue
 			}
-			return err
+			acceptErr = err
+			break
 		}
 		tempDelay = 0
 		if tc, ok := nc.(*net.TCPConn); ok {
@@ -109,7 +141,43 @@ func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.wg.Add(1)
+		if len(s.loops) > 0 && c.sc != nil {
+			s.next++
+			l := s.loops[s.next%len(s.loops)]
+			c.loop = l
+			l.post(func() {
+				if err := c.sc.toLoop(l); err != nil {
+					s.e.log.Warn("proxy connection served outside the event loop", "remote", c.remoteAddr, "error", err)
+					go c.serve()
+					return
+				}
+				l.spawn(c.serve)
+			})
+			continue
+		}
 		go c.serve()
+	}
+	s.closing.Store(true)
+	s.forEachConn(func(c *h1Conn) {
+		if c.idle.Load() {
+			_ = c.nc.SetReadDeadline(time.Now())
+		}
+	})
+	s.waitConns()
+	return acceptErr
+}
+
+// forEachConn runs fn for every open connection, on its event loop's
+// goroutine for a connection a loop serves (the loop owns its socket).
+func (s *h1Server) forEachConn(fn func(c *h1Conn)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.loop != nil {
+			c.loop.post(func() { fn(c) })
+		} else {
+			fn(c)
+		}
 	}
 }
 
@@ -119,11 +187,13 @@ func (s *h1Server) waitConns() {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		s.mu.Lock()
-		for c := range s.conns {
-			_ = c.nc.Close()
-		}
-		s.mu.Unlock()
+		s.forEachConn(func(c *h1Conn) {
+			if c.sc != nil {
+				c.sc.abort()
+			} else {
+				_ = c.nc.Close()
+			}
+		})
 		<-done
 	}
 }
@@ -163,12 +233,22 @@ type h1Conn struct {
 	// data; quit ends the connection.
 	mayRead bool
 	quit    bool
+	// loop is the event loop the connection was given to (nil: served
+	// by a goroutine from the start). It stays set when the connection
+	// leaves the loop; c.sc.lp says where the socket is now.
+	loop *eventLoop
 }
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: http.Header{}, ctx: proxyConnContext(nc)}
-	rw := newSysConn(rawConn(nc))
-	c.sc, _ = rw.(*sysConn)
+	var rw net.Conn = nc
+	raw := rawConn(nc)
+	if sc := newRawConn(raw); sc != nil {
+		if raw != nc {
+			sc.outer = nc
+		}
+		c.sc, c.nc, rw = sc, sc, sc
+	}
 	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(rw)
 		c.br = br
@@ -209,37 +289,55 @@ func (c *h1Conn) release(closeConn bool) {
 
 func (c *h1Conn) serve() {
 	c.s.e.ConnState(c.nc, http.StateNew)
-	hijacked := false
+	c.guarded(c.serveFirst)
+}
+
+// guarded runs fn (which reports whether the connection was hijacked or
+// handed to another goroutine), recovers a handler's panic and releases
+// the connection unless fn gave it away.
+func (c *h1Conn) guarded(fn func() (hijacked, handedOff bool)) {
+	hijacked, handedOff := false, false
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
 			c.s.e.log.Error("proxy handler panic", "panic", fmt.Sprint(p), "remote", c.remoteAddr)
 		}
-		c.release(!hijacked)
+		if !handedOff {
+			c.release(!hijacked)
+		}
 	}()
+	hijacked, handedOff = fn()
+}
+
+// serveFirst checks for the h2c preface, then serves HTTP/1.x requests.
+func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1HeaderTimeout))
 	if peek, err := c.br.Peek(3); err == nil && string(peek) == "PRI" {
 		if full, err := c.br.Peek(len(h2Preface)); err == nil && string(full) == h2Preface {
+			if c.sc != nil {
+				// net/http reads it from its own goroutines.
+				if err := c.sc.toPoller(); err != nil {
+					return false, false
+				}
+			}
 			_ = c.nc.SetReadDeadline(time.Time{})
 			buffered, _ := c.br.Peek(c.br.Buffered())
 			pc := &prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}
-			hijacked = true // net/http owns the connection now
 			c.s.e.ConnState(c.nc, http.StateHijacked)
-			c.s.h2ln.handoff(pc)
-			return
+			go c.s.h2ln.handoff(pc)
+			return true, false // net/http owns the connection now
 		}
 	}
 	if c.sc != nil {
-		hijacked = c.serveEvents()
-		return
+		return c.serveEvents()
 	}
 	for {
 		c.idle.Store(true)
 		if c.s.closing.Load() {
-			return
+			return false, false
 		}
 		c.refreshIdleDeadline()
 		if _, err := c.br.Peek(1); err != nil {
-			return
+			return false, false
 		}
 		c.idle.Store(false)
 		status, err := c.readRequest()
@@ -247,15 +345,11 @@ func (c *h1Conn) serve() {
 			if status != 0 {
 				c.writeSimple(status, err.Error())
 			}
-			return
+			return false, false
 		}
 		keep, hj := c.handle()
-		if hj {
-			hijacked = true
-			return
-		}
-		if !keep {
-			return
+		if hj || !keep {
+			return hj, false
 		}
 	}
 }
@@ -309,7 +403,7 @@ func (c *h1Conn) handle() (keep, hijacked bool) {
 // readiness after the flag was last consumed. Requests with a body or an
 // Upgrade are served outside the callback (their handlers read the socket
 // or take it over), after which the loop starts over with a receive.
-func (c *h1Conn) serveEvents() (hijacked bool) {
+func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 	for {
 		pending := false
 		err := c.sc.loop(func() bool {
@@ -343,7 +437,7 @@ func (c *h1Conn) serveEvents() (hijacked bool) {
 					c.quit = true
 					return true
 				}
-				if c.body.mode != bodyNone || len(c.req.Header["Upgrade"]) > 0 || hasToken(c.req.Header["Connection"], "upgrade") {
+				if c.body.mode != bodyNone || c.mayUpgrade() {
 					pending = true
 					return true
 				}
@@ -356,18 +450,39 @@ func (c *h1Conn) serveEvents() (hijacked bool) {
 			}
 		})
 		if err != nil || c.quit {
-			return false
+			return false, false
 		}
 		if pending {
+			if c.sc.lp != nil && c.mayUpgrade() {
+				// A tunnel blocks its goroutine for the connection's
+				// life: the connection leaves the event loop.
+				if err := c.sc.toPoller(); err != nil {
+					return false, false
+				}
+				go c.guarded(func() (bool, bool) {
+					keep, hj := c.handle()
+					if hj || !keep {
+						return hj, false
+					}
+					return c.serveEvents()
+				})
+				return false, true
+			}
 			keep, hj := c.handle()
 			if hj {
-				return true
+				return true, false
 			}
 			if !keep {
-				return false
+				return false, false
 			}
 		}
 	}
+}
+
+// mayUpgrade reports whether the request asks for a protocol switch
+// (broader than isUpgrade, which also needs both headers).
+func (c *h1Conn) mayUpgrade() bool {
+	return len(c.req.Header["Upgrade"]) > 0 || hasToken(c.req.Header["Connection"], "upgrade")
 }
 
 // headReady reports whether a whole request head is buffered (or the
@@ -871,7 +986,7 @@ func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.wrote {
 		return nil, nil, errors.New("hijack after the response started")
 	}
-	if w.c.sc != nil && w.c.sc.inCB {
+	if w.c.sc != nil && (w.c.sc.inCB || w.c.sc.lp != nil) {
 		return nil, nil, errors.New("hijack of a request read in the event loop")
 	}
 	w.hijacked = true

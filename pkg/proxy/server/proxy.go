@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -416,6 +415,11 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || r.ContentLength == -1) {
 		body = &countingReader{r: r.Body, keep: idempotent(r.Method)}
 	}
+	// A connection served by an event loop uses the loop's upstream pool.
+	pool := e.pool
+	if hw, ok := w.(*h1Writer); ok && hw.c.sc != nil && hw.c.sc.lp != nil {
+		pool = hw.c.sc.lp.pool
+	}
 	var hashKey string
 	if si.bal != nil {
 		key, cookie := si.bal.HashKey(&balancer.HashInput{
@@ -462,11 +466,11 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			poolKey = "tls|" + try.addr + "|" + si.tls.ServerName
 		}
 		if !upgrade {
-			uc = e.pool.get(poolKey)
+			uc = pool.get(poolKey)
 		}
 		if uc == nil {
 			var err error
-			uc, err = e.pool.dial(r.Context(), poolKey, try.addr, si.connect, si.tls)
+			uc, err = pool.dial(r.Context(), poolKey, try.addr, si.connect, si.tls)
 			if err != nil {
 				lastErr, timeout = err, isTimeout(err)
 				if try.target != nil {
@@ -492,14 +496,14 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 		}
 		if err != nil {
 			reused, idleAt := uc.reused, uc.idleAt
-			e.pool.close(uc)
+			pool.close(uc)
 			uc = nil
 			if reused && stale < 3 && !isTimeout(err) && (body == nil || body.n == 0 || body.rewind()) {
 				// A kept-alive connection the upstream had closed: try
 				// again on a fresh one without spending a retry, and
 				// drop the connections idle as long as it was, which
 				// the upstream has most likely closed too.
-				e.pool.dropIdleSince(poolKey, idleAt)
+				pool.dropIdleSince(poolKey, idleAt)
 				stale++
 				attempt--
 				prev = nil
@@ -822,9 +826,9 @@ func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Cont
 	}
 	c.BytesSent = sent
 	if copyErr == nil && !resp.close {
-		e.pool.put(uc)
+		uc.p.put(uc)
 	} else {
-		e.pool.close(uc)
+		uc.p.close(uc)
 		if copyErr != nil && !errors.Is(copyErr, io.EOF) {
 			// The client sees a truncated body; nothing else can be done
 			// once headers are sent.
@@ -867,13 +871,13 @@ func copyFixed(w io.Writer, br *bufio.Reader, lr *lengthReader) (int64, error) {
 func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Context, uc *upConn, resp *upResponse) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		e.pool.close(uc)
+		uc.p.close(uc)
 		e.proxyError(w, r, c, http.StatusBadGateway, "An invalid response was received from the upstream server")
 		return
 	}
 	cc, cbuf, err := hj.Hijack()
 	if err != nil {
-		e.pool.close(uc)
+		uc.p.close(uc)
 		return
 	}
 	defer cc.Close()
@@ -896,15 +900,15 @@ func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Contex
 	go func() {
 		// Bytes the client sent after the handshake are in cbuf.Reader.
 		_, _ = io.Copy(uc.nc, io.MultiReader(io.LimitReader(cbuf.Reader, int64(cbuf.Reader.Buffered())), cc))
-		if tc, ok := uc.nc.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		if !uc.tls && uc.raw != nil {
+			_ = uc.raw.CloseWrite()
 		}
 		done <- struct{}{}
 	}()
 	go func() {
 		_, _ = io.Copy(cc, uc.br)
-		if tc, ok := cc.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		if cw, ok := cc.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
 		}
 		done <- struct{}{}
 	}()

@@ -44,6 +44,11 @@ func connProxyAddr(nc net.Conn) (string, bool) {
 			nc = c.NetConn()
 		case *prefixConn:
 			nc = c.Conn
+		case *sysConn:
+			if c.outer == nil {
+				return "", false
+			}
+			nc = c.outer
 		default:
 			return "", false
 		}

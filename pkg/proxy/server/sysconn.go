@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -20,8 +21,27 @@ import (
 // read/write take. Everything but Read and Write is the embedded
 // connection's.
 type sysConn struct {
-	net.Conn
+	// nc and rc are the connection in Go's poller (poller mode); in loop
+	// mode (lp set) nc is nil and fd is the socket, owned by lp.
+	nc net.Conn
 	rc syscall.RawConn
+	lp *eventLoop
+	fd int
+	// laddr, raddr outlive the mode switches.
+	laddr, raddr net.Addr
+	// outer is the connection nc was unwrapped from (a PROXY protocol
+	// connection), for its header's address; nil when nc is the accepted one.
+	outer net.Conn
+	// Loop mode: the deadlines, the readiness seen while nobody waited
+	// (edge-triggered, as Go's poller), the waiting coroutine and what
+	// woke it, and the socket's timer entry.
+	rdl, wdl       time.Time
+	rready, wready bool
+	waiter         *coro
+	waitWrite      bool
+	wakeErr        error
+	hdl            time.Time
+	hidx           int
 
 	rbuf    []byte
 	rn      int
@@ -56,10 +76,27 @@ type sysConn struct {
 // errWouldBlock is what Read returns inside loop when no data is there.
 var errWouldBlock = errors.New("would block")
 
+// errOutsideLoop is a loop-mode socket used outside its loop's coroutines.
+var errOutsideLoop = errors.New("socket used outside its event loop")
+
 // loop runs step inside RawConn.Read until it returns true; when it
 // returns false the goroutine waits for readability (without the
 // readiness reset that starts every RawConn.Read) and step runs again.
+// In loop mode the wait is the loop's.
 func (s *sysConn) loop(step func() bool) error {
+	if s.lp != nil {
+		for {
+			s.cbFD, s.inCB = uintptr(s.fd), true
+			done := step()
+			s.inCB = false
+			if done {
+				return nil
+			}
+			if err := s.waitRead(); err != nil {
+				return s.opError("read", err)
+			}
+		}
+	}
 	return s.rc.Read(func(fd uintptr) bool {
 		s.cbFD, s.inCB = fd, true
 		done := step()
@@ -68,17 +105,49 @@ func (s *sysConn) loop(step func() bool) error {
 	})
 }
 
+// waitRead waits (loop mode) until the socket may be readable.
+func (s *sysConn) waitRead() error {
+	if s.rready {
+		s.rready = false
+		return nil
+	}
+	if !s.rdl.IsZero() && !s.lp.now.Before(s.rdl) {
+		return os.ErrDeadlineExceeded
+	}
+	return s.lp.park(s, false, s.rdl)
+}
+
+// waitWritable waits (loop mode) until the socket may be writable.
+func (s *sysConn) waitWritable() error {
+	if s.wready {
+		s.wready = false
+		return nil
+	}
+	if !s.wdl.IsZero() && !s.lp.now.Before(s.wdl) {
+		return os.ErrDeadlineExceeded
+	}
+	return s.lp.park(s, true, s.wdl)
+}
+
 // newSysConn wraps a *net.TCPConn; any other connection is returned as is.
 func newSysConn(c net.Conn) net.Conn {
+	if s := newRawConn(c); s != nil {
+		return s
+	}
+	return c
+}
+
+// newRawConn wraps a *net.TCPConn; nil for any other connection.
+func newRawConn(c net.Conn) *sysConn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return c
+		return nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return c
+		return nil
 	}
-	s := &sysConn{Conn: c, rc: rc}
+	s := &sysConn{nc: c, rc: rc, laddr: c.LocalAddr(), raddr: c.RemoteAddr(), hidx: -1}
 	s.readFn, s.writeFn, s.sendFn = s.doRead, s.doWrite, s.doSendRead
 	return s
 }
@@ -151,6 +220,9 @@ func (s *sysConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if s.lp != nil {
+		return s.loopRead(p)
+	}
 	s.rbuf, s.rn, s.rerr = p, 0, nil
 	var err error
 	switch {
@@ -198,6 +270,9 @@ func (s *sysConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if s.lp != nil {
+		return s.loopWrite(p)
+	}
 	s.wbuf, s.wn, s.werr = p, 0, nil // MSG_NOSIGNAL: EPIPE, never SIGPIPE
 	err := s.rc.Write(s.writeFn)
 	n, werr := s.wn, s.werr
@@ -215,5 +290,236 @@ func (s *sysConn) opError(op string, err error) error {
 	if errno, ok := err.(syscall.Errno); ok {
 		err = os.NewSyscallError(op, errno)
 	}
-	return &net.OpError{Op: op, Net: "tcp", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: err}
+	return &net.OpError{Op: op, Net: "tcp", Source: s.laddr, Addr: s.raddr, Err: err}
+}
+
+// loopRead is Read in loop mode. A queued request (pending) is sent
+// first; the response cannot be there before it, so the first receive
+// waits for readiness.
+func (s *sysConn) loopRead(p []byte) (int, error) {
+	if s.pending != nil {
+		req := s.pending
+		s.pending = nil
+		s.rready = false
+		if _, err := s.loopWrite(req); err != nil {
+			return 0, err
+		}
+		if err := s.waitRead(); err != nil {
+			return 0, s.opError("read", err)
+		}
+	}
+	for {
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+		switch errno {
+		case 0:
+			if n == 0 {
+				return 0, io.EOF
+			}
+			s.lastShort = int(n) < len(p)
+			return int(n), nil
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			if s.inCB {
+				return 0, errWouldBlock
+			}
+			if err := s.waitRead(); err != nil {
+				return 0, s.opError("read", err)
+			}
+		default:
+			return 0, s.opError("read", errno)
+		}
+	}
+}
+
+// loopWrite is Write in loop mode.
+func (s *sysConn) loopWrite(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		b := p[written:]
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), syscall.MSG_NOSIGNAL, 0, 0)
+		switch errno {
+		case 0:
+			written += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			if err := s.waitWritable(); err != nil {
+				return written, s.opError("write", err)
+			}
+		default:
+			return written, s.opError("write", errno)
+		}
+	}
+	return written, nil
+}
+
+// toLoop moves the socket from Go's poller into loop l: the descriptor is
+// duplicated and the poller's connection closed, which takes it out of
+// the poller's epoll set. It runs on l's goroutine.
+func (s *sysConn) toLoop(l *eventLoop) error {
+	fd := -1
+	var dupErr error
+	if err := s.rc.Control(func(f uintptr) {
+		r, _, errno := syscall.RawSyscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			dupErr = errno
+			return
+		}
+		fd = int(r)
+	}); err != nil {
+		return err
+	}
+	if dupErr != nil {
+		return os.NewSyscallError("fcntl", dupErr)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return os.NewSyscallError("fcntl", err)
+	}
+	s.fd, s.lp = fd, l
+	if err := l.register(s); err != nil {
+		s.lp = nil
+		_ = syscall.Close(fd)
+		return err
+	}
+	_ = s.nc.Close()
+	s.nc, s.rc = nil, nil
+	// Readiness is unknown: let the first wait try the socket.
+	s.rready, s.wready = true, true
+	return nil
+}
+
+// toPoller moves a loop-mode socket back into Go's poller (for a
+// connection handed to goroutines: WebSocket tunnels, h2c), keeping its
+// deadlines. It runs on the loop's goroutine.
+func (s *sysConn) toPoller() error {
+	if s.lp == nil {
+		return nil
+	}
+	s.lp.unregister(s)
+	f := os.NewFile(uintptr(s.fd), "")
+	nc, err := net.FileConn(f) // duplicates the descriptor
+	_ = f.Close()
+	s.lp, s.fd, s.waiter = nil, -1, nil
+	if err != nil {
+		return err
+	}
+	rc, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		_ = nc.Close()
+		return err
+	}
+	s.nc, s.rc = nc, rc
+	_ = nc.SetReadDeadline(s.rdl)
+	_ = nc.SetWriteDeadline(s.wdl)
+	return nil
+}
+
+// Close closes the socket (in loop mode, on the loop's goroutine).
+func (s *sysConn) Close() error {
+	if s.lp == nil {
+		if s.nc == nil {
+			return net.ErrClosed
+		}
+		return s.nc.Close()
+	}
+	s.lp.unregister(s)
+	err := syscall.Close(s.fd)
+	s.lp, s.fd = nil, -1
+	s.rdl, s.wdl = time.Time{}, time.Time{}
+	if err != nil {
+		return s.opError("close", err)
+	}
+	return nil
+}
+
+// abort shuts a loop-mode socket down and wakes its waiter (server
+// shutdown); its owner then closes it.
+func (s *sysConn) abort() {
+	if s.lp == nil {
+		if s.nc != nil {
+			_ = s.nc.Close()
+		}
+		return
+	}
+	_ = syscall.Shutdown(s.fd, syscall.SHUT_RDWR)
+	s.lp.wake(s, net.ErrClosed)
+}
+
+// CloseWrite shuts down the sending side (WebSocket tunnels).
+func (s *sysConn) CloseWrite() error {
+	if s.lp != nil {
+		return s.opError("shutdown", syscall.Shutdown(s.fd, syscall.SHUT_WR))
+	}
+	if tc, ok := s.nc.(*net.TCPConn); ok {
+		return tc.CloseWrite()
+	}
+	return nil
+}
+
+func (s *sysConn) LocalAddr() net.Addr  { return s.laddr }
+func (s *sysConn) RemoteAddr() net.Addr { return s.raddr }
+
+// SetDeadline sets both deadlines.
+func (s *sysConn) SetDeadline(t time.Time) error {
+	if err := s.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return s.SetWriteDeadline(t)
+}
+
+// SetReadDeadline is net.Conn's; in loop mode (on the loop's goroutine) a
+// deadline already past wakes a waiting read, as in Go's poller.
+func (s *sysConn) SetReadDeadline(t time.Time) error {
+	if s.lp == nil {
+		if s.nc == nil {
+			return net.ErrClosed
+		}
+		return s.nc.SetReadDeadline(t)
+	}
+	s.rdl = t
+	if s.waiter != nil && !s.waitWrite && !t.IsZero() && !time.Now().Before(t) {
+		s.lp.wake(s, os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// SetWriteDeadline is SetReadDeadline for writes.
+func (s *sysConn) SetWriteDeadline(t time.Time) error {
+	if s.lp == nil {
+		if s.nc == nil {
+			return net.ErrClosed
+		}
+		return s.nc.SetWriteDeadline(t)
+	}
+	s.wdl = t
+	if s.waiter != nil && s.waitWrite && !t.IsZero() && !time.Now().Before(t) {
+		s.lp.wake(s, os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// peekClosed reports whether an idle connection can no longer carry a
+// request: a non-blocking peek finds end of stream, an error, or (unless
+// tlsConn, where it can be a session ticket) bytes the peer sent unasked.
+func (s *sysConn) peekClosed(tlsConn bool) bool {
+	peek := func(fd uintptr) bool {
+		var b [1]byte
+		n, _, errno := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case errno == syscall.EAGAIN:
+			return false
+		case errno != nil || n == 0:
+			return true
+		}
+		return !tlsConn
+	}
+	if s.lp != nil {
+		return peek(uintptr(s.fd))
+	}
+	closed := false
+	err := s.rc.Read(func(fd uintptr) bool {
+		closed = peek(fd)
+		return true
+	})
+	return closed || err != nil
 }

@@ -5,10 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -37,8 +37,14 @@ type upConn struct {
 	reused bool
 	hb     headerBlock
 	resp   upResponse
-	// sc is the raw socket path of a plain TCP connection (nil for TLS).
-	sc *sysConn
+	// raw is the TCP socket (under TLS too); sc is raw for a plain
+	// connection, whose requests may be queued (sysConn.pending), and nil
+	// for TLS.
+	raw *sysConn
+	sc  *sysConn
+	tls bool
+	// p is the pool the connection belongs to.
+	p *pool
 }
 
 // deadlineConn applies Kong's per-operation timeouts: the read timeout
@@ -87,6 +93,9 @@ type pool struct {
 	// bufs recycles bufio readers/writers of closed connections.
 	readers sync.Pool
 	writers sync.Pool
+	// loop is set for an event loop's pool: its connections are in the
+	// loop, and dialing is offloaded from it.
+	loop *eventLoop
 }
 
 func newPool(clock *coarseClock) *pool {
@@ -96,22 +105,27 @@ func newPool(clock *coarseClock) *pool {
 // get returns an idle connection for key, or nil.
 func (p *pool) get(key string) *upConn {
 	now := p.clock.Now()
+	var stale []*upConn
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	list := p.idle[key]
+	var found *upConn
 	for len(list) > 0 {
 		c := list[len(list)-1]
 		list = list[:len(list)-1]
 		idle := now.Sub(c.idleAt)
-		if idle > poolIdleTimeout || (idle > poolPeekAfter && closedWhileIdle(c.nc)) {
-			go c.nc.Close()
+		if idle > poolIdleTimeout || (idle > poolPeekAfter && c.closedWhileIdle()) {
+			stale = append(stale, c)
 			continue
 		}
-		p.idle[key] = list
-		return c
+		found = c
+		break
 	}
 	p.idle[key] = list
-	return nil
+	p.mu.Unlock()
+	for _, c := range stale {
+		p.close(c)
+	}
+	return found
 }
 
 // put returns a healthy connection to the pool (or closes it when the pool
@@ -181,8 +195,32 @@ func (p *pool) closeAll() {
 	}
 }
 
-// dial opens a new connection (TLS when tlsConf is set).
+// dial opens a new connection (TLS when tlsConf is set). An event loop's
+// pool dials in a goroutine and then moves the socket into the loop.
 func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration, tlsConf *tls.Config) (*upConn, error) {
+	if p.loop == nil {
+		return p.dialPoller(ctx, key, addr, connect, tlsConf)
+	}
+	var (
+		c   *upConn
+		err error
+	)
+	p.loop.offload(func() { c, err = p.dialPoller(ctx, key, addr, connect, tlsConf) })
+	if err != nil {
+		return nil, err
+	}
+	if c.raw != nil {
+		if err := c.raw.toLoop(p.loop); err != nil {
+			p.close(c)
+			return nil, fmt.Errorf("upstream %s: %w", addr, err)
+		}
+	}
+	return c, nil
+}
+
+// dialPoller dials with Go's poller: the socket is a sysConn in poller
+// mode (under TLS, too, so that a loop can take it over).
+func (p *pool) dialPoller(ctx context.Context, key, addr string, connect time.Duration, tlsConf *tls.Config) (*upConn, error) {
 	d := net.Dialer{Timeout: connect, KeepAlive: 60 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -191,6 +229,11 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
+	raw := newRawConn(nc)
+	if raw != nil {
+		nc = raw
+	}
+	c := &upConn{key: key, raw: raw, p: p}
 	if tlsConf != nil {
 		tconn := tls.Client(nc, tlsConf)
 		hctx, cancel := context.WithTimeout(ctx, connect)
@@ -200,12 +243,13 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 			_ = nc.Close()
 			return nil, err
 		}
-		nc = tconn
+		nc, c.tls = tconn, true
+	} else {
+		c.sc = raw
 	}
-	rw := newSysConn(nc)
-	dc := &deadlineConn{Conn: rw, clock: p.clock}
-	c := &upConn{nc: nc, dc: dc, key: key}
-	c.sc, _ = rw.(*sysConn)
+	c.nc = nc
+	dc := &deadlineConn{Conn: nc, clock: p.clock}
+	c.dc = dc
 	if br, ok := p.readers.Get().(*bufio.Reader); ok {
 		br.Reset(dc)
 		c.br = br
@@ -226,33 +270,11 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 // bytes the upstream sent unasked (an HTTP/1 server speaks only when asked;
 // for TLS such bytes can be a session ticket, so only end of stream and
 // errors count there).
-func closedWhileIdle(nc net.Conn) bool {
-	tlsConn := false
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc, tlsConn = tc.NetConn(), true
-	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+func (c *upConn) closedWhileIdle() bool {
+	if c.raw == nil {
 		return false
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return true
-	}
-	closed := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, errno := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case errno == syscall.EAGAIN:
-		case errno != nil || n == 0:
-			closed = true
-		default:
-			closed = !tlsConn
-		}
-		return true
-	})
-	return closed || err != nil
+	return c.raw.peekClosed(c.tls)
 }
 
 func isTimeout(err error) bool {
