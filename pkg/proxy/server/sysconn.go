@@ -106,27 +106,27 @@ func (s *sysConn) loop(step func() bool) error {
 }
 
 // waitRead waits (loop mode) until the socket may be readable.
-func (s *sysConn) waitRead() error {
-	if s.rready {
-		s.rready = false
-		return nil
-	}
-	if !s.rdl.IsZero() && !s.lp.now.Before(s.rdl) {
-		return os.ErrDeadlineExceeded
-	}
-	return s.lp.park(s, false, s.rdl)
-}
+func (s *sysConn) waitRead() error { return s.waitReady(false) }
 
 // waitWritable waits (loop mode) until the socket may be writable.
-func (s *sysConn) waitWritable() error {
-	if s.wready {
-		s.wready = false
+func (s *sysConn) waitWritable() error { return s.waitReady(true) }
+
+// waitReady waits (loop mode) for readiness in one direction: at once if
+// an edge came while nobody waited, else until the loop sees one or the
+// direction's deadline passes.
+func (s *sysConn) waitReady(write bool) error {
+	ready, dl := &s.rready, s.rdl
+	if write {
+		ready, dl = &s.wready, s.wdl
+	}
+	if *ready {
+		*ready = false
 		return nil
 	}
-	if !s.wdl.IsZero() && !s.lp.now.Before(s.wdl) {
+	if !dl.IsZero() && !s.lp.now.Before(dl) {
 		return os.ErrDeadlineExceeded
 	}
-	return s.lp.park(s, true, s.wdl)
+	return s.lp.park(s, write, dl)
 }
 
 // newSysConn wraps a *net.TCPConn; any other connection is returned as is.
@@ -477,9 +477,7 @@ func (s *sysConn) SetReadDeadline(t time.Time) error {
 		return s.nc.SetReadDeadline(t)
 	}
 	s.rdl = t
-	if s.waiter != nil && !s.waitWrite && !t.IsZero() && !time.Now().Before(t) {
-		s.lp.wake(s, os.ErrDeadlineExceeded)
-	}
+	s.deadlineSet(false, t)
 	return nil
 }
 
@@ -492,10 +490,16 @@ func (s *sysConn) SetWriteDeadline(t time.Time) error {
 		return s.nc.SetWriteDeadline(t)
 	}
 	s.wdl = t
-	if s.waiter != nil && s.waitWrite && !t.IsZero() && !time.Now().Before(t) {
+	s.deadlineSet(true, t)
+	return nil
+}
+
+// deadlineSet wakes (loop mode) a wait in that direction whose new
+// deadline t has already passed, as Go's poller does.
+func (s *sysConn) deadlineSet(write bool, t time.Time) {
+	if s.waiter != nil && s.waitWrite == write && !t.IsZero() && !time.Now().Before(t) {
 		s.lp.wake(s, os.ErrDeadlineExceeded)
 	}
-	return nil
 }
 
 // peekClosed reports whether an idle connection can no longer carry a
