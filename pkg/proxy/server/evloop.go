@@ -300,21 +300,22 @@ func (l *eventLoop) wait(events []syscall.EpollEvent) (int, error) {
 	return n, err
 }
 
-// epollWaitRaw waits up to d for events in epoll_wait without telling the
-// scheduler (the thread keeps its P; the monitor's preemption signal ends
-// the wait early with EINTR).
+// epollWaitRaw waits up to d (rounded up to whole milliseconds) for
+// events in epoll_wait without telling the scheduler (the thread keeps its
+// P; the monitor's preemption signal ends the wait early with EINTR).
 func epollWaitRaw(epfd int, events []syscall.EpollEvent, d time.Duration) (int, error) {
-	ms := max(int((d+time.Millisecond-1)/time.Millisecond), 1)
-	r, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(ms), 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(r), nil
+	return epollWaitMS(epfd, events, max(int((d+time.Millisecond-1)/time.Millisecond), 1))
 }
 
 // epollPoll returns the ready events without waiting.
 func epollPoll(epfd int, events []syscall.EpollEvent) (int, error) {
-	r, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return epollWaitMS(epfd, events, 0)
+}
+
+// epollWaitMS is epoll_pwait(2) with a timeout in milliseconds, made as a
+// raw system call.
+func epollWaitMS(epfd int, events []syscall.EpollEvent, ms int) (int, error) {
+	r, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(ms), 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}
