@@ -33,10 +33,12 @@ type eventLoop struct {
 	// (epfd is readable when it has events) instead of blocking its
 	// thread in epoll_wait, which the scheduler's monitor would keep
 	// taking the P from.
-	epf   *os.File
-	eprc  syscall.RawConn
-	evfd  int
-	conns map[int]*sysConn
+	epf  *os.File
+	eprc syscall.RawConn
+	evfd int
+	// conns maps a descriptor to its socket (indexed by fd: descriptors
+	// are small and dense, and the lookup runs for every event).
+	conns []*sysConn
 	// cur is the coroutine running now (nil in the loop's own code).
 	cur *coro
 	// timers holds the sockets with a deadline, earliest first.
@@ -92,7 +94,7 @@ func newEventLoop(clock *coarseClock) (*eventLoop, error) {
 		_ = syscall.Close(evfd)
 		return nil, fmt.Errorf("event loop: %w", err)
 	}
-	l := &eventLoop{epfd: epfd, epf: epf, eprc: eprc, evfd: evfd, conns: map[int]*sysConn{}, done: make(chan struct{})}
+	l := &eventLoop{epfd: epfd, epf: epf, eprc: eprc, evfd: evfd, done: make(chan struct{})}
 	l.pool = newPool(clock)
 	l.pool.loop = l
 	return l, nil
@@ -188,6 +190,9 @@ func (l *eventLoop) register(s *sysConn) error {
 	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
+	if s.fd >= len(l.conns) {
+		l.conns = append(l.conns, make([]*sysConn, s.fd+1-len(l.conns))...)
+	}
 	l.conns[s.fd] = s
 	s.hidx = -1
 	return nil
@@ -196,7 +201,9 @@ func (l *eventLoop) register(s *sysConn) error {
 // unregister removes s from the epoll set and the timers.
 func (l *eventLoop) unregister(s *sysConn) {
 	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-	delete(l.conns, s.fd)
+	if s.fd >= 0 && s.fd < len(l.conns) {
+		l.conns[s.fd] = nil
+	}
 	if s.hidx >= 0 {
 		l.removeTimer(s)
 	}
@@ -223,6 +230,9 @@ func (l *eventLoop) run() {
 			fd := int(ev.Fd)
 			if fd == l.evfd {
 				l.runPosted()
+				continue
+			}
+			if fd < 0 || fd >= len(l.conns) {
 				continue
 			}
 			s := l.conns[fd]

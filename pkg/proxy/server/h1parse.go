@@ -28,6 +28,9 @@ type headerBlock struct {
 	buf  []byte
 	offs []int32
 	vals []string
+	// hosts holds the Host field's values from the last parse, which
+	// leaves them out of the header map (http.Request keeps Host apart).
+	hosts []string
 }
 
 // read reads the block into hb.buf (lines without their line endings are
@@ -203,18 +206,22 @@ func (hb *headerBlock) scan() bool {
 }
 
 // parse converts the block to fields in h (cleared first) and returns the
-// start line.
+// start line. Host fields go to hb.hosts instead of h.
 func (hb *headerBlock) parse(h http.Header) (string, bool) {
 	if !hb.scan() {
 		return "", false
 	}
 	clear(h)
-	hb.vals = hb.vals[:0]
+	hb.vals, hb.hosts = hb.vals[:0], hb.hosts[:0]
 	s := string(hb.buf)
 	offs := hb.offs
 	start := s[offs[0]:offs[1]]
 	for k := 2; k+3 < len(offs); k += 4 {
 		name, value := s[offs[k]:offs[k+1]], s[offs[k+2]:offs[k+3]]
+		if name == "Host" {
+			hb.hosts = append(hb.hosts, value)
+			continue
+		}
 		if cur, ok := h[name]; ok {
 			h[name] = append(cur, value)
 			continue

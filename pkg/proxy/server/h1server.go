@@ -586,12 +586,11 @@ func (c *h1Conn) readRequest() (int, error) {
 		return http.StatusBadRequest, errors.New("Bad request")
 	}
 	h := c.hdr
-	if hv := h["Host"]; len(hv) > 0 {
+	if hv := c.hb.hosts; len(hv) > 0 {
 		if len(hv) > 1 {
 			return http.StatusBadRequest, errors.New("Bad request")
 		}
 		r.Host = hv[0]
-		delete(h, "Host")
 	} else if minor >= 1 {
 		return http.StatusBadRequest, errors.New("Bad request")
 	}

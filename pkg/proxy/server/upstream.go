@@ -89,7 +89,9 @@ func (c *deadlineConn) Write(p []byte) (int, error) {
 type pool struct {
 	clock *coarseClock
 	mu    sync.Mutex
-	idle  map[string][]*upConn
+	// idle holds each key's idle connections, most recently used last
+	// (a pointer, so get and put look the key up once).
+	idle map[string]*[]*upConn
 	// bufs recycles bufio readers/writers of closed connections.
 	readers sync.Pool
 	writers sync.Pool
@@ -99,7 +101,7 @@ type pool struct {
 }
 
 func newPool(clock *coarseClock) *pool {
-	return &pool{clock: clock, idle: map[string][]*upConn{}}
+	return &pool{clock: clock, idle: map[string]*[]*upConn{}}
 }
 
 // get returns an idle connection for key, or nil.
@@ -107,7 +109,12 @@ func (p *pool) get(key string) *upConn {
 	now := p.clock.Now()
 	var stale []*upConn
 	p.mu.Lock()
-	list := p.idle[key]
+	lp := p.idle[key]
+	if lp == nil {
+		p.mu.Unlock()
+		return nil
+	}
+	list := *lp
 	var found *upConn
 	for len(list) > 0 {
 		c := list[len(list)-1]
@@ -120,7 +127,7 @@ func (p *pool) get(key string) *upConn {
 		found = c
 		break
 	}
-	p.idle[key] = list
+	*lp = list
 	p.mu.Unlock()
 	for _, c := range stale {
 		p.close(c)
@@ -139,13 +146,17 @@ func (p *pool) put(c *upConn) {
 	c.reused = true
 	c.idleAt = p.clock.Now()
 	p.mu.Lock()
-	list := p.idle[c.key]
-	if len(list) >= poolSizePerKey {
+	lp := p.idle[c.key]
+	if lp == nil {
+		lp = new([]*upConn)
+		p.idle[c.key] = lp
+	}
+	if len(*lp) >= poolSizePerKey {
 		p.mu.Unlock()
 		p.close(c)
 		return
 	}
-	p.idle[c.key] = append(list, c)
+	*lp = append(*lp, c)
 	p.mu.Unlock()
 }
 
@@ -156,7 +167,12 @@ func (p *pool) put(c *upConn) {
 // hundreds of them, and each would cost the next requests a failed try.
 func (p *pool) dropIdleSince(key string, t time.Time) {
 	p.mu.Lock()
-	list := p.idle[key]
+	lp := p.idle[key]
+	if lp == nil {
+		p.mu.Unlock()
+		return
+	}
+	list := *lp
 	kept := list[:0]
 	var stale []*upConn
 	for _, c := range list {
@@ -167,7 +183,7 @@ func (p *pool) dropIdleSince(key string, t time.Time) {
 		}
 	}
 	clear(list[len(kept):])
-	p.idle[key] = kept
+	*lp = kept
 	p.mu.Unlock()
 	for _, c := range stale {
 		p.close(c)
@@ -186,10 +202,10 @@ func (p *pool) close(c *upConn) {
 func (p *pool) closeAll() {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle = map[string][]*upConn{}
+	p.idle = map[string]*[]*upConn{}
 	p.mu.Unlock()
 	for _, list := range idle {
-		for _, c := range list {
+		for _, c := range *list {
 			_ = c.nc.Close()
 		}
 	}
