@@ -129,18 +129,16 @@ func (dp *DataPlane) Apply(ctx context.Context, frame []byte, persist bool) (boo
 	if err != nil {
 		return false, fmt.Errorf("bad config received from control plane: %w", err)
 	}
-	cfg, err := entity.NewConfig(0, recs)
-	if err != nil {
-		return false, fmt.Errorf("bad config received from control plane: %w", err)
-	}
 	hash := msg.ConfigHash
-	if cfg.Hash == entity.EmptyHash {
+	if recs.Empty() {
 		// Kong reports an empty configuration as all zeros whatever the
 		// CP's hash of its (workspace-only) table.
 		hash = confighash.Empty
 	}
+	// The store compiles the configuration before taking it (and keeps
+	// it for the engine's reload): one that does not compile is refused.
 	if err := dp.o.Store.ReplaceFrom(ctx, recs, hash); err != nil {
-		return false, fmt.Errorf("load the configuration from the control plane: %w", err)
+		return false, fmt.Errorf("bad config received from control plane: %w", err)
 	}
 	dp.hash = hash
 	if persist && dp.o.PersistPath != "" {

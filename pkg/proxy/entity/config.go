@@ -51,10 +51,20 @@ const EmptyHash = "00000000000000000000000000000000"
 // maps, keyed by kind name (Kind.Name).
 type Records map[string][]map[string]any
 
+// Empty reports whether r holds no entity of any kind (the configuration
+// whose hash is EmptyHash).
+func (r Records) Empty() bool {
+	for _, k := range Kinds {
+		if len(r[k.Name]) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // NewConfig builds a snapshot from processed records (as stored).
 func NewConfig(version uint64, recs Records) (*Config, error) {
 	c := &Config{Version: version}
-	empty := true
 	h := md5.New()
 	for _, k := range Kinds {
 		list := append([]map[string]any(nil), recs[k.Name]...)
@@ -70,7 +80,6 @@ func NewConfig(version uint64, recs Records) (*Config, error) {
 			return nil, fmt.Errorf("encode %s: %w", k.Name, err)
 		}
 		if len(list) > 0 {
-			empty = false
 			h.Write([]byte(k.Name))
 			h.Write(raw)
 		}
@@ -79,7 +88,7 @@ func NewConfig(version uint64, recs Records) (*Config, error) {
 		}
 	}
 	c.Hash = hex.EncodeToString(h.Sum(nil))
-	if empty {
+	if recs.Empty() {
 		c.Hash = EmptyHash
 	}
 	c.services = make(map[string]*Service, len(c.Services))

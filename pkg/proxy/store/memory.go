@@ -160,19 +160,47 @@ func (s *memState) clone() *memState {
 // mutate runs fn on a copy of the state and publishes it only on success,
 // so a failed cascade never leaves a half-applied change.
 func (m *Memory) mutate(fn func(*memState) error) error {
+	_, err := m.publish(fn, false, "")
+	return err
+}
+
+// publish is mutate, and with build it also compiles the copy's
+// configuration before publishing it: contents that do not compile are
+// refused, and the configuration built is cached for Snapshot. source is
+// the new contents' document hash (SourceHash).
+func (m *Memory) publish(fn func(*memState) error, build bool, source string) (*entity.Config, error) {
 	m.mu.Lock()
 	next := m.st.clone()
 	if err := fn(next); err != nil {
 		m.mu.Unlock()
-		return err
+		return nil, err
+	}
+	var cfg *entity.Config
+	if build {
+		var err error
+		if cfg, err = entity.NewConfig(m.version+1, next.records()); err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
 	}
 	m.st = next
 	m.version++
-	m.cfg = nil
-	m.source = ""
+	m.cfg = cfg
+	m.source = source
 	m.mu.Unlock()
 	m.Notify()
-	return nil
+	return cfg, nil
+}
+
+// records returns every row, by kind.
+func (s *memState) records() entity.Records {
+	recs := entity.Records{}
+	for kind, rows := range s.rows {
+		for _, r := range rows {
+			recs[kind] = append(recs[kind], r.rec)
+		}
+	}
+	return recs
 }
 
 // Get implements Store.
@@ -235,15 +263,13 @@ func (m *Memory) Replace(ctx context.Context, recs entity.Records) error {
 
 // ReplaceFrom is Replace for contents loaded from a declarative document
 // whose hash (md5 hex of the raw document, as Kong computes it) SourceHash
-// reports until the next change.
+// reports until the next change. The new contents are compiled before they
+// are published (a configuration that does not compile leaves the store as
+// it was) and the configuration is cached for Snapshot, so the engine's
+// reload does not build it again.
 func (m *Memory) ReplaceFrom(ctx context.Context, recs entity.Records, sourceHash string) error {
-	if err := m.mutate(func(s *memState) error { return ExecReplace(ctx, s, recs) }); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.source = sourceHash
-	m.mu.Unlock()
-	return nil
+	_, err := m.publish(func(s *memState) error { return ExecReplace(ctx, s, recs) }, true, sourceHash)
+	return err
 }
 
 // SourceHash returns the hash given to the last ReplaceFrom, or "" when the
@@ -261,13 +287,7 @@ func (m *Memory) Snapshot(context.Context) (*entity.Config, error) {
 	if m.cfg != nil {
 		return m.cfg, nil
 	}
-	recs := entity.Records{}
-	for kind, rows := range m.st.rows {
-		for _, r := range rows {
-			recs[kind] = append(recs[kind], r.rec)
-		}
-	}
-	cfg, err := entity.NewConfig(m.version, recs)
+	cfg, err := entity.NewConfig(m.version, m.st.records())
 	if err != nil {
 		return nil, err
 	}
