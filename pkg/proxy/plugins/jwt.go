@@ -20,15 +20,18 @@ type jwtAuth struct {
 	claimsToVerify                []string
 	maxExpiration                 float64
 	wwwAuthBase, wwwAuthWithError string
-	// pubKeys caches the parsed public keys of asymmetric credentials.
-	pubKeys map[string]any
+	// keys holds each credential's verification key, prepared once per
+	// configuration rather than per request: an asymmetric credential's
+	// parsed public key, an HMAC credential's secret as bytes (decoded when
+	// secret_is_base64). A credential whose key cannot be prepared has none.
+	keys map[string]any
 }
 
 func newJWT(p *entity.Plugin, env *plugin.Env) (any, error) {
 	cf := conf(p.Config)
 	j := &jwtAuth{env: env, uriParams: cf.strs("uri_param_names"), cookies: cf.strs("cookie_names"), headers: cf.strs("header_names"),
 		keyClaim: cf.str("key_claim_name"), anonymous: cf.str("anonymous"), base64Secret: cf.boolean("secret_is_base64"),
-		preflight: true, claimsToVerify: cf.strs("claims_to_verify"), pubKeys: map[string]any{}}
+		preflight: true, claimsToVerify: cf.strs("claims_to_verify"), keys: map[string]any{}}
 	if _, set := p.Config["uri_param_names"]; !set {
 		j.uriParams = []string{"jwt"}
 	}
@@ -48,13 +51,35 @@ func newJWT(p *entity.Plugin, env *plugin.Env) (any, error) {
 	}
 	j.wwwAuthWithError = j.wwwAuthBase + ` error="invalid_token"`
 	for _, cred := range env.Config.JWTSecrets {
-		if entity.JWTUsesPublicKey(cred.Algorithm) && cred.RSAPublicKey != nil {
-			if k, err := entity.ParsePublicKeyPEM(*cred.RSAPublicKey); err == nil {
-				j.pubKeys[cred.ID] = k
-			}
+		if k := j.verificationKey(cred); k != nil {
+			j.keys[cred.ID] = k
 		}
 	}
 	return j, nil
+}
+
+// verificationKey prepares cred's key for keys, or returns nil.
+func (j *jwtAuth) verificationKey(cred *entity.JWTSecret) any {
+	switch {
+	case entity.JWTUsesPublicKey(cred.Algorithm):
+		if cred.RSAPublicKey == nil {
+			return nil
+		}
+		k, err := entity.ParsePublicKeyPEM(*cred.RSAPublicKey)
+		if err != nil {
+			return nil
+		}
+		return k
+	case cred.Secret == nil:
+		return nil
+	case j.base64Secret:
+		b, err := b64Decode(*cred.Secret)
+		if err != nil {
+			return nil
+		}
+		return b
+	}
+	return []byte(*cred.Secret)
 }
 
 // jwtFailure is a rejected token: a Kong message or per-claim errors.
@@ -176,25 +201,11 @@ func (j *jwtAuth) authenticate(c *plugin.Context) *jwtFailure {
 	if tok.alg != alg {
 		return bad("Invalid algorithm")
 	}
-	var secret []byte
-	var pub any
-	if entity.JWTUsesPublicKey(alg) {
-		pub = j.pubKeys[cred.ID]
-		if pub == nil {
-			return bad("Invalid key/secret")
-		}
-	} else {
-		if cred.Secret == nil {
-			return bad("Invalid key/secret")
-		}
-		secret = []byte(*cred.Secret)
-		if j.base64Secret {
-			if secret, err = b64Decode(*cred.Secret); err != nil {
-				return bad("Invalid key/secret")
-			}
-		}
+	vk := j.keys[cred.ID]
+	if vk == nil {
+		return bad("Invalid key/secret")
 	}
-	if !tok.verify(secret, pub) {
+	if !tok.verify(vk) {
 		return bad("Invalid signature")
 	}
 	now := float64(j.env.Now().Unix())

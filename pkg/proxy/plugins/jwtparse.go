@@ -124,15 +124,19 @@ func jwtHash(alg string) (crypto.Hash, func() hash.Hash) {
 
 // verify checks the signature with an HMAC secret (HS*) or a public key
 // (parsed PEM: *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey).
-func (t *jwtToken) verify(secret []byte, pub any) bool {
+func (t *jwtToken) verify(key any) bool {
 	signed := []byte(t.headerB64 + "." + t.claimB64)
 	if t.alg == "EdDSA" {
-		k, ok := pub.(ed25519.PublicKey)
+		k, ok := key.(ed25519.PublicKey)
 		return ok && ed25519.Verify(k, signed, t.signature)
 	}
 	h, newHash := jwtHash(t.alg)
 	hh := newHash()
 	if t.alg[:2] == "HS" {
+		secret, ok := key.([]byte)
+		if !ok {
+			return false
+		}
 		m := hmac.New(newHash, secret)
 		m.Write(signed)
 		return hmac.Equal(m.Sum(nil), t.signature)
@@ -141,13 +145,13 @@ func (t *jwtToken) verify(secret []byte, pub any) bool {
 	digest := hh.Sum(nil)
 	switch t.alg[:2] {
 	case "RS":
-		k, ok := pub.(*rsa.PublicKey)
+		k, ok := key.(*rsa.PublicKey)
 		return ok && rsa.VerifyPKCS1v15(k, h, digest, t.signature) == nil
 	case "PS":
-		k, ok := pub.(*rsa.PublicKey)
+		k, ok := key.(*rsa.PublicKey)
 		return ok && rsa.VerifyPSS(k, h, digest, t.signature, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
 	case "ES":
-		k, ok := pub.(*ecdsa.PublicKey)
+		k, ok := key.(*ecdsa.PublicKey)
 		if !ok {
 			return false
 		}
