@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -288,25 +287,11 @@ func openStore(ctx context.Context, o *gatewayRunOptions) (store.Store, error) {
 // combinations Kong refuses) and loads the cluster certificate.
 func (o *gatewayRunOptions) cluster() (gateway.ClusterOptions, error) {
 	var c gateway.ClusterOptions
-	switch o.role {
-	case gateway.RoleTraditional:
+	if err := gateway.CheckRole(o.role, o.database, o.clusterListen, o.clusterControlPlane); err != nil {
+		return c, withExitCode(ExitUsage, err)
+	}
+	if o.role == gateway.RoleTraditional || o.role == "" {
 		return c, nil
-	case gateway.RoleControlPlane:
-		if o.database == "off" {
-			return c, usageError("--role control_plane needs a database: in-memory storage can not be used on a control plane (use --database sqlite or postgres)")
-		}
-		if o.clusterListen == "" || o.clusterListen == "off" {
-			return c, usageError("--cluster-listen must be specified with --role control_plane")
-		}
-	case gateway.RoleDataPlane:
-		if o.database != "off" {
-			return c, usageError("--role data_plane needs --database off: only in-memory storage can be used on a data plane (got --database %s)", o.database)
-		}
-		if _, _, err := net.SplitHostPort(o.clusterControlPlane); err != nil {
-			return c, usageError("--cluster-control-plane %q: expected host:port", o.clusterControlPlane)
-		}
-	default:
-		return c, usageError("--role %q is not supported; use traditional, control_plane or data_plane", o.role)
 	}
 	switch o.clusterMTLS {
 	case cluster.ModeShared, cluster.ModePKI:

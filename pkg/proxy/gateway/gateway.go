@@ -98,29 +98,45 @@ type ClusterOptions struct {
 	Ready func(addr string)
 }
 
-// checkRole reports the invalid role / store combinations Kong refuses.
-func checkRole(o Options) error {
-	switch o.Role {
+// CheckRole reports the role / database / cluster address combinations
+// Kong refuses, worded for kiln gateway run's flags: role is "" or a Role*
+// constant, database the --database value, listen and controlPlane the
+// --cluster-listen and --cluster-control-plane values.
+func CheckRole(role, database, listen, controlPlane string) error {
+	switch role {
 	case "", RoleTraditional:
-		return nil
 	case RoleControlPlane:
-		if o.Store.Database() == "off" {
-			return errors.New(`in-memory storage can not be used when role = "control_plane": use --database sqlite or postgres`)
+		if database == "off" {
+			return errors.New("--role control_plane needs a database: in-memory storage can not be used on a control plane (use --database sqlite or postgres)")
 		}
-		if o.Cluster.Listen == "" || o.Cluster.Listen == "off" {
-			return errors.New(`--cluster-listen must be specified when role = "control_plane"`)
+		if listen == "" || listen == "off" {
+			return errors.New("--cluster-listen must be specified with --role control_plane")
 		}
 	case RoleDataPlane:
-		if _, ok := o.Store.(*store.Memory); !ok || o.Store.Database() != "off" {
-			return errors.New(`only in-memory storage can be used when role = "data_plane": use --database off`)
+		if database != "off" {
+			return fmt.Errorf("--role data_plane needs --database off: only in-memory storage can be used on a data plane (got --database %s)", database)
 		}
-		if o.Cluster.ControlPlane == "" {
-			return errors.New(`--cluster-control-plane must be specified when role = "data_plane"`)
+		if _, _, err := net.SplitHostPort(controlPlane); err != nil {
+			return fmt.Errorf("--cluster-control-plane %q: expected host:port", controlPlane)
 		}
 	default:
-		return fmt.Errorf("--role %q: use traditional, control_plane or data_plane", o.Role)
+		return fmt.Errorf("--role %q is not supported; use traditional, control_plane or data_plane", role)
 	}
-	if o.Cluster.TLS == nil {
+	return nil
+}
+
+// checkRole is CheckRole for Run's options, which also need a data
+// plane's store to be in memory and hybrid mode's cluster certificate.
+func checkRole(o Options) error {
+	if err := CheckRole(o.Role, o.Store.Database(), o.Cluster.Listen, o.Cluster.ControlPlane); err != nil {
+		return err
+	}
+	if o.Role == RoleDataPlane {
+		if _, ok := o.Store.(*store.Memory); !ok {
+			return errors.New("--role data_plane needs --database off: only in-memory storage can be used on a data plane")
+		}
+	}
+	if o.Role != "" && o.Role != RoleTraditional && o.Cluster.TLS == nil {
 		return errors.New("cluster certificate and key must be provided to use hybrid mode: set --cluster-cert and --cluster-cert-key")
 	}
 	return nil

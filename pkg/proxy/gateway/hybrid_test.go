@@ -298,3 +298,31 @@ func toJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestCheckRole: the role / database / cluster address combinations Kong
+// refuses, each with the flag to change.
+func TestCheckRole(t *testing.T) {
+	cases := []struct {
+		role, database, listen, cp string
+		want                       string // "" = accepted
+	}{
+		{"", "sqlite", "", "", ""},
+		{gateway.RoleTraditional, "off", "", "", ""},
+		{gateway.RoleControlPlane, "postgres", "127.0.0.1:8005", "", ""},
+		{gateway.RoleControlPlane, "off", "127.0.0.1:8005", "", "--role control_plane needs a database"},
+		{gateway.RoleControlPlane, "sqlite", "off", "", "--cluster-listen must be specified"},
+		{gateway.RoleDataPlane, "off", "", "cp.example:8005", ""},
+		{gateway.RoleDataPlane, "postgres", "", "cp.example:8005", "--role data_plane needs --database off"},
+		{gateway.RoleDataPlane, "off", "", "cp.example", `--cluster-control-plane "cp.example": expected host:port`},
+		{"primary", "off", "", "", `--role "primary" is not supported`},
+	}
+	for _, c := range cases {
+		err := gateway.CheckRole(c.role, c.database, c.listen, c.cp)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%q/%q refused: %v", c.role, c.database, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%q/%q: error %v, want %q", c.role, c.database, err, c.want)
+		}
+	}
+}
