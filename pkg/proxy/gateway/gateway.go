@@ -222,7 +222,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var proxyAddrs, adminAddrs, statusAddrs []string
 	for _, sp := range proxySpecs {
-		ln, err := net.Listen("tcp", sp.Addr)
+		ln, err := sp.Listen(ctx)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("proxy listener %s: %w (is another gateway running? change --proxy-listen)", sp.Addr, err)
@@ -281,7 +281,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		h := adm.Handler()
 		for _, sp := range adminSpecs {
-			ln, err := net.Listen("tcp", sp.Addr)
+			ln, err := sp.Listen(ctx)
 			if err != nil {
 				closeAll()
 				return fmt.Errorf("admin listener %s: %w (change --admin-listen)", sp.Addr, err)
@@ -300,7 +300,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	sh := statusHandler(adm, e)
 	for _, sp := range statusSpecs {
-		ln, err := net.Listen("tcp", sp.Addr)
+		ln, err := sp.Listen(ctx)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("status listener %s: %w (change --status-listen)", sp.Addr, err)

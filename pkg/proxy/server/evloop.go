@@ -41,6 +41,8 @@ type eventLoop struct {
 	conns []*sysConn
 	// cur is the coroutine running now (nil in the loop's own code).
 	cur *coro
+	// idle holds coroutines waiting for a connection to serve.
+	idle []*coro
 	// timers holds the sockets with a deadline, earliest first.
 	timers []*sysConn
 	// offloads counts the goroutines running offloaded work: while
@@ -59,11 +61,21 @@ type eventLoop struct {
 	done     chan struct{}
 }
 
-// coro is one coroutine: a connection's code.
+// coro is one coroutine, running one connection's code (job) at a time.
+// One that finished its job waits in its loop's idle list for the next
+// connection: its stack, grown to what serving a request takes, is reused
+// instead of grown again from the initial size (growing copies the stack
+// several times; it cost about a tenth of the CPU time when every request
+// came on a new connection).
 type coro struct {
 	next  func() (struct{}, bool)
+	stop  func()
 	yield func(struct{}) bool
+	job   func()
 }
+
+// maxIdleCoros bounds a loop's idle coroutines (and the stacks they keep).
+const maxIdleCoros = 256
 
 func newEventLoop(clock *coarseClock) (*eventLoop, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
@@ -120,14 +132,44 @@ func (l *eventLoop) stop() {
 	<-l.done
 }
 
-// spawn starts fn as a coroutine and runs it until its first wait.
+// spawn runs fn in a coroutine (an idle one when there is one) until its
+// first wait.
 func (l *eventLoop) spawn(fn func()) {
-	co := &coro{}
-	co.next, _ = iter.Pull(func(yield func(struct{}) bool) {
-		co.yield = yield
-		fn()
-	})
+	var co *coro
+	if n := len(l.idle); n > 0 {
+		co = l.idle[n-1]
+		l.idle[n-1] = nil
+		l.idle = l.idle[:n-1]
+	} else {
+		co = &coro{}
+		co.next, co.stop = iter.Pull(func(yield func(struct{}) bool) {
+			co.yield = yield
+			for {
+				co.job()
+				co.job = nil
+				if l.stopping || len(l.idle) >= maxIdleCoros {
+					return
+				}
+				l.idle = append(l.idle, co)
+				for co.job == nil { // only spawn resumes an idle coroutine
+					if !yield(struct{}{}) {
+						return // stopIdle
+					}
+				}
+			}
+		})
+	}
+	co.job = fn
 	l.resume(co)
+}
+
+// stopIdle ends the idle coroutines (their goroutines exit).
+func (l *eventLoop) stopIdle() {
+	idle := l.idle
+	l.idle = nil
+	for _, co := range idle {
+		co.stop()
+	}
 }
 
 func (l *eventLoop) resume(co *coro) {
@@ -257,6 +299,7 @@ func (l *eventLoop) run() {
 			l.expireTimers(l.now)
 		}
 	}
+	l.stopIdle()
 	l.pool.closeAll()
 	_ = l.epf.Close()
 	_ = syscall.Close(l.evfd)

@@ -235,3 +235,47 @@ func TestStreamingRequestBody(t *testing.T) {
 		t.Fatal("the upstream did not see the first part before the upload finished")
 	}
 }
+
+// TestManyShortConnections: many clients, each request on a new
+// connection (Connection: close), in parallel. With event loops the
+// coroutines that served finished connections serve the next ones; every
+// answer must be its own request's.
+func TestManyShortConnections(t *testing.T) {
+	_, gw, _ := echoGateway(t)
+	addr := strings.TrimPrefix(gw, "http://")
+	const workers, each = 16, 40
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				uri := fmt.Sprintf("/w%d/r%d", w, i)
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, err = io.WriteString(c, "GET "+uri+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				var b []byte
+				if err == nil {
+					b, err = io.ReadAll(c)
+				}
+				_ = c.Close()
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("%s: %w", uri, err)
+					return
+				case !strings.HasPrefix(string(b), "HTTP/1.1 200 ") || !strings.Contains(string(b), `"uri":"`+uri+`"`):
+					errs <- fmt.Errorf("%s answered with:\n%s", uri, b)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

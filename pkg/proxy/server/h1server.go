@@ -133,9 +133,6 @@ func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 			break
 		}
 		tempDelay = 0
-		if tc, ok := nc.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-		}
 		c := newH1Conn(s, nc)
 		s.mu.Lock()
 		s.conns[c] = struct{}{}

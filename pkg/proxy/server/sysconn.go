@@ -371,10 +371,8 @@ func (s *sysConn) toLoop(l *eventLoop) error {
 	if dupErr != nil {
 		return os.NewSyscallError("fcntl", dupErr)
 	}
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		_ = syscall.Close(fd)
-		return os.NewSyscallError("fcntl", err)
-	}
+	// The duplicate shares the socket's file status flags: it is
+	// non-blocking as Go's poller made the socket.
 	s.fd, s.lp = fd, l
 	if err := l.register(s); err != nil {
 		s.lp = nil
