@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -43,6 +44,15 @@ type eventLoop struct {
 	cur *coro
 	// idle holds coroutines waiting for a connection to serve.
 	idle []*coro
+	// clients counts the client connections the loop serves (read by
+	// the other loops of its listener to spread new connections).
+	clients atomic.Int32
+	// lfd is the listening socket the loop accepts from (-1: none;
+	// connections are then handed to it), accept what runs when it is
+	// readable; acceptOff is set while accepting pauses (pauseAccept).
+	lfd       int
+	accept    func()
+	acceptOff bool
 	// timers holds the sockets with a deadline, earliest first.
 	timers []*sysConn
 	// offloads counts the goroutines running offloaded work: while
@@ -57,6 +67,7 @@ type eventLoop struct {
 	mu       sync.Mutex
 	queue    []func()
 	signaled bool
+	closed   bool // the loop ended: its eventfd is closed
 	stopping bool
 	done     chan struct{}
 }
@@ -106,15 +117,20 @@ func newEventLoop(clock *coarseClock) (*eventLoop, error) {
 		_ = syscall.Close(evfd)
 		return nil, fmt.Errorf("event loop: %w", err)
 	}
-	l := &eventLoop{epfd: epfd, epf: epf, eprc: eprc, evfd: evfd, done: make(chan struct{})}
+	l := &eventLoop{epfd: epfd, epf: epf, eprc: eprc, evfd: evfd, lfd: -1, done: make(chan struct{})}
 	l.pool = newPool(clock)
 	l.pool.loop = l
 	return l, nil
 }
 
-// post runs fn on the loop goroutine (from any goroutine).
+// post runs fn on the loop goroutine (from any goroutine); after the loop
+// ended, fn is dropped.
 func (l *eventLoop) post(fn func()) {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
 	l.queue = append(l.queue, fn)
 	wake := !l.signaled
 	l.signaled = true
@@ -225,6 +241,18 @@ func (l *eventLoop) wake(s *sysConn, err error) {
 	l.resume(co)
 }
 
+// adopt makes s (fd set) one of l's sockets, readiness unknown (the first
+// wait tries the socket).
+func (l *eventLoop) adopt(s *sysConn) error {
+	s.lp = l
+	if err := l.register(s); err != nil {
+		s.lp = nil
+		return err
+	}
+	s.rready, s.wready = true, true
+	return nil
+}
+
 // register adds s (in loop mode, fd set) to the epoll set, edge-triggered
 // as Go's poller registers sockets.
 func (l *eventLoop) register(s *sysConn) error {
@@ -243,6 +271,12 @@ func (l *eventLoop) register(s *sysConn) error {
 // unregister removes s from the epoll set and the timers.
 func (l *eventLoop) unregister(s *sysConn) {
 	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
+	l.forget(s)
+}
+
+// forget is unregister for a socket about to be closed, which leaves the
+// epoll set by itself.
+func (l *eventLoop) forget(s *sysConn) {
 	if s.fd >= 0 && s.fd < len(l.conns) {
 		l.conns[s.fd] = nil
 	}
@@ -251,7 +285,56 @@ func (l *eventLoop) unregister(s *sysConn) {
 	}
 }
 
-const epollET = 1 << 31
+const (
+	epollET        = 1 << 31
+	epollExclusive = 1 << 28 // EPOLLEXCLUSIVE
+)
+
+// addListener has the loop call accept whenever the listening socket fd
+// has connections waiting. fd is in every loop's epoll set, level-
+// triggered with EPOLLEXCLUSIVE: a connection wakes one waiting loop (not
+// all of them), and one that is not accepted at once is reported again.
+func (l *eventLoop) addListener(fd int, accept func()) error {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(fd)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	l.lfd, l.accept, l.acceptOff = fd, accept, false
+	return nil
+}
+
+// removeListener stops accepting.
+func (l *eventLoop) removeListener() {
+	if l.lfd < 0 {
+		return
+	}
+	if !l.acceptOff {
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, l.lfd, nil)
+	}
+	l.lfd, l.accept, l.acceptOff = -1, nil, false
+}
+
+// pauseAccept stops accepting for d (after an accept failed for want of
+// descriptors or memory, as nginx does), then resumes.
+func (l *eventLoop) pauseAccept(d time.Duration) {
+	if l.lfd < 0 || l.acceptOff {
+		return
+	}
+	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, l.lfd, nil)
+	l.acceptOff = true
+	fd := l.lfd
+	time.AfterFunc(d, func() {
+		l.post(func() {
+			if l.lfd != fd || !l.acceptOff || l.stopping {
+				return
+			}
+			ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(fd)}
+			if syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == nil {
+				l.acceptOff = false
+			}
+		})
+	})
+}
 
 // run serves until stop.
 func (l *eventLoop) run() {
@@ -272,6 +355,10 @@ func (l *eventLoop) run() {
 			fd := int(ev.Fd)
 			if fd == l.evfd {
 				l.runPosted()
+				continue
+			}
+			if fd == l.lfd {
+				l.accept()
 				continue
 			}
 			if fd < 0 || fd >= len(l.conns) {
@@ -301,6 +388,9 @@ func (l *eventLoop) run() {
 	}
 	l.stopIdle()
 	l.pool.closeAll()
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
 	_ = l.epf.Close()
 	_ = syscall.Close(l.evfd)
 }

@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
@@ -81,7 +83,11 @@ func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpe
 	s.h2ln = newHandoffListener(ln.Addr())
 	h2done := make(chan struct{})
 	go func() { _ = srv.Serve(s.h2ln); close(h2done) }()
-	err := s.serve(ctx, ln)
+	var err error
+	if tl, ok := ln.(*net.TCPListener); !ok || spec.KeepAlive.Enable || !s.acceptInLoops(ctx, tl) {
+		err = s.serve(ctx, ln)
+	}
+	s.drain()
 	s.stopLoops()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = srv.Shutdown(sctx)
@@ -124,8 +130,11 @@ func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 				break
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if short := outOfResources(err); short || errors.As(err, &ne) && ne.Timeout() {
 				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				if short {
+					s.e.log.Error("proxy listener: accept failed; pausing accepts", "error", err, "pause", tempDelay)
+				}
 				time.Sleep(tempDelay)
 				continue
 			}
@@ -142,6 +151,7 @@ func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 			s.next++
 			l := s.loops[s.next%len(s.loops)]
 			c.loop = l
+			l.clients.Add(1)
 			l.post(func() {
 				if err := c.sc.toLoop(l); err != nil {
 					s.e.log.Warn("proxy connection served outside the event loop", "remote", c.remoteAddr, "error", err)
@@ -154,6 +164,155 @@ func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 		}
 		go c.serve()
 	}
+	return acceptErr
+}
+
+// acceptBatch bounds the connections a loop accepts in one go, so that
+// its other sockets are served in between.
+const acceptBatch = 16
+
+// acceptPause is how long a loop stops accepting after running out of
+// descriptors or memory.
+const acceptPause = 100 * time.Millisecond
+
+// acceptInLoops has the event loops accept the listener's connections
+// themselves, as nginx workers do: the listening socket is in every
+// loop's epoll set, and a loop accepts, registers and serves a connection
+// without the hand-off from an accepting goroutine (and without the
+// socket passing through Go's poller). It returns when ctx ends, or at
+// once with false when the loops cannot share the listener (the caller
+// then accepts with a goroutine).
+func (s *h1Server) acceptInLoops(ctx context.Context, tl *net.TCPListener) bool {
+	if len(s.loops) == 0 {
+		return false
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return false
+	}
+	lfd, err := dupSocket(rc)
+	if err != nil {
+		s.e.log.Warn("proxy listener: accepting with a goroutine", "error", err)
+		return false
+	}
+	errs := make(chan error, len(s.loops))
+	for _, l := range s.loops {
+		l.post(func() { errs <- l.addListener(lfd, func() { s.acceptIn(l) }) })
+	}
+	var addErr error
+	for range s.loops {
+		if err := <-errs; err != nil {
+			addErr = err
+		}
+	}
+	if addErr == nil {
+		<-ctx.Done()
+		s.closing.Store(true)
+	}
+	done := make(chan struct{}, len(s.loops))
+	for _, l := range s.loops {
+		l.post(func() { l.removeListener(); done <- struct{}{} })
+	}
+	for range s.loops {
+		<-done
+	}
+	_ = syscall.Close(lfd)
+	if addErr != nil {
+		s.e.log.Warn("proxy listener: accepting with a goroutine", "error", addErr)
+		return false
+	}
+	_ = tl.Close()
+	return true
+}
+
+// acceptIn accepts (on loop l) up to acceptBatch waiting connections and
+// starts serving each in a coroutine.
+func (s *h1Server) acceptIn(l *eventLoop) {
+	for range acceptBatch {
+		if s.closing.Load() {
+			return
+		}
+		fd, sa, err := syscall.Accept4(l.lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case syscall.EAGAIN:
+			return
+		case syscall.EINTR, syscall.ECONNABORTED, syscall.EPROTO, syscall.EPERM:
+			continue // this connection failed (or try again)
+		default:
+			// Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+			// ENOMEM): the waiting connections stay queued until the
+			// pause ends.
+			s.e.log.Error("proxy listener: accept failed; pausing accepts", "error", os.NewSyscallError("accept4", err), "pause", acceptPause)
+			l.pauseAccept(acceptPause)
+			return
+		}
+		_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		s.wg.Add(1)
+		raddr := sockaddrTCP(sa)
+		if to := s.pickLoop(l); to != l {
+			to.post(func() { s.startConn(to, fd, raddr) })
+			continue
+		}
+		s.startConn(l, fd, raddr)
+	}
+}
+
+// outOfResources reports whether an accept failed for want of
+// descriptors or memory: accepting pauses rather than stops.
+func outOfResources(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// pickLoop chooses the loop to serve a connection accepted on l: l unless
+// another loop serves fewer connections. The kernel wakes whichever loop
+// waits, so a burst of connections can all arrive on one loop; they
+// spread evenly instead, as with the goroutine accepting for all loops.
+func (s *h1Server) pickLoop(l *eventLoop) *eventLoop {
+	to := l
+	for _, o := range s.loops {
+		if o.clients.Load() < to.clients.Load() {
+			to = o
+		}
+	}
+	to.clients.Add(1)
+	return to
+}
+
+// startConn serves an accepted socket on loop l (its goroutine); s.wg
+// counts it already.
+func (s *h1Server) startConn(l *eventLoop, fd int, raddr *net.TCPAddr) {
+	sc := newAcceptedConn(fd, raddr)
+	if s.closing.Load() {
+		_ = syscall.Close(fd)
+		l.clients.Add(-1)
+		s.wg.Done()
+		return
+	}
+	if err := l.adopt(sc); err != nil {
+		_ = syscall.Close(fd)
+		l.clients.Add(-1)
+		s.wg.Done()
+		s.e.log.Warn("proxy connection dropped", "remote", raddr.String(), "error", err)
+		return
+	}
+	// Registering reported data already there (an edge, rready).
+	sc.rready, sc.unread = false, true
+	c := newLoopH1Conn(s, sc)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	l.spawn(c.serve)
+}
+
+// drain ends the open connections once accepting stopped: idle ones at
+// once, busy ones after their request (forcibly after 5 s).
+func (s *h1Server) drain() {
 	s.closing.Store(true)
 	s.forEachConn(func(c *h1Conn) {
 		if c.idle.Load() {
@@ -161,7 +320,6 @@ func (s *h1Server) serve(ctx context.Context, ln net.Listener) error {
 		}
 	})
 	s.waitConns()
-	return acceptErr
 }
 
 // forEachConn runs fn for every open connection, on its event loop's
@@ -237,7 +395,7 @@ type h1Conn struct {
 }
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
-	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), hdr: http.Header{}, ctx: proxyConnContext(nc)}
+	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), ctx: proxyConnContext(nc)}
 	var rw net.Conn = nc
 	raw := rawConn(nc)
 	if sc := newRawConn(raw); sc != nil {
@@ -246,6 +404,21 @@ func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 		}
 		c.sc, c.nc, rw = sc, sc, sc
 	}
+	c.init(rw)
+	return c
+}
+
+// newLoopH1Conn is newH1Conn for a socket an event loop accepted.
+func newLoopH1Conn(s *h1Server, sc *sysConn) *h1Conn {
+	c := &h1Conn{s: s, nc: sc, sc: sc, remoteAddr: sc.raddr.String(), loop: sc.lp}
+	c.init(sc)
+	return c
+}
+
+// init gives c its buffers, reading and writing rw, and header maps.
+func (c *h1Conn) init(rw net.Conn) {
+	s := c.s
+	c.hdr = http.Header{}
 	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(rw)
 		c.br = br
@@ -262,13 +435,15 @@ func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	// group, where clearing and look-ups are cheapest.
 	c.w.hdr = http.Header{}
 	c.w.c = c
-	return c
 }
 
 func (c *h1Conn) release(closeConn bool) {
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
 	c.s.mu.Unlock()
+	if c.loop != nil {
+		c.loop.clients.Add(-1)
+	}
 	if closeConn {
 		_ = c.nc.Close()
 		c.s.e.ConnState(c.nc, http.StateClosed)

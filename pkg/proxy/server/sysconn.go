@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
@@ -62,6 +63,11 @@ type sysConn struct {
 	pending     []byte
 	sendFn      func(uintptr) bool
 	sendBlocked bool
+
+	// unread is set on a socket a loop accepted until its first receive,
+	// which waits for readiness first: a request rarely follows the
+	// handshake at once, and the receive would find nothing.
+	unread bool
 
 	// lastShort is true when the last successful receive did not fill
 	// the buffer: the socket was drained at that moment.
@@ -148,8 +154,21 @@ func newRawConn(c net.Conn) *sysConn {
 		return nil
 	}
 	s := &sysConn{nc: c, rc: rc, laddr: c.LocalAddr(), raddr: c.RemoteAddr(), hidx: -1}
-	s.readFn, s.writeFn, s.sendFn = s.doRead, s.doWrite, s.doSendRead
+	s.bindCallbacks()
 	return s
+}
+
+// newAcceptedConn wraps a socket an event loop accepted (not yet in the
+// loop: see eventLoop.adopt).
+func newAcceptedConn(fd int, raddr net.Addr) *sysConn {
+	s := &sysConn{fd: fd, raddr: raddr, hidx: -1}
+	s.bindCallbacks()
+	return s
+}
+
+// bindCallbacks makes the RawConn callbacks of poller mode once.
+func (s *sysConn) bindCallbacks() {
+	s.readFn, s.writeFn, s.sendFn = s.doRead, s.doWrite, s.doSendRead
 }
 
 func (s *sysConn) doRead(fd uintptr) bool {
@@ -297,6 +316,12 @@ func (s *sysConn) opError(op string, err error) error {
 // first; the response cannot be there before it, so the first receive
 // waits for readiness.
 func (s *sysConn) loopRead(p []byte) (int, error) {
+	if s.unread {
+		s.unread = false
+		if err := s.waitRead(); err != nil {
+			return 0, s.opError("read", err)
+		}
+	}
 	if s.pending != nil {
 		req := s.pending
 		s.pending = nil
@@ -356,9 +381,27 @@ func (s *sysConn) loopWrite(p []byte) (int, error) {
 // duplicated and the poller's connection closed, which takes it out of
 // the poller's epoll set. It runs on l's goroutine.
 func (s *sysConn) toLoop(l *eventLoop) error {
+	fd, err := dupSocket(s.rc)
+	if err != nil {
+		return err
+	}
+	s.fd = fd
+	if err := l.adopt(s); err != nil {
+		_ = syscall.Close(fd)
+		return err
+	}
+	_ = s.nc.Close()
+	s.nc, s.rc = nil, nil
+	return nil
+}
+
+// dupSocket duplicates a socket's descriptor (close-on-exec). The
+// duplicate shares the socket's file status flags: it is non-blocking as
+// Go's poller made the socket.
+func dupSocket(rc syscall.RawConn) (int, error) {
 	fd := -1
 	var dupErr error
-	if err := s.rc.Control(func(f uintptr) {
+	if err := rc.Control(func(f uintptr) {
 		r, _, errno := syscall.RawSyscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
 		if errno != 0 {
 			dupErr = errno
@@ -366,24 +409,30 @@ func (s *sysConn) toLoop(l *eventLoop) error {
 		}
 		fd = int(r)
 	}); err != nil {
-		return err
+		return -1, err
 	}
 	if dupErr != nil {
-		return os.NewSyscallError("fcntl", dupErr)
+		return -1, os.NewSyscallError("fcntl", dupErr)
 	}
-	// The duplicate shares the socket's file status flags: it is
-	// non-blocking as Go's poller made the socket.
-	s.fd, s.lp = fd, l
-	if err := l.register(s); err != nil {
-		s.lp = nil
-		_ = syscall.Close(fd)
-		return err
+	return fd, nil
+}
+
+// sockaddrTCP converts an accepted socket's peer address.
+func sockaddrTCP(sa syscall.Sockaddr) *net.TCPAddr {
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
+	case *syscall.SockaddrInet6:
+		zone := ""
+		if a.ZoneId != 0 {
+			zone = strconv.Itoa(int(a.ZoneId))
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port, Zone: zone}
 	}
-	_ = s.nc.Close()
-	s.nc, s.rc = nil, nil
-	// Readiness is unknown: let the first wait try the socket.
-	s.rready, s.wready = true, true
-	return nil
+	return &net.TCPAddr{}
 }
 
 // toPoller moves a loop-mode socket back into Go's poller (for a
@@ -400,6 +449,9 @@ func (s *sysConn) toPoller() error {
 	s.lp, s.fd, s.waiter = nil, -1, nil
 	if err != nil {
 		return err
+	}
+	if s.laddr == nil {
+		s.laddr = nc.LocalAddr()
 	}
 	rc, err := nc.(*net.TCPConn).SyscallConn()
 	if err != nil {
@@ -420,7 +472,10 @@ func (s *sysConn) Close() error {
 		}
 		return s.nc.Close()
 	}
-	s.lp.unregister(s)
+	// No other descriptor refers to the socket (a loop's sockets are
+	// accepted by it or duplicated from a closed connection): closing it
+	// takes it out of the epoll set without an epoll_ctl call.
+	s.lp.forget(s)
 	err := syscall.Close(s.fd)
 	s.lp, s.fd = nil, -1
 	s.rdl, s.wdl = time.Time{}, time.Time{}
@@ -454,7 +509,17 @@ func (s *sysConn) CloseWrite() error {
 	return nil
 }
 
-func (s *sysConn) LocalAddr() net.Addr  { return s.laddr }
+// LocalAddr is the socket's address (read from the socket when a loop
+// accepted it: most connections never need it).
+func (s *sysConn) LocalAddr() net.Addr {
+	if s.laddr == nil && s.lp != nil {
+		if sa, err := syscall.Getsockname(s.fd); err == nil {
+			s.laddr = sockaddrTCP(sa)
+		}
+	}
+	return s.laddr
+}
+
 func (s *sysConn) RemoteAddr() net.Addr { return s.raddr }
 
 // SetDeadline sets both deadlines.
