@@ -15,7 +15,11 @@
 # reflects how much CPU each side wins from the kernel's scheduler, so the
 # part prints each side's CPU time per request too.
 #
-# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (1) PAIRED (3)
+# Last, NEWCONN rounds (default 1; 0 skips) of the same load with a new
+# connection per request (Connection: close): accepting and closing
+# connections, which keep-alive hides, for nginx, haproxy and kiln.
+#
+# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (1) PAIRED (3) NEWCONN (1)
 # KILN_BASE=path adds rows for a second kiln binary (e.g. a build of the
 # previous commit), measured in the same rounds, for before/after ratios.
 set -euo pipefail
@@ -29,6 +33,7 @@ THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-1}
 PAIRED=${PAIRED:-3}
+NEWCONN=${NEWCONN:-1}
 
 for bin in wrk nginx haproxy caddy curl; do
   command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl)" >&2; exit 1; }
@@ -303,4 +308,25 @@ END {
     printf "%-44s %13.2f %15.2f %15.2f  %s\n", k, median(a, n[k]), median(b, n[k]), median(c, n[k]), list[k] }
 }' "$TMP/paired"
   echo "(RPS under equal competition for the CPUs: it also reflects how much CPU each side wins, hence the CPU per request ratio)"
+fi
+
+if [ "$NEWCONN" -gt 0 ]; then
+  : > "$TMP/newconn"
+  for r in $(seq 1 "$NEWCONN"); do
+    for n in nginx haproxy kiln; do
+      wrk -t"$THREADS" -c"$CONNS" -H 'Connection: close' -d"$WARMUP" "http://127.0.0.1:${PORT[$n]}/1k" >/dev/null
+      out=$(wrk -t"$THREADS" -c"$CONNS" -H 'Connection: close' --latency -d"$DURATION" "http://127.0.0.1:${PORT[$n]}/1k")
+      echo "$n $(awk '/^Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/Socket errors/ {e=$0} END {print e ? "yes" : "no"}' <<<"$out")" >> "$TMP/newconn"
+    done
+  done
+  echo
+  echo "new connection per request (Connection: close): wrk -t$THREADS -c$CONNS -d$DURATION (x$NEWCONN)"
+  awk '
+function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
+{ if (!($1 in n)) order[++k] = $1; n[$1]++; rps[$1] += $2; p50[$1] += ms($3); p99[$1] += ms($4); if ($5 == "yes") err[$1] = 1 }
+END {
+  printf "%-28s %9s %8s %8s %10s %10s %14s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "socket errors"
+  for (i = 1; i <= k; i++) { x = order[i]
+    printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %14s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/(rps["nginx"]/n["nginx"]), (p99[x]/n[x])/(p99["nginx"]/n["nginx"]), err[x] ? "yes" : "no" }
+}' "$TMP/newconn"
 fi
