@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,5 +234,60 @@ func TestWebSocketAndStreaming(t *testing.T) {
 	rest, _ := io.ReadAll(sresp.Body)
 	if !strings.Contains(string(rest), "chunk 2") {
 		t.Errorf("rest %q", rest)
+	}
+}
+
+// blackHole returns the address of a listener that completes no more
+// handshakes: its accept queue (backlog 0) is full and never drained, so
+// new connections wait for a SYN-ACK that does not come.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return addr // the queue is full
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if i == 8 {
+			t.Fatalf("%s keeps completing handshakes", addr)
+		}
+	}
+}
+
+// TestUpstreamConnectTimeout: a connect that does not complete within the
+// service's connect_timeout is Kong's 504, reported quickly.
+func TestUpstreamConnectTimeout(t *testing.T) {
+	host, port := proxytest.HostPort(t, blackHole(t))
+	e, gw := proxytest.StartGateway(t, nil)
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "connect_timeout": 200, "retries": 1}},
+		"routes":   {{"paths": []any{"/hole"}, "service": map[string]any{"id": "33333333-3333-4333-8333-333333333333"}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	resp, body := proxytest.Get(t, gw+"/hole", nil)
+	took := time.Since(start)
+	if resp.StatusCode != 504 || !strings.Contains(string(body), "The upstream server is timing out") {
+		t.Fatalf("connect timeout: %d %s", resp.StatusCode, body)
+	}
+	if took < 350*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("two connects of 200 ms took %v", took)
 	}
 }

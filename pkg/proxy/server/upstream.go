@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -217,6 +219,11 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 	if p.loop == nil {
 		return p.dialPoller(ctx, key, addr, connect, tlsConf)
 	}
+	if tlsConf == nil && p.loop.cur != nil {
+		if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Zone() == "" {
+			return p.dialLoop(ctx, key, ap, connect)
+		}
+	}
 	var (
 		c   *upConn
 		err error
@@ -234,36 +241,95 @@ func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration
 	return c, nil
 }
 
+// dialLoop connects to an IP address from the event loop (in one of its
+// coroutines): a non-blocking connect whose completion the loop waits for
+// like any readiness. An offloaded dial needs a goroutine and Go's
+// poller, whose wake-up busy loops can leave to the scheduler's 10 ms
+// monitor; it also costs twice the system calls.
+func (p *pool) dialLoop(ctx context.Context, key string, ap netip.AddrPort, connect time.Duration) (*upConn, error) {
+	raddr := net.TCPAddrFromAddrPort(ap)
+	fail := func(op string, err error) (*upConn, error) {
+		if errno, ok := err.(syscall.Errno); ok {
+			err = os.NewSyscallError(op, errno)
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: raddr, Err: err}
+	}
+	family, sa := syscall.AF_INET6, syscall.Sockaddr(&syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()})
+	if ap.Addr().Is4() {
+		family, sa = syscall.AF_INET, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	if err != nil {
+		return fail("socket", err)
+	}
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	cerr := syscall.Connect(fd, sa)
+	if cerr != nil && cerr != syscall.EINPROGRESS && cerr != syscall.EINTR {
+		_ = syscall.Close(fd)
+		return fail("connect", cerr)
+	}
+	sc := newAcceptedConn(fd, raddr)
+	if err := p.loop.adopt(sc); err != nil {
+		_ = syscall.Close(fd)
+		return fail("epoll_ctl", err)
+	}
+	if cerr != nil { // in progress: writable once connected or failed
+		sc.wready = false
+		dl := time.Now().Add(connect)
+		if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+			dl = d
+		}
+		_ = sc.SetWriteDeadline(dl)
+		err := sc.waitWritable()
+		_ = sc.SetWriteDeadline(time.Time{})
+		if err == nil {
+			var soErr int
+			if soErr, err = syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR); err == nil && soErr != 0 {
+				err = syscall.Errno(soErr)
+			}
+		}
+		if err != nil {
+			_ = sc.Close()
+			return fail("connect", err)
+		}
+	}
+	return p.newUpConn(key, sc, sc), nil
+}
+
 // dialPoller dials with Go's poller: the socket is a sysConn in poller
-// mode (under TLS, too, so that a loop can take it over).
+// mode (under TLS, too, so that a loop can take it over). As in Kong
+// (proxy_socket_keepalive off), upstream sockets get no TCP keep-alive
+// probes: the pool closes connections idle for a minute.
 func (p *pool) dialPoller(ctx context.Context, key, addr string, connect time.Duration, tlsConf *tls.Config) (*upConn, error) {
-	d := net.Dialer{Timeout: connect, KeepAlive: 60 * time.Second}
+	d := net.Dialer{Timeout: connect, KeepAlive: -1}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
 	}
 	raw := newRawConn(nc)
 	if raw != nil {
 		nc = raw
 	}
-	c := &upConn{key: key, raw: raw, p: p}
-	if tlsConf != nil {
-		tconn := tls.Client(nc, tlsConf)
-		hctx, cancel := context.WithTimeout(ctx, connect)
-		err := tconn.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			_ = nc.Close()
-			return nil, err
-		}
-		nc, c.tls = tconn, true
-	} else {
-		c.sc = raw
+	if tlsConf == nil {
+		return p.newUpConn(key, nc, raw), nil
 	}
-	c.nc = nc
+	tconn := tls.Client(nc, tlsConf)
+	hctx, cancel := context.WithTimeout(ctx, connect)
+	err = tconn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	c := p.newUpConn(key, tconn, raw)
+	c.tls, c.sc = true, nil
+	return c, nil
+}
+
+// newUpConn wraps a connected upstream connection nc (raw: its TCP socket's
+// sysConn, or nil) with the pool's buffers.
+func (p *pool) newUpConn(key string, nc net.Conn, raw *sysConn) *upConn {
+	c := &upConn{key: key, nc: nc, raw: raw, sc: raw, p: p}
 	dc := &deadlineConn{Conn: nc, clock: p.clock}
 	c.dc = dc
 	if br, ok := p.readers.Get().(*bufio.Reader); ok {
@@ -278,7 +344,7 @@ func (p *pool) dialPoller(ctx context.Context, key, addr string, connect time.Du
 	} else {
 		c.bw = bufio.NewWriterSize(dc, 8<<10)
 	}
-	return c, nil
+	return c
 }
 
 // closedWhileIdle reports whether an idle upstream connection can no longer
