@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kiln-dev/kiln/pkg/crds"
+	"github.com/kiln-dev/kiln/pkg/kubeclient"
 )
 
 // Step reports one finished step of a long operation (for ✓/✗ progress lines).
@@ -101,22 +100,5 @@ func Down(ctx context.Context, p Provider, cfg Config) error {
 
 // Client returns a controller-runtime client with kiln's kinds for kubeconfig.
 func Client(kubeconfig string) (client.WithWatch, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
-	}
-	rc.WarningHandlerWithContext = apiWarnings{}
-	s, err := crds.Scheme()
-	if err != nil {
-		return nil, err
-	}
-	return client.NewWithWatch(rc, client.Options{Scheme: s})
-}
-
-// apiWarnings logs API server warnings (deprecations, schema notes) at
-// debug level instead of controller-runtime's global logger.
-type apiWarnings struct{}
-
-func (apiWarnings) HandleWarningHeaderWithContext(ctx context.Context, _ int, _ string, text string) {
-	slog.DebugContext(ctx, "Kubernetes API warning", "warning", text)
+	return kubeclient.New(kubeconfig, kubeclient.Options{})
 }

@@ -20,11 +20,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kiln-dev/kiln/pkg/crds"
+	"github.com/kiln-dev/kiln/pkg/kubeclient"
 	"github.com/kiln-dev/kiln/pkg/workflow"
 	"github.com/kiln-dev/kiln/pkg/workflow/store"
 )
@@ -49,18 +48,9 @@ var conflictBackoff = wait.Backoff{Steps: 20, Duration: 10 * time.Millisecond, F
 // the client allows 50 requests per second (bursts of 100) instead of
 // client-go's default of 5.
 func Open(ctx context.Context, kubeconfig, namespace string) (*Store, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
-	}
-	rc.QPS, rc.Burst = 50, 100
-	scheme, err := crds.Scheme()
+	c, err := kubeclient.New(kubeconfig, kubeclient.Options{QPS: 50, Burst: 100})
 	if err != nil {
 		return nil, err
-	}
-	c, err := client.New(rc, client.Options{Scheme: scheme})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the Kubernetes API of %s: %w", kubeconfig, err)
 	}
 	return New(ctx, c, namespace)
 }
