@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/lab/redfish"
+	"github.com/kiln-dev/kiln/pkg/lab/redfish/redfishtest"
 )
 
 // console is a minimal RMCP+ remote console calling Server.handle directly,
@@ -173,9 +174,9 @@ func (c *console) decode(pkt []byte) (byte, []byte, bool) {
 	return plain[6], plain[7 : len(plain)-1], true
 }
 
-func newTestServer(t testing.TB) (*Server, *fakeSystem) {
+func newTestServer(t testing.TB) (*Server, *redfishtest.System) {
 	t.Helper()
-	sys := newFakeSystem()
+	sys := redfishtest.New()
 	s, err := New(Config{Name: "m1", Username: testUser, Password: testPassword, System: sys, SessionTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
