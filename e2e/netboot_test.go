@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/netboot"
 	"github.com/kiln-dev/kiln/pkg/netns"
 	"github.com/kiln-dev/kiln/pkg/qemu"
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 )
 
 // vmCase is one firmware booting one machine of the inventory.
@@ -137,9 +137,9 @@ func TestNetbootQEMU(t *testing.T) {
 // startKiln starts the netboot stack inside ns (sockets and service loops)
 // with an info-level log that is printed if the test fails, together with
 // extra().
-func startKiln(ctx context.Context, t *testing.T, ns *netns.Namespace, cfg netboot.Config, extra func() string) (*netboot.Server, *lockedBuffer) {
+func startKiln(ctx context.Context, t *testing.T, ns *netns.Namespace, cfg netboot.Config, extra func() string) (*netboot.Server, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg.RunIn = ns.Do
 	cfg.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	var srv *netboot.Server
@@ -185,7 +185,7 @@ func hookDir(t *testing.T, kernel string) string {
 }
 
 func bootOne(ctx context.Context, t *testing.T, ns *netns.Namespace, dir string, i int, c vmCase, srv *netboot.Server) error {
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	vm, err := qemu.Start(ctx, qemu.Config{
 		Name: "kn3-" + c.name, Firmware: c.firmware, MAC: c.mac, Tap: fmt.Sprintf("kn3tap%d", i), Netns: ns.Name,
 		NoOptionROM: c.noROM, MemoryMiB: 512, SerialLog: filepath.Join(dir, c.name+"-serial.log"), QMPSocket: filepath.Join(dir, c.name+"-qmp.sock"),
@@ -234,23 +234,6 @@ func tail(s string, n int) string {
 	return s
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestProxyNextToDnsmasq runs kiln in proxy mode beside a site DHCP server
 // (dnsmasq in its own namespace, handing out the addresses with no boot
 // options). A legacy-BIOS VM must get its address from dnsmasq and its
@@ -282,7 +265,7 @@ func TestProxyNextToDnsmasq(t *testing.T) {
 	c := vmCase{name: "bios-proxy", firmware: qemu.BIOS, proxy: true, mac: "52:54:00:03:00:09", ip: "10.82.0.21"}
 	dnsmasq := site.Command(ctx, "dnsmasq", "--no-daemon", "--port=0", "--interface=kn3pv1", "--bind-interfaces", "--leasefile-ro",
 		"--dhcp-range=10.82.0.100,10.82.0.150,1h", "--dhcp-host="+c.mac+","+c.ip, "--dhcp-option=3,10.82.0.254")
-	var dnsmasqOut lockedBuffer
+	var dnsmasqOut syncbuf.Buffer
 	dnsmasq.Stdout, dnsmasq.Stderr = &dnsmasqOut, &dnsmasqOut
 	if err := dnsmasq.Start(); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 )
 
 func TestServeNetbootUsage(t *testing.T) {
@@ -46,7 +48,7 @@ func TestServeNetbootRunsAndStops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Run(ctx, []string{"serve", "netboot", "--hardware-csv", filepath.Join(dir, "Hardware.csv"), "--bind-ip", "127.0.0.1",

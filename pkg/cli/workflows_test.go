@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 	pb "github.com/kiln-dev/kiln/pkg/workerapi/proto"
 	"github.com/kiln-dev/kiln/pkg/workflow"
 
@@ -103,7 +104,7 @@ func ptr[T any](v T) *T { return &v }
 // servedWorkflow is a `kiln serve workflow` running in the test.
 type servedWorkflow struct {
 	addr string
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	wf   pb.WorkflowServiceClient
 }
 
@@ -118,7 +119,7 @@ func serveWorkflow(t *testing.T, csv string, storeArgs ...string) *servedWorkflo
 	addr := lis.Addr().String()
 	_ = lis.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	done := make(chan int)
 	args := append([]string{"serve", "workflow", "--hardware-csv", csv, "--grpc-listen", addr,
 		"--image-url", "http://10.10.50.5:8080/jammy.raw.gz", "--metadata-url", "http://10.10.50.5:7172"}, storeArgs...)

@@ -4,13 +4,13 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/kiln-dev/kiln/pkg/hardware"
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 )
 
 var (
@@ -397,21 +397,8 @@ func mustNew(f *testing.F, mac net.HardwareAddr, opts ...reqOpt) *dhcpv4.DHCPv4 
 	return d
 }
 
-// syncBuffer collects log output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestUnknownNetbootMACWarnsOncePerMinute(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	s, err := New(Config{Mode: ModeReservation, ServerIP: serverIP, Machines: testInventory(), Log: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,38 +1,19 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 )
-
-// syncBuffer is a log destination safe for the gateway's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestAcceptOutOfDescriptors: when the process has no descriptor left for
 // a new connection, accepting pauses (and says so) instead of stopping or
@@ -42,7 +23,7 @@ func (s *syncBuffer) String() string {
 func TestAcceptOutOfDescriptors(t *testing.T) {
 	up := proxytest.StartEcho(t, "up")
 	host, port := proxytest.HostPort(t, up)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	e, gw := proxytest.StartGatewayOptions(t, server.Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
 	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": svc, "host": host, "port": port}},
