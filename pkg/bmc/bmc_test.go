@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/bmc"
 	"github.com/kiln-dev/kiln/pkg/hardware"
 	"github.com/kiln-dev/kiln/pkg/lab/redfish"
+	"github.com/kiln-dev/kiln/pkg/lab/redfish/redfishtest"
 	"github.com/kiln-dev/kiln/pkg/lab/vmpower"
 	"github.com/kiln-dev/kiln/pkg/lab/vmpower/vmpowertest"
 )
@@ -24,20 +25,7 @@ const (
 // virtualBMC serves a Redfish BMC on loopback for sys and returns its address.
 func virtualBMC(t *testing.T, sys redfish.System) string {
 	t.Helper()
-	h, err := redfish.NewHandler(redfish.Config{Name: "node1", Username: user, Password: pass, System: sys})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := redfish.Serve(ln, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv.Addr
+	return redfishtest.Serve(t, redfish.Config{Name: "node1", Username: user, Password: pass, System: sys}).Addr
 }
 
 // TestBMCLibDrivesQEMU powers a real (board-less) QEMU through bmclib's
@@ -104,19 +92,11 @@ func TestBMCLibDrivesQEMU(t *testing.T) {
 	}
 }
 
-// fixedSystem is a System whose state never changes.
-type fixedSystem struct{ state redfish.PowerState }
-
-func (f fixedSystem) PowerState(context.Context) (redfish.PowerState, error) { return f.state, nil }
-func (f fixedSystem) Reset(context.Context, redfish.ResetType) error         { return nil }
-func (f fixedSystem) BootOverride(context.Context) (redfish.BootOverride, error) {
-	return redfish.BootOverride{Target: redfish.TargetNone, Enabled: redfish.EnabledDisabled, Mode: redfish.ModeLegacy}, nil
-}
-func (f fixedSystem) SetBootOverride(context.Context, redfish.BootOverride) error { return nil }
-
 func TestErrorsNameTheMachineAndHideThePassword(t *testing.T) {
 	ctx := context.Background()
-	addr := virtualBMC(t, fixedSystem{state: redfish.PowerOff})
+	dead := redfishtest.New() // off, and stays off
+	dead.IgnoreResets()
+	addr := virtualBMC(t, dead)
 	// A closed port: nothing listens there.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,19 +16,7 @@ import (
 
 func startTLS(t *testing.T, sys redfish.System) (*redfish.Server, *http.Client) {
 	t.Helper()
-	h, err := redfish.NewHandler(redfish.Config{ID: "vm-7", Name: "node7", Username: "root", Password: "pw", System: sys})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := redfish.Serve(ln, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := redfishtest.Serve(t, redfish.Config{ID: "vm-7", Name: "node7", Username: "root", Password: "pw", System: sys})
 	// Verify the certificate: it must be valid for the listener's IP.
 	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: srv.RootCAs}}}
 	return srv, cl

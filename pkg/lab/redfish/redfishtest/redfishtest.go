@@ -5,8 +5,10 @@ package redfishtest
 
 import (
 	"context"
+	"net"
 	"slices"
 	"sync"
+	"testing"
 
 	"github.com/kiln-dev/kiln/pkg/lab/redfish"
 )
@@ -19,6 +21,7 @@ type System struct {
 	resets   []redfish.ResetType
 	sets     []redfish.BootOverride
 	fail     error
+	stuck    bool
 }
 
 // New returns a machine that is powered off and boots from its default
@@ -33,6 +36,14 @@ func (s *System) Fail(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = err
+}
+
+// IgnoreResets makes Reset succeed without changing the power state, as a
+// machine that never turns on.
+func (s *System) IgnoreResets() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stuck = true
 }
 
 // PowerState implements redfish.System.
@@ -54,6 +65,9 @@ func (s *System) Reset(_ context.Context, t redfish.ResetType) error {
 		return s.fail
 	}
 	s.resets = append(s.resets, t)
+	if s.stuck {
+		return nil
+	}
 	switch t {
 	case redfish.ResetOn, redfish.ResetForceOn, redfish.ResetPowerCycle, redfish.ResetForceRestart:
 		s.on = true
@@ -91,4 +105,26 @@ func (s *System) Sets() []redfish.BootOverride {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.sets)
+}
+
+// Serve serves a Redfish BMC for cfg on an ephemeral loopback port (HTTPS,
+// with a certificate for that address, trusted by srv.RootCAs) until the
+// test ends.
+func Serve(t testing.TB, cfg redfish.Config) *redfish.Server {
+	t.Helper()
+	h, err := redfish.NewHandler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := redfish.Serve(ln, h)
+	if err != nil {
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv
 }
