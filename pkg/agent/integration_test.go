@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/agent/actions"
 	"github.com/kiln-dev/kiln/pkg/agent/actions/compresstest"
 	"github.com/kiln-dev/kiln/pkg/hardware"
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 	"github.com/kiln-dev/kiln/pkg/workerapi"
 	"github.com/kiln-dev/kiln/pkg/workflow"
 	"github.com/kiln-dev/kiln/pkg/workflow/store"
@@ -353,12 +353,11 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 	var reboots []int
 	var kexecLoaded string // kernel|initrd|cmdline as the kexec action loaded them
 	var rebootMu sync.Mutex
-	var agentLog bytes.Buffer
-	lw := &lockedWriter{w: &agentLog}
+	var agentLog syncbuf.Buffer
 	a, err := agent.New(agent.Options{
 		Config:  agent.Config{WorkerID: mac, Authority: l.addr},
 		PollMin: 50 * time.Millisecond, PollMax: 300 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(lw, nil)),
+		Logger: slog.New(slog.NewTextHandler(&agentLog, nil)),
 		Runtime: actions.Runtime{TempDir: dir, Reboot: func(cmd int) error {
 			rebootMu.Lock()
 			reboots = append(reboots, cmd)
@@ -504,9 +503,7 @@ func TestAgentProvisionsLoopDevice(t *testing.T) {
 		checkFile(t, part, "home/kiln/.ssh/authorized_keys", "ssh-ed25519 AAAA kiln@test\n", 0o640, 1000, 1001)
 	})
 
-	lw.mu.Lock()
 	logText := agentLog.String()
-	lw.mu.Unlock()
 	if !strings.Contains(logText, "worker API unreachable") || !strings.Contains(logText, "worker API reachable again") {
 		t.Errorf("agent did not report losing and regaining the server:\n%s", tail(logText, 20))
 	}
@@ -541,15 +538,4 @@ func mapPartition(t *testing.T, loop, part, file string) {
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

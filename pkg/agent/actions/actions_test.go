@@ -20,6 +20,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/agent/actions"
 	"github.com/kiln-dev/kiln/pkg/agent/actions/compresstest"
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 )
 
 func randomData(n int) []byte {
@@ -229,9 +230,9 @@ func TestImage2DiskReportsProgress(t *testing.T) {
 	defer srv.Close()
 	dest := filepath.Join(t.TempDir(), "disk")
 	_ = os.WriteFile(dest, nil, 0o600)
-	var log bytes.Buffer
+	var log syncbuf.Buffer
 	env := actions.Env{"IMG_URL": srv.URL, "DEST_DISK": dest, "PROGRESS_INTERVAL_SECONDS": "1"}
-	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &safeWriter{w: &log}}, env, nil); err != nil {
+	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &log}, env, nil); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
@@ -244,17 +245,6 @@ func TestImage2DiskReportsProgress(t *testing.T) {
 	if progress < 2 || !strings.Contains(lines[len(lines)-1], "done: read 0.2 MiB of 0.2 MiB (100%)") {
 		t.Fatalf("want periodic progress lines and a final one:\n%s", log.String())
 	}
-}
-
-type safeWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *safeWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func TestImage2DiskRetry(t *testing.T) {
@@ -280,9 +270,9 @@ func TestImage2DiskRetry(t *testing.T) {
 	defer srv.Close()
 	dest := filepath.Join(t.TempDir(), "disk")
 	_ = os.WriteFile(dest, nil, 0o600)
-	var log bytes.Buffer
+	var log syncbuf.Buffer
 	env := actions.Env{"IMG_URL": srv.URL + "/img", "DEST_DISK": dest, "RETRY_ENABLED": "true", "RETRY_DURATION_MINUTES": "1"}
-	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &safeWriter{w: &log}}, env, nil); err != nil {
+	if _, err := actions.Image2Disk(context.Background(), &actions.Runtime{Log: &log}, env, nil); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	if got, _ := os.ReadFile(dest); !bytes.Equal(got, data) || !strings.Contains(log.String(), "attempt 1 failed") || calls != 2 {
