@@ -298,11 +298,19 @@ const (
 // triggered with EPOLLEXCLUSIVE: a connection wakes one waiting loop (not
 // all of them), and one that is not accepted at once is reported again.
 func (l *eventLoop) addListener(fd int, accept func()) error {
+	if err := l.watchListener(fd); err != nil {
+		return err
+	}
+	l.lfd, l.accept, l.acceptOff = fd, accept, false
+	return nil
+}
+
+// watchListener adds the listening socket fd to the epoll set.
+func (l *eventLoop) watchListener(fd int) error {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(fd)}
 	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
-	l.lfd, l.accept, l.acceptOff = fd, accept, false
 	return nil
 }
 
@@ -331,8 +339,7 @@ func (l *eventLoop) pauseAccept(d time.Duration) {
 			if l.lfd != fd || !l.acceptOff || l.stopping {
 				return
 			}
-			ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(fd)}
-			if syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == nil {
+			if l.watchListener(fd) == nil {
 				l.acceptOff = false
 			}
 		})

@@ -287,7 +287,7 @@ func (s *h1Server) pickLoop(l *eventLoop) *eventLoop {
 // startConn serves an accepted socket on loop l (its goroutine); s.wg
 // counts it already.
 func (s *h1Server) startConn(l *eventLoop, fd int, raddr *net.TCPAddr) {
-	sc := newAcceptedConn(fd, raddr)
+	sc := newLoopSocket(fd, raddr)
 	if s.closing.Load() {
 		_ = syscall.Close(fd)
 		l.clients.Add(-1)

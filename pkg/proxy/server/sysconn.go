@@ -158,9 +158,9 @@ func newRawConn(c net.Conn) *sysConn {
 	return s
 }
 
-// newAcceptedConn wraps a socket an event loop accepted (not yet in the
-// loop: see eventLoop.adopt).
-func newAcceptedConn(fd int, raddr net.Addr) *sysConn {
+// newLoopSocket wraps a socket an event loop accepted or connected (not
+// yet in the loop: see eventLoop.adopt).
+func newLoopSocket(fd int, raddr net.Addr) *sysConn {
 	s := &sysConn{fd: fd, raddr: raddr, hidx: -1}
 	s.bindCallbacks()
 	return s

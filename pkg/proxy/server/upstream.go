@@ -98,7 +98,7 @@ type pool struct {
 	readers sync.Pool
 	writers sync.Pool
 	// loop is set for an event loop's pool: its connections are in the
-	// loop, and dialing is offloaded from it.
+	// loop (see dial).
 	loop *eventLoop
 }
 
@@ -214,7 +214,8 @@ func (p *pool) closeAll() {
 }
 
 // dial opens a new connection (TLS when tlsConf is set). An event loop's
-// pool dials in a goroutine and then moves the socket into the loop.
+// pool connects to an IP address itself (dialLoop); for a hostname or TLS
+// it dials in a goroutine and then moves the socket into the loop.
 func (p *pool) dial(ctx context.Context, key, addr string, connect time.Duration, tlsConf *tls.Config) (*upConn, error) {
 	if p.loop == nil {
 		return p.dialPoller(ctx, key, addr, connect, tlsConf)
@@ -268,7 +269,7 @@ func (p *pool) dialLoop(ctx context.Context, key string, ap netip.AddrPort, conn
 		_ = syscall.Close(fd)
 		return fail("connect", cerr)
 	}
-	sc := newAcceptedConn(fd, raddr)
+	sc := newLoopSocket(fd, raddr)
 	if err := p.loop.adopt(sc); err != nil {
 		_ = syscall.Close(fd)
 		return fail("epoll_ctl", err)
