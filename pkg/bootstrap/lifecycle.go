@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/kiln-dev/kiln/pkg/crds"
 	"github.com/kiln-dev/kiln/pkg/kubeclient"
 )
@@ -72,7 +70,7 @@ func Up(ctx context.Context, p Provider, cfg Config, step Step) (*Cluster, error
 		return nil, fmt.Errorf("recording bootstrap provider: %w", err)
 	}
 	start = time.Now()
-	c, err := Client(cl.Kubeconfig)
+	c, err := kubeclient.New(cl.Kubeconfig, kubeclient.Options{})
 	if err == nil {
 		err = crds.Install(ctx, c)
 	}
@@ -96,9 +94,4 @@ func Down(ctx context.Context, p Provider, cfg Config) error {
 	_ = os.Remove(cfg.GeneratedDir())
 	_ = os.Remove(cfg.dir())
 	return nil
-}
-
-// Client returns a controller-runtime client with kiln's kinds for kubeconfig.
-func Client(kubeconfig string) (client.WithWatch, error) {
-	return kubeclient.New(kubeconfig, kubeclient.Options{})
 }

@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kiln-dev/kiln/pkg/bootstrap"
+	"github.com/kiln-dev/kiln/pkg/kubeclient"
 )
 
 // TestMain lets this test binary stand in for the kiln binary when the
@@ -112,11 +112,11 @@ func TestBootstrapMove(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	from, err := bootstrap.Client(filepath.Join(src, "generated", "bootstrap.kubeconfig"))
+	from, err := kubeclient.New(filepath.Join(src, "generated", "bootstrap.kubeconfig"), kubeclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	to, err := bootstrap.Client(filepath.Join(dst, "generated", "bootstrap.kubeconfig"))
+	to, err := kubeclient.New(filepath.Join(dst, "generated", "bootstrap.kubeconfig"), kubeclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

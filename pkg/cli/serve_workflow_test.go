@@ -10,7 +10,7 @@ import (
 	tinkv1 "github.com/tinkerbell/tink/api/v1alpha1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kiln-dev/kiln/pkg/bootstrap"
+	"github.com/kiln-dev/kiln/pkg/kubeclient"
 	pb "github.com/kiln-dev/kiln/pkg/workerapi/proto"
 )
 
@@ -47,7 +47,7 @@ func TestServeWorkflowKubeconfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c, err := bootstrap.Client(kubeconfig)
+	c, err := kubeclient.New(kubeconfig, kubeclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

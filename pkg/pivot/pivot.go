@@ -35,6 +35,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/bootstrap"
 	"github.com/kiln-dev/kiln/pkg/crds"
+	"github.com/kiln-dev/kiln/pkg/kubeclient"
 )
 
 // Options says what to move where.
@@ -152,7 +153,7 @@ func Move(ctx context.Context, opts Options, step bootstrap.Step) (*Result, erro
 }
 
 func connect(ctx context.Context, kubeconfig, role string, timeout time.Duration) (client.Client, error) {
-	c, err := bootstrap.Client(kubeconfig)
+	c, err := kubeclient.New(kubeconfig, kubeclient.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("%s cluster: %w", role, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/bootstrap/embedded"
 	"github.com/kiln-dev/kiln/pkg/bootstrap/embedded/controlplane"
 	"github.com/kiln-dev/kiln/pkg/crds"
+	"github.com/kiln-dev/kiln/pkg/kubeclient"
 )
 
 const childEnv = "KILN_EMBEDDEDTEST_CONTROLPLANE"
@@ -67,7 +68,7 @@ func Start(t testing.TB, name string) (*bootstrap.Cluster, client.WithWatch) {
 // Client returns a controller-runtime client with kiln's kinds for kubeconfig.
 func Client(t testing.TB, kubeconfig string) client.WithWatch {
 	t.Helper()
-	c, err := bootstrap.Client(kubeconfig)
+	c, err := kubeclient.New(kubeconfig, kubeclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
