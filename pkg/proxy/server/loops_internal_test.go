@@ -1,6 +1,13 @@
 package server
 
-import "testing"
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+)
 
 // TestPickLoopSpreads: connections the kernel hands to one loop are
 // spread so that every loop serves as many; a loop keeps the ones it
@@ -24,5 +31,74 @@ func TestPickLoopSpreads(t *testing.T) {
 	}
 	if to := s.pickLoop(loops[1]); to != loops[1] {
 		t.Fatal("with all loops equally busy, the accepting loop should keep the connection")
+	}
+}
+
+// TestYieldToPollerRuns: a loop yielding to the scheduler over and over
+// always gets control back (a lost eventfd wake-up would leave it parked
+// for good) while goroutines on another P poll the network all the time
+// (the race that loses a wake-up needs another thread's poll between the
+// loop's signal and its wait).
+func TestYieldToPollerRuns(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	l, err := newEventLoop(newCoarseClock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.closeDescriptors()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // a goroutine-served socket: echoes until closed
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	echoErr := make(chan error, 1)
+	go func() { // keeps the other P polling the network
+		buf := make([]byte, 1)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				echoErr <- nil
+				return
+			default:
+			}
+			if _, err := c.Write([]byte{byte(i)}); err != nil {
+				echoErr <- err
+				return
+			}
+			if _, err := io.ReadFull(c, buf); err != nil || buf[0] != byte(i) {
+				echoErr <- fmt.Errorf("echo %d: got %v, %v", i, buf, err)
+				return
+			}
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 50000 {
+			l.yieldToPoller()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the loop did not get control back after yielding to the scheduler")
+	}
+	close(stop)
+	if err := <-echoErr; err != nil {
+		t.Fatal(err)
 	}
 }
