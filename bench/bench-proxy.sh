@@ -19,7 +19,9 @@
 # connection per request (Connection: close): accepting and closing
 # connections, which keep-alive hides, for nginx, haproxy and kiln.
 #
-# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (1) PAIRED (3) NEWCONN (1)
+# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (3) PAIRED (3) NEWCONN (1)
+# (three interleaved rounds by default: one round on a shared virtual
+# machine, whose speed drifts between minutes, can land 15% off either way)
 # KILN_BASE=path adds rows for a second kiln binary (e.g. a build of the
 # previous commit), measured in the same rounds, for before/after ratios.
 set -euo pipefail
@@ -31,7 +33,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-3s}
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-3}
 PAIRED=${PAIRED:-3}
 NEWCONN=${NEWCONN:-1}
 
