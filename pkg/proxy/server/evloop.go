@@ -460,9 +460,8 @@ const holdWait = time.Millisecond
 // timer is due.
 func (l *eventLoop) wait(events []syscall.EpollEvent) (int, error) {
 	runtime.Gosched()
-	if n, err := epollPoll(l.epfd, events); n > 0 || err != nil {
-		return n, err
-	}
+	// No poll here: epoll_wait returns at once with what arrived
+	// meanwhile, and waitInPoller polls before it parks.
 	var dl time.Time
 	if len(l.timers) > 0 {
 		dl = l.timers[0].hdl
