@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/gateway"
+	"github.com/kiln-dev/kiln/pkg/proxy/proxyproto"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 	"github.com/kiln-dev/kiln/pkg/proxy/store/sqlstore"
@@ -45,6 +46,7 @@ type gatewayRunOptions struct {
 	accessLog                              string
 	gcPercent                              int
 	eventLoops                             int
+	proxyProtocolTimeout                   time.Duration
 
 	role, prefix                           string
 	clusterListen, clusterControlPlane     string
@@ -113,6 +115,7 @@ to --proxy-listen and use --real-ip-header proxy_protocol.`,
 	f.DurationVar(&o.pgPoll, "pg-poll", 2*time.Second, "how often to check PostgreSQL for changes made by other nodes")
 	f.StringVar(&o.accessLog, "proxy-access-log", "stdout", "access log: stdout, stderr, off, or a file path")
 	f.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving each cleartext proxy listener, as nginx's worker processes: 0 one per CPU (GOMAXPROCS), -1 none (a goroutine per connection)")
+	f.DurationVar(&o.proxyProtocolTimeout, "proxy-protocol-timeout", proxyproto.DefaultHeaderTimeout, "how long a connection to a proxy_protocol listener has to send its PROXY header before it is closed")
 	f.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target percentage (GOGC); higher trades memory for proxy throughput")
 	f.StringVar(&o.role, "role", gateway.RoleTraditional, "node role: traditional, control_plane (hybrid mode, needs a database) or data_plane (needs --database off)")
 	f.StringVar(&o.prefix, "prefix", "kiln-gateway", "data plane: directory keeping the last configuration from the control plane and the node id")
@@ -218,6 +221,9 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	if o.eventLoops < -1 {
 		return usageError("--event-loops %d is not valid; use 0 (one per CPU), -1 (none) or a positive number", o.eventLoops)
 	}
+	if o.proxyProtocolTimeout <= 0 {
+		return usageError("--proxy-protocol-timeout %s is not valid; use a positive duration such as 5s", o.proxyProtocolTimeout)
+	}
 	if os.Getenv("GOGC") == "" && o.gcPercent > 0 {
 		debug.SetGCPercent(o.gcPercent)
 	}
@@ -254,7 +260,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 		},
 		Role: o.role, Cluster: clusterOpts,
 		TrustedIPs: trusted, RealIPHeader: strings.TrimSpace(o.realIPHeader), RealIPRecursive: bool(o.realIPRecursive),
-		EventLoops: o.eventLoops,
+		EventLoops: o.eventLoops, ProxyProtocolTimeout: o.proxyProtocolTimeout,
 	}
 	opts.Cluster.Ready = func(addr string) {
 		fmt.Fprintf(streams.Err, "✓ control plane cluster listener %s (%s mTLS)\n", addr, o.clusterMTLS)

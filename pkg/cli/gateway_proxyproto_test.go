@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -26,6 +28,12 @@ func TestGatewayRunProxyProtocol(t *testing.T) {
 	if code == ExitOK || !strings.Contains(stderr.String(), "proxy_protocol flag is supported on --proxy-listen entries only") {
 		t.Errorf("proxy_protocol on --admin-listen: exit %d, stderr %q", code, stderr.String())
 	}
+	stderr.Reset()
+	code = Run(context.Background(), []string{"gateway", "run", "--database", "off", "--proxy-protocol-timeout", "0s"},
+		strings.NewReader(""), io.Discard, &stderr)
+	if want := "--proxy-protocol-timeout 0s is not valid"; code != ExitUsage || !strings.Contains(stderr.String(), want) {
+		t.Errorf("--proxy-protocol-timeout 0s: exit %d, stderr %q, want usage error %q", code, stderr.String(), want)
+	}
 
 	up := upstreamEcho(t)
 	file := filepath.Join(t.TempDir(), "kong.yaml")
@@ -34,7 +42,8 @@ func TestGatewayRunProxyProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file,
-		"--proxy-listen", "127.0.0.1:0 proxy_protocol", "--trusted-ips", "127.0.0.1", "--real-ip-header", "proxy_protocol")
+		"--proxy-listen", "127.0.0.1:0 proxy_protocol", "--trusted-ips", "127.0.0.1", "--real-ip-header", "proxy_protocol",
+		"--proxy-protocol-timeout", "300ms")
 
 	var root struct {
 		Configuration struct {
@@ -77,5 +86,17 @@ func TestGatewayRunProxyProtocol(t *testing.T) {
 		if got.Headers.Get(k) != want {
 			t.Errorf("upstream %s = %q, want %q", k, got.Headers.Get(k), want)
 		}
+	}
+
+	// A connection that never sends its PROXY header is closed once
+	// --proxy-protocol-timeout (300ms here, 60 s by default) has passed.
+	silent, err := net.DialTimeout("tcp", strings.TrimPrefix(proxy, "http://"), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = silent.Close() }()
+	_ = silent.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := silent.Read(make([]byte, 1)); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a connection without a PROXY header: read %d bytes, %v; want it closed after --proxy-protocol-timeout", n, err)
 	}
 }

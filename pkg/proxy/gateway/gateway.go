@@ -61,6 +61,9 @@ type Options struct {
 	// EventLoops is the number of event loops per cleartext proxy
 	// listener (server.Options.EventLoops): 0 one per GOMAXPROCS, -1 none.
 	EventLoops int
+	// ProxyProtocolTimeout bounds the wait for a PROXY protocol header
+	// (server.Options.ProxyProtocolTimeout; 0: 60 s).
+	ProxyProtocolTimeout time.Duration
 }
 
 // Kong's roles.
@@ -187,7 +190,7 @@ func Run(ctx context.Context, o Options) error {
 	tokens := oauth2Tokens(st)
 	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable,
 		NodeID: nodeID, OAuth2: tokens, TrustedIPs: o.TrustedIPs, RealIPHeader: o.RealIPHeader, RealIPRecursive: o.RealIPRecursive,
-		EventLoops: o.EventLoops})
+		EventLoops: o.EventLoops, ProxyProtocolTimeout: o.ProxyProtocolTimeout})
 	if err != nil {
 		return err
 	}
