@@ -240,9 +240,10 @@ func (s *h1Server) acceptIn(l *eventLoop) {
 		case syscall.EINTR, syscall.ECONNABORTED, syscall.EPROTO, syscall.EPERM:
 			continue // this connection failed (or try again)
 		default:
-			// Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
-			// ENOMEM): the waiting connections stay queued until the
-			// pause ends.
+			// Anything else, in practice running out of descriptors
+			// or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM; the
+			// goroutine path's outOfResources): the waiting
+			// connections stay queued until the pause ends.
 			s.e.log.Error("proxy listener: accept failed; pausing accepts", "error", os.NewSyscallError("accept4", err), "pause", acceptPause)
 			l.pauseAccept(acceptPause)
 			return
