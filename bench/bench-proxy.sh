@@ -19,7 +19,14 @@
 # connection per request (Connection: close): accepting and closing
 # connections, which keep-alive hides, for nginx, haproxy and kiln.
 #
+# Then, at fixed request rates (RATES, default "200 2000 10000" requests
+# a second; empty skips) sent by bench/fixedrate over 16 keep-alive
+# connections: each proxy's CPU time per second and per request, the
+# cost of a gateway that is not saturated, where most run most of the time
+# (waking up, timers and idle polling count there, not at saturation).
+#
 # Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (3) PAIRED (3) NEWCONN (1)
+# RATES ("200 2000 10000") RATE_DURATION (5s) FIXEDRATE (bin/fixedrate)
 # (three interleaved rounds by default: one round on a shared virtual
 # machine, whose speed drifts between minutes, can land 15% off either way)
 # KILN_BASE=path adds rows for a second kiln binary (e.g. a build of the
@@ -36,12 +43,16 @@ WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
 PAIRED=${PAIRED:-3}
 NEWCONN=${NEWCONN:-1}
+RATES=${RATES-200 2000 10000}
+RATE_DURATION=${RATE_DURATION:-5s}
+FIXEDRATE=${FIXEDRATE:-bin/fixedrate}
 
 for bin in wrk nginx haproxy caddy curl; do
   command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl)" >&2; exit 1; }
 done
 [ -x "$KILN" ] || { echo "bench-proxy: $KILN not found; run make build or set KILN=" >&2; exit 1; }
 [ -z "$KILN_BASE" ] || [ -x "$KILN_BASE" ] || { echo "bench-proxy: KILN_BASE=$KILN_BASE is not executable" >&2; exit 1; }
+[ -z "$RATES" ] || [ -x "$FIXEDRATE" ] || { echo "bench-proxy: $FIXEDRATE not found; run make bench-proxy, set FIXEDRATE= or RATES= to skip the fixed-rate part" >&2; exit 1; }
 
 TMP=$(mktemp -d /tmp/kiln-bench-proxy.XXXXXX)
 chmod 755 "$TMP" # nginx workers run unprivileged and must read the upstream file
@@ -331,4 +342,28 @@ END {
   for (i = 1; i <= k; i++) { x = order[i]
     printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %14s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/(rps["nginx"]/n["nginx"]), (p99[x]/n[x])/(p99["nginx"]/n["nginx"]), err[x] ? "yes" : "no" }
 }' "$TMP/newconn"
+fi
+
+if [ -n "$RATES" ]; then
+  : > "$TMP/rates"
+  for rate in $RATES; do
+    for n in nginx haproxy kiln "kiln+key-auth+rate-limiting" ${KILN_BASE:+kiln-base}; do
+      t0=$(cpu_ticks "${PID[$n]}")
+      out=$("$FIXEDRATE" -url "http://127.0.0.1:${PORT[$n]}/1k" ${HDR[$n]:+-H "${HDR[$n]}"} -c 16 -rate "$rate" -d "$RATE_DURATION")
+      t1=$(cpu_ticks "${PID[$n]}")
+      echo "$rate $n $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $out" >> "$TMP/rates"
+    done
+  done
+  echo
+  echo "fixed request rates: bench/fixedrate, 16 keep-alive connections, $RATE_DURATION per rate (latency from each request's scheduled send)"
+  awk '
+{ for (i = 4; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+  k++; rate[k] = $1; name[k] = $2; sent[k] = f["rate"]; p50[k] = f["p50_ms"]; p99[k] = f["p99_ms"]; bad[k] = f["errors"] + f["non2xx"]
+  cpu[k] = $3 / (f["requests"] / f["rate"]) / 1000; per[k] = $3 / f["requests"]
+  if ($2 == "nginx") base[$1] = per[k] }
+END {
+  printf "%8s %-28s %9s %10s %11s %10s %8s %8s %7s\n", "rate/s", "proxy", "sent/s", "CPU ms/s", "CPU us/req", "CPU/nginx", "p50 ms", "p99 ms", "errors"
+  for (i = 1; i <= k; i++)
+    printf "%8s %-28s %9.0f %10.1f %11.1f %10s %8.2f %8.2f %7d\n", rate[i], name[i], sent[i], cpu[i], per[i], (base[rate[i]] > 0 ? sprintf("%.2f", per[i] / base[rate[i]]) : "-"), p50[i], p99[i], bad[i]
+}' "$TMP/rates"
 fi
