@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,15 +71,17 @@ type Options struct {
 // Engine is the proxy. Create it with New, feed it configurations with
 // Update and serve it with Serve / ServeHTTP-style listeners.
 type Engine struct {
-	opts    Options
-	log     *slog.Logger
-	snap    atomic.Pointer[snapshot]
-	state   *plugin.State
-	bals    *balancer.Manager
-	pool    *pool
-	ctx     context.Context
-	cancel  context.CancelFunc
-	clock   *coarseClock
+	opts   Options
+	log    *slog.Logger
+	snap   atomic.Pointer[snapshot]
+	state  *plugin.State
+	bals   *balancer.Manager
+	pool   *pool
+	ctx    context.Context
+	cancel context.CancelFunc
+	clock  *coarseClock
+	// holds is shared by the event loops of all listeners.
+	holds   holdSlots
 	ctxPool sync.Pool
 	bufPool sync.Pool
 	// h1Readers / h1Writers recycle client connection buffers.
@@ -103,6 +106,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	clk := newCoarseClock()
 	e := &Engine{opts: opts, log: opts.Log, state: plugin.NewState(), bals: balancer.NewManager(opts.Log), pool: newPool(clk), clock: clk}
+	e.holds.max = int32(runtime.GOMAXPROCS(0) - 1)
 	e.state.Now, e.state.OAuth2 = clk.Now, opts.OAuth2
 	if opts.Now != nil {
 		e.state.Now = opts.Now

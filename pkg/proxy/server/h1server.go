@@ -70,7 +70,7 @@ func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpe
 	s := &h1Server{e: e, handler: srv.Handler, conns: map[*h1Conn]struct{}{}}
 	if n := e.eventLoops(); n > 0 {
 		for range n {
-			l, err := newEventLoop(e.clock)
+			l, err := newEventLoop(e.clock, &e.holds)
 			if err != nil {
 				s.stopLoops()
 				return err

@@ -41,7 +41,7 @@ func TestPickLoopSpreads(t *testing.T) {
 // loop's signal and its wait).
 func TestYieldToPollerRuns(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	l, err := newEventLoop(newCoarseClock())
+	l, err := newEventLoop(newCoarseClock(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,5 +100,31 @@ func TestYieldToPollerRuns(t *testing.T) {
 	close(stop)
 	if err := <-echoErr; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHoldSlotsLeaveAP: no more than max loops hold at once, a slot given
+// back can be taken again, and without slots (nil, or one P) none holds.
+func TestHoldSlotsLeaveAP(t *testing.T) {
+	h := &holdSlots{max: 2}
+	if !h.take() || !h.take() {
+		t.Fatal("two slots of two were not free")
+	}
+	if h.take() {
+		t.Fatal("a third loop got a slot of two")
+	}
+	h.give()
+	if !h.take() {
+		t.Fatal("a slot given back could not be taken again")
+	}
+	if h.take() {
+		t.Fatal("a slot was free with both taken")
+	}
+	var none *holdSlots
+	if none.take() {
+		t.Fatal("a loop without slots got one")
+	}
+	if (&holdSlots{max: 0}).take() {
+		t.Fatal("a loop got a slot with one P (max 0)")
 	}
 }
