@@ -508,7 +508,7 @@ const longHoldWait = 10 * time.Millisecond
 // back by the thread that polls, where an nginx worker sleeps once; kiln
 // made 2.2 to 2.9 times as many voluntary context switches per request
 // as nginx at 200-2,000 requests a second. One loop holding for
-// longHoldWait used 5-17% less CPU at 200, 2,000 and 10,000 requests a
+// longHoldWait used 4-17% less CPU at 200, 2,000 and 10,000 requests a
 // second; with every loop holding that long, Go's scheduler had no P
 // left for the Admin API and timers for up to 10 ms.
 type holdSlots struct {
