@@ -454,14 +454,13 @@ const holdWait = time.Millisecond
 // goroutines queued behind the loop run (runtime.Gosched). Then, unless a
 // goroutine works for the loop (offload), it blocks in epoll_wait on its
 // own thread for up to holdWait (longHoldWait with a holdSlots slot),
-// keeping its P: the kernel then wakes this
-// thread directly when one of its sockets is ready, as it wakes an nginx
-// worker. Parking in Go's poller instead routes every wake-up through the
-// one thread that polls for the whole process and a hand-off to an idle P,
-// which measured about 10% fewer requests per second under load (the CPUs
-// sat idle 8% of the time, against 5%). A loop idle for longer parks in
-// Go's poller, which frees its P, until epfd is readable or the first
-// timer is due.
+// keeping its P: the kernel then wakes this thread directly when one of
+// its sockets is ready, as it wakes an nginx worker. Parking in Go's
+// poller instead routes every wake-up through the one thread that polls
+// for the whole process and a hand-off to an idle P, which measured about
+// 10% fewer requests per second under load (the CPUs sat idle 8% of the
+// time, against 5%). A loop idle for longer parks in Go's poller, which
+// frees its P, until epfd is readable or the first timer is due.
 func (l *eventLoop) wait(events []syscall.EpollEvent) (int, error) {
 	runtime.Gosched()
 	// No poll here: epoll_wait returns at once with what arrived
