@@ -89,9 +89,6 @@ func (c *coarseClock) run() {
 	}
 }
 
-// ticking reports whether the clock serves cached time.
-func (c *coarseClock) ticking() bool { return c.ns.Load() != 0 }
-
 // Close stops the ticking goroutine.
 func (c *coarseClock) Close() {
 	select {
