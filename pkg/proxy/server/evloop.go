@@ -74,6 +74,9 @@ type eventLoop struct {
 	// holds lets the loop wait on its own thread for longer than
 	// holdWait while another P is left to Go's scheduler (nil: never).
 	holds *holdSlots
+	// nextShed is when the oldest idle client connection (sysConn.idleAt)
+	// is due to be shed (zero: none is idle).
+	nextShed time.Time
 
 	mu       sync.Mutex
 	queue    []func()
@@ -272,14 +275,68 @@ func (l *eventLoop) offload(fn func()) {
 	co.yield(struct{}{})
 }
 
-// wake resumes s's waiter, if any, with err.
+// wake resumes s's waiter, if any, with err; a socket waiting with a
+// continuation (detach) gets a coroutine that runs it.
 func (l *eventLoop) wake(s *sysConn, err error) {
 	co := s.waiter
 	if co == nil {
+		if fn := s.cont; fn != nil {
+			s.cont, s.wakeErr = nil, err
+			l.spawn(fn)
+		}
 		return
 	}
 	s.waiter, s.wakeErr = nil, err
 	l.resume(co)
+}
+
+// detach has s wait for reading, or its read deadline, without a
+// coroutine: fn runs in one then (s.wakeErr says why). A connection that
+// waits long between requests gives its coroutine (and the stack it
+// grew) back this way.
+func (l *eventLoop) detach(s *sysConn, fn func()) {
+	s.cont, s.wakeErr = fn, nil
+	if !s.rdl.IsZero() {
+		l.armTimer(s, s.rdl)
+	}
+}
+
+// shedAfter is how long a client connection waits for its next request
+// before the loop sheds it: its coroutine and buffers go back for reuse
+// (see h1Conn.shed), as nginx frees an idle keep-alive connection's
+// buffers. Busy connections never wait that long, so their requests keep
+// their coroutine and buffers; a connection used less often pays about a
+// coroutine start per request. The shorter it is, the fewer connections
+// hold buffers at once when many arrive and go idle together.
+const shedAfter = 100 * time.Millisecond
+
+// markIdle records that s, a client connection, waits for its next
+// request with nothing buffered.
+func (l *eventLoop) markIdle(s *sysConn) {
+	s.idleAt = l.now
+	if l.nextShed.IsZero() {
+		l.nextShed = l.now.Add(shedAfter)
+	}
+}
+
+// shedIdle wakes the client connections idle for shedAfter with errShed
+// (their code sheds them) and schedules the next round.
+func (l *eventLoop) shedIdle() {
+	var next time.Time
+	for _, s := range l.conns {
+		if s == nil || s.idleAt.IsZero() || s.waiter == nil || s.waitWrite {
+			continue
+		}
+		if due := s.idleAt.Add(shedAfter); due.After(l.now) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		s.idleAt = time.Time{}
+		l.wake(s, errShed)
+	}
+	l.nextShed = next
 }
 
 // adopt makes s (fd set) one of l's sockets, readiness unknown (the first
@@ -431,11 +488,19 @@ func (l *eventLoop) run() {
 				l.wake(s, nil)
 				continue
 			}
+			if s.cont != nil && readable {
+				s.wready = s.wready || writable
+				l.wake(s, nil)
+				continue
+			}
 			s.rready = s.rready || readable
 			s.wready = s.wready || writable
 		}
 		if len(l.timers) > 0 {
 			l.expireTimers(l.now)
+		}
+		if !l.nextShed.IsZero() && !l.now.Before(l.nextShed) {
+			l.shedIdle()
 		}
 	}
 	l.stopIdle()
@@ -465,10 +530,7 @@ func (l *eventLoop) wait(events []syscall.EpollEvent) (int, error) {
 	runtime.Gosched()
 	// No poll here: epoll_wait returns at once with what arrived
 	// meanwhile, and waitInPoller polls before it parks.
-	var dl time.Time
-	if len(l.timers) > 0 {
-		dl = l.timers[0].hdl
-	}
+	dl := l.wakeBy()
 	if l.offloads == 0 {
 		hold, long := holdWait, l.holds.take()
 		if long {
@@ -569,13 +631,20 @@ func (l *eventLoop) yieldToPoller() {
 	l.polled = time.Now()
 }
 
+// wakeBy is when a waiting loop has work without events: its first timer
+// or shedding idle connections (zero: none).
+func (l *eventLoop) wakeBy() time.Time {
+	dl := l.nextShed
+	if len(l.timers) > 0 && (dl.IsZero() || l.timers[0].hdl.Before(dl)) {
+		dl = l.timers[0].hdl
+	}
+	return dl
+}
+
 // waitInPoller waits for events in Go's poller (the goroutine parks and
 // its P is free), until epfd is readable or the first timer is due.
 func (l *eventLoop) waitInPoller(events []syscall.EpollEvent) (int, error) {
-	var dl time.Time
-	if len(l.timers) > 0 {
-		dl = l.timers[0].hdl
-	}
+	dl := l.wakeBy()
 	var n int
 	var err error
 	_ = l.epf.SetReadDeadline(dl)
@@ -654,6 +723,8 @@ func (l *eventLoop) expireTimers(now time.Time) {
 			if s.waitWrite {
 				dl = s.wdl
 			}
+		} else if s.cont != nil {
+			dl = s.rdl
 		}
 		switch {
 		case dl.IsZero():

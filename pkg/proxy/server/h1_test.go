@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -276,6 +277,117 @@ func TestManyShortConnections(t *testing.T) {
 	for range workers {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestIdleConnectionsShed: keep-alive connections that wait for their next
+// request give their coroutines (and buffers) back to the event loop, so
+// many idle connections do not hold a goroutine each; one that has sent
+// part of a request head keeps them (and the bytes). All still serve
+// their next request, and shutting down closes them at once.
+func TestIdleConnectionsShed(t *testing.T) {
+	up := proxytest.StartEcho(t, "up")
+	host, port := proxytest.HostPort(t, up)
+	e, err := server.New(server.Options{EventLoops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": svc, "host": host, "port": port}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": svc}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan struct{})
+	go func() { _ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String()}); close(served) }()
+
+	type conn struct {
+		net.Conn
+		br *bufio.Reader
+	}
+	send := func(c conn, data string) error {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.WriteString(c, data)
+		return err
+	}
+	response := func(c conn, uri string) error {
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: status %d", uri, resp.StatusCode)
+		}
+		return nil
+	}
+	before := runtime.NumGoroutine()
+	const n = 400 // more than a loop keeps idle coroutines for (256)
+	conns := make([]conn, n)
+	for i := range conns {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		conns[i] = conn{nc, bufio.NewReader(nc)}
+		if err := send(conns[i], fmt.Sprintf("GET /first/%d HTTP/1.1\r\nHost: x\r\n", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // several times shedAfter
+	if held := runtime.NumGoroutine() - before; held < n-32 {
+		// Each connection with part of a head buffered keeps its
+		// coroutine, which is a goroutine (the margin: goroutines of
+		// earlier tests that may end meanwhile).
+		t.Fatalf("%d connections in the middle of a request head hold %d goroutines, want about %d", n, held, n)
+	}
+	for i, c := range conns {
+		if err := send(c, "\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := response(c, fmt.Sprintf("/first/%d", i)); err != nil {
+			t.Fatalf("connection %d, head completed after a pause: %v", i, err)
+		}
+	}
+	proxytest.WaitFor(t, "idle connections to give their coroutines back", func() bool {
+		return runtime.NumGoroutine()-before <= 256+16
+	})
+	for i, c := range conns {
+		uri := fmt.Sprintf("/again/%d", i)
+		if err := send(c, "GET "+uri+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := response(c, uri); err != nil {
+			t.Fatalf("connection %d after it was shed: %v", i, err)
+		}
+	}
+	proxytest.WaitFor(t, "idle connections to be shed again", func() bool {
+		return runtime.NumGoroutine()-before <= 256+16
+	})
+	start := time.Now()
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy did not stop")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("stopping took %v with shed connections open: they were not closed at once", d)
+	}
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if b, err := c.br.ReadByte(); err != io.EOF {
+			t.Fatalf("connection %d after shutdown: read %q, %v; want EOF", i, b, err)
 		}
 	}
 }

@@ -393,6 +393,8 @@ type h1Conn struct {
 	// by a goroutine from the start). It stays set when the connection
 	// leaves the loop; c.sc.lp says where the socket is now.
 	loop *eventLoop
+	// resumeFn serves the connection again after shed (made once).
+	resumeFn func()
 }
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
@@ -418,24 +420,44 @@ func newLoopH1Conn(s *h1Server, sc *sysConn) *h1Conn {
 
 // init gives c its buffers, reading and writing rw, and header maps.
 func (c *h1Conn) init(rw net.Conn) {
-	s := c.s
 	c.hdr = http.Header{}
-	if br, ok := s.e.h1Readers.Get().(*bufio.Reader); ok {
+	c.takeBuffers(rw)
+	// Header maps start small: up to 8 entries Go keeps a map in one
+	// group, where clearing and look-ups are cheapest.
+	c.w.hdr = http.Header{}
+	c.w.c = c
+}
+
+// takeBuffers gives c a read and a write buffer on rw (reused ones when
+// there are).
+func (c *h1Conn) takeBuffers(rw net.Conn) {
+	e := c.s.e
+	if br, ok := e.h1Readers.Get().(*bufio.Reader); ok {
 		br.Reset(rw)
 		c.br = br
 	} else {
 		c.br = bufio.NewReaderSize(rw, 8<<10)
 	}
-	if bw, ok := s.e.h1Writers.Get().(*bufio.Writer); ok {
+	if bw, ok := e.h1Writers.Get().(*bufio.Writer); ok {
 		bw.Reset(rw)
 		c.bw = bw
 	} else {
 		c.bw = bufio.NewWriterSize(rw, 8<<10)
 	}
-	// Header maps start small: up to 8 entries Go keeps a map in one
-	// group, where clearing and look-ups are cheapest.
-	c.w.hdr = http.Header{}
-	c.w.c = c
+}
+
+// putBuffers gives c's buffers back for reuse.
+func (c *h1Conn) putBuffers() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		c.s.e.h1Readers.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		c.s.e.h1Writers.Put(c.bw)
+		c.bw = nil
+	}
 }
 
 func (c *h1Conn) release(closeConn bool) {
@@ -449,14 +471,7 @@ func (c *h1Conn) release(closeConn bool) {
 		_ = c.nc.Close()
 		c.s.e.ConnState(c.nc, http.StateClosed)
 	}
-	if c.br != nil {
-		c.br.Reset(nil)
-		c.s.e.h1Readers.Put(c.br)
-	}
-	if c.bw != nil {
-		c.bw.Reset(nil)
-		c.s.e.h1Writers.Put(c.bw)
-	}
+	c.putBuffers()
 	c.s.wg.Done()
 }
 
@@ -581,6 +596,7 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 		pending := false
 		err := c.sc.loop(func() bool {
 			c.mayRead = true // first call, or woken up: readable
+			c.sc.idleAt = time.Time{}
 			for {
 				if c.s.closing.Load() {
 					c.quit = true
@@ -599,6 +615,9 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 					}
 					c.idle.Store(true)
 					c.refreshIdleDeadline()
+					if c.sc.lp != nil && c.br.Buffered() == 0 && c.bw.Buffered() == 0 {
+						c.sc.lp.markIdle(c.sc)
+					}
 					return false
 				}
 				c.idle.Store(false)
@@ -622,6 +641,13 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 				c.mayRead = !c.sc.lastShort
 			}
 		})
+		if errors.Is(err, errShed) {
+			if c.sc.rready {
+				continue // readable meanwhile
+			}
+			c.shed()
+			return false, true
+		}
 		if err != nil || c.quit {
 			return false, false
 		}
@@ -650,6 +676,34 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 			}
 		}
 	}
+}
+
+// shed lets a connection idle for shedAfter wait for its next request
+// without a coroutine or buffers: they go back for reuse (an idle
+// keep-alive connection then costs about a tenth of the memory), and the
+// loop starts a coroutine again when the socket is readable, past its
+// deadline or aborted. A header buffer grown by a large request is
+// dropped too.
+func (c *h1Conn) shed() {
+	c.putBuffers()
+	if cap(c.hb.buf) > 4<<10 {
+		c.hb.buf = nil
+	}
+	if c.resumeFn == nil {
+		c.resumeFn = func() { c.guarded(c.resume) }
+	}
+	c.sc.lp.detach(c.sc, c.resumeFn)
+}
+
+// resume serves a shed connection again once its loop woke it.
+func (c *h1Conn) resume() (hijacked, handedOff bool) {
+	err := c.sc.wakeErr
+	c.sc.wakeErr = nil
+	if err != nil {
+		return false, false // past its deadline, or aborted
+	}
+	c.takeBuffers(c.sc)
+	return c.serveEvents()
 }
 
 // mayUpgrade reports whether the request asks for a protocol switch

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -126,5 +128,71 @@ func TestHoldSlotsLeaveAP(t *testing.T) {
 	}
 	if (&holdSlots{max: 0}).take() {
 		t.Fatal("a loop got a slot with one P (max 0)")
+	}
+}
+
+// TestDetachedSocketWakes: a socket waiting without a coroutine (detach)
+// gets its continuation run once, when it turns readable, when its read
+// deadline passes, or when its deadline is moved into the past (as a
+// server's drain does), with the reason in wakeErr.
+func TestDetachedSocketWakes(t *testing.T) {
+	l, err := newEventLoop(newCoarseClock(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.run()
+	defer l.stop()
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // read deadline after detaching (0: none)
+		act     func(s *sysConn, peer int)
+		want    error
+	}{
+		{"readable", 0, func(_ *sysConn, peer int) { _, _ = syscall.Write(peer, []byte("x")) }, nil},
+		{"deadline passes", 50 * time.Millisecond, func(*sysConn, int) {}, os.ErrDeadlineExceeded},
+		{"deadline moved to now", time.Hour, func(s *sysConn, _ int) {
+			l.post(func() { _ = s.SetReadDeadline(time.Now()) })
+		}, os.ErrDeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = syscall.Close(fds[1]) }()
+			s := newLoopSocket(fds[0], nil)
+			woken := make(chan error, 2)
+			ready := make(chan error, 1)
+			l.post(func() {
+				if err := l.adopt(s); err != nil {
+					ready <- err
+					return
+				}
+				s.rready = false
+				if tc.timeout > 0 {
+					s.rdl = time.Now().Add(tc.timeout)
+				}
+				l.detach(s, func() { woken <- s.wakeErr })
+				ready <- nil
+			})
+			if err := <-ready; err != nil {
+				t.Fatal(err)
+			}
+			defer l.post(func() { _ = s.Close() })
+			tc.act(s, fds[1])
+			select {
+			case err := <-woken:
+				if err != tc.want {
+					t.Fatalf("woken with %v, want %v", err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the continuation never ran")
+			}
+			select {
+			case err := <-woken:
+				t.Fatalf("the continuation ran a second time (%v)", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		})
 	}
 }

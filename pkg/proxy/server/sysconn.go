@@ -43,6 +43,13 @@ type sysConn struct {
 	wakeErr        error
 	hdl            time.Time
 	hidx           int
+	// cont runs (in a new coroutine) when the socket, waiting to be read
+	// without a coroutine (eventLoop.detach), is readable, aborted or
+	// past its read deadline.
+	cont func()
+	// idleAt is when a client connection started waiting for its next
+	// request with nothing buffered (zero when it is not: see shedAfter).
+	idleAt time.Time
 
 	rbuf    []byte
 	rn      int
@@ -81,6 +88,10 @@ type sysConn struct {
 
 // errWouldBlock is what Read returns inside loop when no data is there.
 var errWouldBlock = errors.New("would block")
+
+// errShed ends the wait of a client connection idle for shedAfter: its
+// code is to shed the connection (h1Conn.shed).
+var errShed = errors.New("idle connection shed")
 
 // errOutsideLoop is a loop-mode socket used outside its loop's coroutines.
 var errOutsideLoop = errors.New("socket used outside its event loop")
@@ -446,7 +457,7 @@ func (s *sysConn) toPoller() error {
 	f := os.NewFile(uintptr(s.fd), "")
 	nc, err := net.FileConn(f) // duplicates the descriptor
 	_ = f.Close()
-	s.lp, s.fd, s.waiter = nil, -1, nil
+	s.lp, s.fd, s.waiter, s.cont = nil, -1, nil, nil
 	if err != nil {
 		return err
 	}
@@ -560,7 +571,7 @@ func (s *sysConn) SetWriteDeadline(t time.Time) error {
 // deadlineSet wakes (loop mode) a wait in that direction whose new
 // deadline t has already passed, as Go's poller does.
 func (s *sysConn) deadlineSet(write bool, t time.Time) {
-	if s.waiter != nil && s.waitWrite == write && !t.IsZero() && !time.Now().Before(t) {
+	if (s.waiter != nil && s.waitWrite == write || s.cont != nil && !write) && !t.IsZero() && !time.Now().Before(t) {
 		s.lp.wake(s, os.ErrDeadlineExceeded)
 	}
 }
