@@ -119,7 +119,8 @@ generate:
 # CI; needs wrk nginx-light haproxy caddy). Knobs: DURATION CONNS THREADS ROUNDS.
 bench-proxy: build
 	$(GO) build -o bin/fixedrate ./bench/fixedrate
-	KILN=$(BIN) FIXEDRATE=bin/fixedrate bench/bench-proxy.sh
+	$(GO) build -o bin/idleconns ./bench/idleconns
+	KILN=$(BIN) FIXEDRATE=bin/fixedrate IDLECONNS=bin/idleconns bench/bench-proxy.sh
 
 # image2disk throughput against a bare decoder+io.Copy peer in the same run
 # (3 rounds, best of each, to damp a shared machine's noise); prints MB/s for

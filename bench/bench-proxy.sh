@@ -25,8 +25,14 @@
 # cost of a gateway that is not saturated, where most run most of the time
 # (waking up, timers and idle polling count there, not at saturation).
 #
+# And the memory each proxy spends per idle keep-alive client connection:
+# IDLE connections (default 8000; 0 skips) opened by bench/idleconns, one
+# request each, then held open; the growth of the proxy's resident memory
+# (all its processes), measured on the fresh processes before any load.
+#
 # Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (3) PAIRED (3) NEWCONN (1)
 # RATES ("200 2000 10000") RATE_DURATION (5s) FIXEDRATE (bin/fixedrate)
+# IDLE (8000) IDLECONNS (bin/idleconns)
 # (three interleaved rounds by default: one round on a shared virtual
 # machine, whose speed drifts between minutes, can land 15% off either way)
 # KILN_BASE=path adds rows for a second kiln binary (e.g. a build of the
@@ -46,6 +52,8 @@ NEWCONN=${NEWCONN:-1}
 RATES=${RATES-200 2000 10000}
 RATE_DURATION=${RATE_DURATION:-5s}
 FIXEDRATE=${FIXEDRATE:-bin/fixedrate}
+IDLE=${IDLE:-8000}
+IDLECONNS=${IDLECONNS:-bin/idleconns}
 
 for bin in wrk nginx haproxy caddy curl; do
   command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl)" >&2; exit 1; }
@@ -53,6 +61,8 @@ done
 [ -x "$KILN" ] || { echo "bench-proxy: $KILN not found; run make build or set KILN=" >&2; exit 1; }
 [ -z "$KILN_BASE" ] || [ -x "$KILN_BASE" ] || { echo "bench-proxy: KILN_BASE=$KILN_BASE is not executable" >&2; exit 1; }
 [ -z "$RATES" ] || [ -x "$FIXEDRATE" ] || { echo "bench-proxy: $FIXEDRATE not found; run make bench-proxy, set FIXEDRATE= or RATES= to skip the fixed-rate part" >&2; exit 1; }
+[ "$IDLE" -eq 0 ] || [ -x "$IDLECONNS" ] || { echo "bench-proxy: $IDLECONNS not found; run make bench-proxy, set IDLECONNS= or IDLE=0 to skip the idle-connection part" >&2; exit 1; }
+[ "$IDLE" -le 8000 ] || { echo "bench-proxy: IDLE=$IDLE is more than the proxies are configured for (nginx 10240 connections per worker, haproxy 9000; a process may open $(ulimit -n) files); use at most 8000" >&2; exit 1; }
 
 TMP=$(mktemp -d /tmp/kiln-bench-proxy.XXXXXX)
 chmod 755 "$TMP" # nginx workers run unprivileged and must read the upstream file
@@ -119,7 +129,7 @@ start_nginx() {
 worker_processes auto;
 pid $d/nginx.pid;
 error_log $d/logs/error.log;
-events { worker_connections 4096; }
+events { worker_connections 10240; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -140,7 +150,7 @@ start_haproxy() {
   cat > "$d/haproxy.cfg" <<EOF
 global
   nbthread 2
-  maxconn 4096
+  maxconn 9000
 defaults
   mode http
   timeout connect 5s
@@ -214,6 +224,17 @@ cpu_ticks() {
   echo "$total"
 }
 
+# rss_kb pid: resident memory (KiB) of pid and its child processes.
+rss_kb() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    if [ -r "/proc/$p/status" ]; then
+      total=$(( total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status") ))
+    fi
+  done
+  echo "$total"
+}
+
 declare -A PORT PID HDR
 NAMES=()
 add() { NAMES+=("$1"); PORT[$1]=$2; PID[$1]=${PIDS[-1]}; HDR[$1]=${3:-}; }
@@ -256,6 +277,31 @@ if [ -n "$KILN_BASE" ]; then
   P=$(free_port); start_kiln "$P" plugins "$KILN_BASE"; add "kiln-base+key-auth+rate-lim" "$P" "apikey: bench-key"
 fi
 for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/1k" "${HDR[$n]}"; done
+
+# idle_mem name: name's resident memory before and while IDLE client
+# connections that made one request each stay open; appends to $TMP/idle.
+idle_mem() {
+  local name=$1 before after c out="$TMP/idle-$1.out"
+  before=$(rss_kb "${PID[$name]}")
+  "$IDLECONNS" -url "http://127.0.0.1:${PORT[$name]}/1k" ${HDR[$name]:+-H "${HDR[$name]}"} -c "$IDLE" >"$out" 2>&1 & c=$!
+  for _ in $(seq 1 600); do
+    if grep -q '^ready' "$out" || ! kill -0 "$c" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  if ! grep -q '^ready' "$out"; then
+    kill "$c" 2>/dev/null || true; wait "$c" 2>/dev/null || true
+    echo "bench-proxy: holding $IDLE idle connections to $name failed: $(cat "$out")" >&2
+    exit 1
+  fi
+  sleep 1 # kiln sheds a connection idle for 100 ms
+  after=$(rss_kb "${PID[$name]}")
+  kill "$c"; wait "$c" 2>/dev/null || true
+  echo "$name $before $after" >> "$TMP/idle"
+}
+if [ "$IDLE" -gt 0 ]; then
+  : > "$TMP/idle"
+  for n in nginx haproxy caddy kiln ${KILN_BASE:+kiln-base}; do idle_mem "$n"; done
+fi
 # Rounds interleave the proxies so that load from other processes on the
 # machine spreads over all of them alike.
 for ROUND in $(seq 1 "$ROUNDS"); do
@@ -366,4 +412,16 @@ END {
   for (i = 1; i <= k; i++)
     printf "%8s %-28s %9.0f %10.1f %11.1f %10s %8.2f %8.2f %7d\n", rate[i], name[i], sent[i], cpu[i], per[i], (base[rate[i]] > 0 ? sprintf("%.2f", per[i] / base[rate[i]]) : "-"), p50[i], p99[i], bad[i]
 }' "$TMP/rates"
+fi
+
+if [ "$IDLE" -gt 0 ]; then
+  echo
+  echo "idle keep-alive connections: $IDLE held open after one request each, by bench/idleconns (growth of the proxy's resident memory, all its processes, fresh before any load)"
+  awk -v n="$IDLE" '
+{ k++; name[k] = $1; before[k] = $2; after[k] = $3; per[k] = ($3 - $2) / n; if ($1 == "nginx") base = per[k] }
+END {
+  printf "%-28s %15s %14s %17s %12s\n", "proxy", "RSS before MiB", "RSS after MiB", "KiB per idle conn", "per conn/nginx"
+  for (i = 1; i <= k; i++)
+    printf "%-28s %15.1f %14.1f %17.2f %12s\n", name[i], before[i] / 1024, after[i] / 1024, per[i], (base > 0 ? sprintf("%.1f", per[i] / base) : "-")
+}' "$TMP/idle"
 fi

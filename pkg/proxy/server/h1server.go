@@ -420,12 +420,16 @@ func newLoopH1Conn(s *h1Server, sc *sysConn) *h1Conn {
 
 // init gives c its buffers, reading and writing rw, and header maps.
 func (c *h1Conn) init(rw net.Conn) {
-	c.hdr = http.Header{}
 	c.takeBuffers(rw)
-	// Header maps start small: up to 8 entries Go keeps a map in one
-	// group, where clearing and look-ups are cheapest.
-	c.w.hdr = http.Header{}
+	c.newHeaders()
 	c.w.c = c
+}
+
+// newHeaders gives c empty request and response header maps. They start
+// small: up to 8 entries Go keeps a map in one group, where clearing and
+// look-ups are cheapest.
+func (c *h1Conn) newHeaders() {
+	c.hdr, c.w.hdr = http.Header{}, http.Header{}
 }
 
 // takeBuffers gives c a read and a write buffer on rw (reused ones when
@@ -679,16 +683,17 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 }
 
 // shed lets a connection idle for shedAfter wait for its next request
-// without a coroutine or buffers: they go back for reuse (an idle
-// keep-alive connection then costs about a tenth of the memory), and the
-// loop starts a coroutine again when the socket is readable, past its
-// deadline or aborted. A header buffer grown by a large request is
-// dropped too.
+// without a coroutine or buffers: they go back for reuse, and the loop
+// starts a coroutine again when the socket is readable, past its deadline
+// or aborted. The last request's parsed state (header maps, the head and
+// the strings cut from it) is dropped too: an idle keep-alive connection
+// then costs about a tenth of the memory.
 func (c *h1Conn) shed() {
 	c.putBuffers()
-	if cap(c.hb.buf) > 4<<10 {
-		c.hb.buf = nil
-	}
+	c.hb = headerBlock{}
+	c.req, c.url = http.Request{}, url.URL{}
+	c.w, c.body = h1Writer{c: c}, h1Body{c: c}
+	c.hdr = nil
 	if c.resumeFn == nil {
 		c.resumeFn = func() { c.guarded(c.resume) }
 	}
@@ -703,6 +708,7 @@ func (c *h1Conn) resume() (hijacked, handedOff bool) {
 		return false, false // past its deadline, or aborted
 	}
 	c.takeBuffers(c.sc)
+	c.newHeaders()
 	return c.serveEvents()
 }
 

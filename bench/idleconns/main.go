@@ -1,0 +1,129 @@
+// Command idleconns opens keep-alive connections to an HTTP/1.1 server,
+// sends one GET on each and then holds them all idle until it is
+// interrupted: bench-proxy's load for the memory a proxy spends per idle
+// client connection. It prints "ready N" once every connection has had
+// its response.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	target := flag.String("url", "", "URL to GET (http only)")
+	n := flag.Int("c", 1000, "connections to open and hold")
+	dialers := flag.Int("p", 16, "connections opened at once")
+	header := flag.String("H", "", `one extra request header, "Name: value"`)
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	conns, err := open(ctx, *target, *n, *dialers, *header)
+	for _, c := range conns {
+		defer c.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "idleconns:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("ready %d\n", len(conns))
+	<-ctx.Done()
+}
+
+// open dials n connections (dialers at a time) and has each fetch target
+// once; on error it returns the connections opened so far.
+func open(ctx context.Context, target string, n, dialers int, header string) ([]net.Conn, error) {
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return nil, fmt.Errorf("-url %q: give an http:// URL with a host", target)
+	}
+	if n < 1 || dialers < 1 {
+		return nil, errors.New("-c and -p must be at least 1")
+	}
+	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\n"
+	if header != "" {
+		name, value, ok := strings.Cut(header, ":")
+		if !ok {
+			return nil, fmt.Errorf("-H %q: give \"Name: value\"", header)
+		}
+		req += strings.TrimSpace(name) + ": " + strings.TrimSpace(value) + "\r\n"
+	}
+	req += "\r\n"
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		first error
+		wg    sync.WaitGroup
+	)
+	next := make(chan int)
+	for range dialers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c, err := fetch(ctx, u.Host, req)
+				mu.Lock()
+				if c != nil {
+					conns = append(conns, c)
+				}
+				if err != nil && first == nil {
+					first = fmt.Errorf("connection %d: %w", i, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed || ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return conns, first
+}
+
+// fetch opens a connection to addr and reads one response to req; the
+// connection stays open (it is returned even on error, for closing).
+func fetch(ctx context.Context, addr, req string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		return c, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return c, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if err == nil && resp.StatusCode/100 != 2 {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, err
+}
