@@ -320,7 +320,8 @@ func (l *eventLoop) markIdle(s *sysConn) {
 }
 
 // shedIdle wakes the client connections idle for shedAfter with errShed
-// (their code sheds them) and schedules the next round.
+// (their code sheds them), sheds the pool's idle upstream connections'
+// buffers and schedules the next round.
 func (l *eventLoop) shedIdle() {
 	var next time.Time
 	for _, s := range l.conns {
@@ -335,6 +336,9 @@ func (l *eventLoop) shedIdle() {
 		}
 		s.idleAt = time.Time{}
 		l.wake(s, errShed)
+	}
+	if due := l.pool.shedIdle(l.now); !due.IsZero() && (next.IsZero() || due.Before(next)) {
+		next = due
 	}
 	l.nextShed = next
 }

@@ -134,6 +134,9 @@ func (p *pool) get(key string) *upConn {
 	for _, c := range stale {
 		p.close(c)
 	}
+	if found != nil && found.br == nil {
+		p.takeBuffers(found) // shed while idle
+	}
 	return found
 }
 
@@ -147,6 +150,9 @@ func (p *pool) put(c *upConn) {
 	}
 	c.reused = true
 	c.idleAt = p.clock.Now()
+	if l := p.loop; l != nil && l.nextShed.IsZero() {
+		l.nextShed = c.idleAt.Add(shedAfter)
+	}
 	p.mu.Lock()
 	lp := p.idle[c.key]
 	if lp == nil {
@@ -194,10 +200,64 @@ func (p *pool) dropIdleSince(key string, t time.Time) {
 
 func (p *pool) close(c *upConn) {
 	_ = c.nc.Close()
-	c.br.Reset(nil)
-	p.readers.Put(c.br)
-	c.bw.Reset(nil)
-	p.writers.Put(c.bw)
+	p.putBuffers(c)
+}
+
+// shedIdle gives back the buffers (24 KiB) and last response state of the
+// connections idle for shedAfter, as eventLoop.shedIdle does for client
+// connections; get gives a connection buffers again. It returns when the
+// next connection that still has buffers is due (zero: none).
+func (p *pool) shedIdle(now time.Time) time.Time {
+	var next time.Time
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, lp := range p.idle {
+		for _, c := range *lp {
+			if c.br == nil {
+				continue
+			}
+			if due := c.idleAt.Add(shedAfter); due.After(now) {
+				if next.IsZero() || due.Before(next) {
+					next = due
+				}
+				continue
+			}
+			p.putBuffers(c)
+			c.hb, c.resp = headerBlock{}, upResponse{}
+		}
+	}
+	return next
+}
+
+// takeBuffers gives c a read and a write buffer (reused ones when there
+// are).
+func (p *pool) takeBuffers(c *upConn) {
+	if br, ok := p.readers.Get().(*bufio.Reader); ok {
+		br.Reset(c.dc)
+		c.br = br
+	} else {
+		c.br = bufio.NewReaderSize(c.dc, 16<<10)
+	}
+	if bw, ok := p.writers.Get().(*bufio.Writer); ok {
+		bw.Reset(c.dc)
+		c.bw = bw
+	} else {
+		c.bw = bufio.NewWriterSize(c.dc, 8<<10)
+	}
+}
+
+// putBuffers gives c's buffers back for reuse.
+func (p *pool) putBuffers(c *upConn) {
+	if c.br != nil {
+		c.br.Reset(nil)
+		p.readers.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		p.writers.Put(c.bw)
+		c.bw = nil
+	}
 }
 
 // closeAll closes every idle connection.
@@ -331,20 +391,8 @@ func (p *pool) dialPoller(ctx context.Context, key, addr string, connect time.Du
 // sysConn, or nil) with the pool's buffers.
 func (p *pool) newUpConn(key string, nc net.Conn, raw *sysConn) *upConn {
 	c := &upConn{key: key, nc: nc, raw: raw, sc: raw, p: p}
-	dc := &deadlineConn{Conn: nc, clock: p.clock}
-	c.dc = dc
-	if br, ok := p.readers.Get().(*bufio.Reader); ok {
-		br.Reset(dc)
-		c.br = br
-	} else {
-		c.br = bufio.NewReaderSize(dc, 16<<10)
-	}
-	if bw, ok := p.writers.Get().(*bufio.Writer); ok {
-		bw.Reset(dc)
-		c.bw = bw
-	} else {
-		c.bw = bufio.NewWriterSize(dc, 8<<10)
-	}
+	c.dc = &deadlineConn{Conn: nc, clock: p.clock}
+	p.takeBuffers(c)
 	return c
 }
 
