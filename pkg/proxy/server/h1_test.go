@@ -391,3 +391,71 @@ func TestIdleConnectionsShed(t *testing.T) {
 		}
 	}
 }
+
+// TestShedChurn: connections whose pauses straddle the shedding threshold,
+// some pausing in the middle of a request head, are shed and woken over
+// and over; every request gets its own response.
+func TestShedChurn(t *testing.T) {
+	_, gw := func() (*server.Engine, string) {
+		up := proxytest.StartEcho(t, "up")
+		host, port := proxytest.HostPort(t, up)
+		e, gw := proxytest.StartGatewayOptions(t, server.Options{EventLoops: 1})
+		if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+			"services": {{"id": svc, "host": host, "port": port}},
+			"routes":   {{"paths": []any{"/"}, "strip_path": false, "service": map[string]any{"id": svc}}},
+		})); err != nil {
+			t.Fatal(err)
+		}
+		return e, gw
+	}()
+	addr := strings.TrimPrefix(gw, "http://")
+	const conns = 40
+	end := time.Now().Add(1500 * time.Millisecond)
+	errs := make(chan error, conns)
+	for i := range conns {
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for j := 0; time.Now().Before(end); j++ {
+				time.Sleep(time.Duration(60+(i*7+j*13)%90) * time.Millisecond) // 60-149 ms
+				uri := fmt.Sprintf("/c%d/r%d", i, j)
+				req := "GET " + uri + " HTTP/1.1\r\nHost: x\r\n\r\n"
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if (i+j)%4 == 0 { // pause in the middle of the head
+					if _, err := io.WriteString(c, req[:9]); err != nil {
+						errs <- err
+						return
+					}
+					time.Sleep(time.Duration(20+(i*11+j)%130) * time.Millisecond)
+					req = req[9:]
+				}
+				if _, err := io.WriteString(c, req); err != nil {
+					errs <- fmt.Errorf("%s: %w", uri, err)
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", uri, err)
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"uri":"`+uri+`"`) {
+					errs <- fmt.Errorf("%s answered %d (%v): %s", uri, resp.StatusCode, err, b)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
