@@ -212,28 +212,24 @@ start_kiln() {
     >"$d/log" 2>&1 & PIDS+=($!)
 }
 
-# cpu_ticks pid: user+system clock ticks used by pid and its child
-# processes (nginx workers), for CPU time per request.
-cpu_ticks() {
+# proc_sum pid file program: the sum over pid and its child processes
+# (nginx workers) of what the awk program prints from /proc/<pid>/<file>.
+proc_sum() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    if [ -r "/proc/$p/stat" ]; then
-      total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+    if [ -r "/proc/$p/$2" ]; then
+      total=$(( total + $(awk "$3" "/proc/$p/$2") ))
     fi
   done
   echo "$total"
 }
 
+# cpu_ticks pid: user+system clock ticks used by pid and its child
+# processes, for CPU time per request.
+cpu_ticks() { proc_sum "$1" stat '{print $14 + $15}'; }
+
 # rss_kb pid: resident memory (KiB) of pid and its child processes.
-rss_kb() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    if [ -r "/proc/$p/status" ]; then
-      total=$(( total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status") ))
-    fi
-  done
-  echo "$total"
-}
+rss_kb() { proc_sum "$1" status '/^VmRSS:/ {print $2}'; }
 
 declare -A PORT PID HDR
 NAMES=()

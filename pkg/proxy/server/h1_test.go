@@ -23,9 +23,15 @@ const svc = "cccccccc-0000-4000-8000-000000000001"
 
 func echoGateway(t *testing.T) (*server.Engine, string, string) {
 	t.Helper()
+	return echoGatewayOptions(t, server.Options{})
+}
+
+// echoGatewayOptions is echoGateway with the engine's options.
+func echoGatewayOptions(t *testing.T, opts server.Options) (*server.Engine, string, string) {
+	t.Helper()
 	up := proxytest.StartEcho(t, "up")
 	host, port := proxytest.HostPort(t, up)
-	e, gw := proxytest.StartGateway(t, nil)
+	e, gw := proxytest.StartGatewayOptions(t, opts)
 	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": svc, "host": host, "port": port}},
 		"routes":   {{"paths": []any{"/"}, "strip_path": false, "service": map[string]any{"id": svc}}},
@@ -396,18 +402,7 @@ func TestIdleConnectionsShed(t *testing.T) {
 // some pausing in the middle of a request head, are shed and woken over
 // and over; every request gets its own response.
 func TestShedChurn(t *testing.T) {
-	_, gw := func() (*server.Engine, string) {
-		up := proxytest.StartEcho(t, "up")
-		host, port := proxytest.HostPort(t, up)
-		e, gw := proxytest.StartGatewayOptions(t, server.Options{EventLoops: 1})
-		if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
-			"services": {{"id": svc, "host": host, "port": port}},
-			"routes":   {{"paths": []any{"/"}, "strip_path": false, "service": map[string]any{"id": svc}}},
-		})); err != nil {
-			t.Fatal(err)
-		}
-		return e, gw
-	}()
+	_, gw, _ := echoGatewayOptions(t, server.Options{EventLoops: 1})
 	addr := strings.TrimPrefix(gw, "http://")
 	const conns = 40
 	end := time.Now().Add(1500 * time.Millisecond)

@@ -687,7 +687,7 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 // starts a coroutine again when the socket is readable, past its deadline
 // or aborted. The last request's parsed state (header maps, the head and
 // the strings cut from it) is dropped too: an idle keep-alive connection
-// then costs about a tenth of the memory.
+// then holds about an eighth of the Go memory it held (2.8 KiB, not 23).
 func (c *h1Conn) shed() {
 	c.putBuffers()
 	c.hb = headerBlock{}
