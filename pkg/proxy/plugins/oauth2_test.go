@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -99,30 +98,17 @@ func startOAuth2(t *testing.T, ts store.OAuth2Store, override map[string]any) *o
 	if err := e.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var addrs [2]string
-	done := make(chan struct{}, 2)
-	for i, ssl := range []bool{true, false} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs[i] = ln.Addr().String()
-		go func() {
-			_ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String(), SSL: ssl})
-			done <- struct{}{}
-		}()
-	}
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the gateway's self-signed default certificate
 	}}
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		<-done
+	t.Cleanup(func() { // after both listeners stopped
 		e.Close()
 		client.CloseIdleConnections()
 	})
+	var addrs [2]string
+	for i, ssl := range []bool{true, false} {
+		addrs[i], _ = proxytest.ServeProxy(t, e, server.ListenSpec{SSL: ssl})
+	}
 	return &oauthGW{https: "https://" + addrs[0], http: "http://" + addrs[1], clk: clk, client: client}
 }
 

@@ -116,15 +116,29 @@ func StartGatewayOptions(t testing.TB, opts server.Options) (*server.Engine, str
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.Close) // after the proxy stopped (cleanups run last first)
+	addr, _ := ServeProxy(t, e, server.ListenSpec{})
+	return e, "http://" + addr
+}
+
+// ServeProxy serves e's proxy on a new loopback listener with spec (its
+// Addr set to the listener's) and returns that address and stop, which
+// ends serving and waits for it to end. stop may be called more than once;
+// it also runs when the test ends, so register e.Close before calling
+// ServeProxy (cleanups run in reverse order).
+func ServeProxy(t testing.TB, e *server.Engine, spec server.ListenSpec) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	spec.Addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String()}); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; e.Close() })
-	return e, "http://" + ln.Addr().String()
+	go func() { _ = e.ServeProxy(ctx, ln, spec); close(done) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return spec.Addr, stop
 }
 
 // ClientFrom returns an HTTP client whose connections leave from the

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -151,22 +150,13 @@ func TestTLSTerminationSNIAndHTTP2(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		_ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String(), SSL: true, HTTP2: true})
-		close(done)
-	}()
-	defer func() { cancel(); <-done }()
+	addr, stop := proxytest.ServeProxy(t, e, server.ListenSpec{SSL: true, HTTP2: true})
+	defer stop() // before e.Close
 
 	for _, c := range []struct {
 		sni, wantCN string
 	}{{"api.example.test", "api.example.test"}, {"x.wild.test", "*.wild.test"}, {"other.test", "localhost"}} {
-		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: c.sni, InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) //nolint:gosec // test inspects the served certificate
+		conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: c.sni, InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) //nolint:gosec // test inspects the served certificate
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +174,7 @@ func TestTLSTerminationSNIAndHTTP2(t *testing.T) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.test"}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	resp, err := client.Get(fmt.Sprintf("https://%s/tls", ln.Addr()))
+	resp, err := client.Get(fmt.Sprintf("https://%s/tls", addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,14 +296,8 @@ func TestIdleConnectionsShed(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan struct{})
-	go func() { _ = e.ServeProxy(ctx, ln, server.ListenSpec{Addr: ln.Addr().String()}); close(served) }()
+	addr, stop := proxytest.ServeProxy(t, e, server.ListenSpec{})
+	defer stop() // before e.Close
 
 	type conn struct {
 		net.Conn
@@ -340,7 +324,7 @@ func TestIdleConnectionsShed(t *testing.T) {
 	const n = 400 // more than a loop keeps idle coroutines for (256)
 	conns := make([]conn, n)
 	for i := range conns {
-		nc, err := net.Dial("tcp", ln.Addr().String())
+		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +365,8 @@ func TestIdleConnectionsShed(t *testing.T) {
 		return runtime.NumGoroutine()-before <= 256+16
 	})
 	start := time.Now()
-	cancel()
+	served := make(chan struct{})
+	go func() { stop(); close(served) }()
 	select {
 	case <-served:
 	case <-time.After(10 * time.Second):

@@ -31,15 +31,9 @@ func ppGateway(t *testing.T, trusted string, spec server.ListenSpec, up string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Addr, spec.ProxyProtocol = ln.Addr().String(), true
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = e.ServeProxy(ctx, ln, spec); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; e.Close() })
+	t.Cleanup(e.Close) // after the proxy stopped
+	spec.ProxyProtocol = true
+	addr, _ := proxytest.ServeProxy(t, e, spec)
 	host, port := proxytest.HostPort(t, up)
 	svc := map[string]any{"id": "9b2f6f0e-7a1d-4c3b-8e5f-1a2b3c4d5e6f"}
 	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
@@ -48,7 +42,7 @@ func ppGateway(t *testing.T, trusted string, spec server.ListenSpec, up string) 
 	})); err != nil {
 		t.Fatal(err)
 	}
-	return ln.Addr().String()
+	return addr
 }
 
 // v1Header and v2Header are what a load balancer sends for a client at
