@@ -314,9 +314,18 @@ const shedAfter = 100 * time.Millisecond
 // request with nothing buffered.
 func (l *eventLoop) markIdle(s *sysConn) {
 	s.idleAt = l.now
-	if l.nextShed.IsZero() {
-		l.nextShed = l.now.Add(shedAfter)
+	l.shedBy(l.now.Add(shedAfter))
+}
+
+// shedBy has the loop run shedIdle by t at the latest.
+func (l *eventLoop) shedBy(t time.Time) { l.nextShed = earliest(l.nextShed, t) }
+
+// earliest is the earlier of a and b, where the zero time means none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
 	}
+	return a
 }
 
 // shedIdle wakes the client connections idle for shedAfter with errShed
@@ -329,18 +338,13 @@ func (l *eventLoop) shedIdle() {
 			continue
 		}
 		if due := s.idleAt.Add(shedAfter); due.After(l.now) {
-			if next.IsZero() || due.Before(next) {
-				next = due
-			}
+			next = earliest(next, due)
 			continue
 		}
 		s.idleAt = time.Time{}
 		l.wake(s, errShed)
 	}
-	if due := l.pool.shedIdle(l.now); !due.IsZero() && (next.IsZero() || due.Before(next)) {
-		next = due
-	}
-	l.nextShed = next
+	l.nextShed = earliest(next, l.pool.shedIdle(l.now))
 }
 
 // adopt makes s (fd set) one of l's sockets, readiness unknown (the first
@@ -638,11 +642,10 @@ func (l *eventLoop) yieldToPoller() {
 // wakeBy is when a waiting loop has work without events: its first timer
 // or shedding idle connections (zero: none).
 func (l *eventLoop) wakeBy() time.Time {
-	dl := l.nextShed
-	if len(l.timers) > 0 && (dl.IsZero() || l.timers[0].hdl.Before(dl)) {
-		dl = l.timers[0].hdl
+	if len(l.timers) > 0 {
+		return earliest(l.nextShed, l.timers[0].hdl)
 	}
-	return dl
+	return l.nextShed
 }
 
 // waitInPoller waits for events in Go's poller (the goroutine parks and

@@ -196,3 +196,20 @@ func TestDetachedSocketWakes(t *testing.T) {
 		})
 	}
 }
+
+// TestEarliest: the zero time means none, on either side.
+func TestEarliest(t *testing.T) {
+	t1 := time.Unix(100, 0)
+	t2 := time.Unix(200, 0)
+	for _, tc := range []struct{ a, b, want time.Time }{
+		{time.Time{}, time.Time{}, time.Time{}},
+		{time.Time{}, t1, t1},
+		{t1, time.Time{}, t1},
+		{t1, t2, t1},
+		{t2, t1, t1},
+	} {
+		if got := earliest(tc.a, tc.b); !got.Equal(tc.want) {
+			t.Errorf("earliest(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

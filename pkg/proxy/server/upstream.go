@@ -150,8 +150,8 @@ func (p *pool) put(c *upConn) {
 	}
 	c.reused = true
 	c.idleAt = p.clock.Now()
-	if l := p.loop; l != nil && l.nextShed.IsZero() {
-		l.nextShed = c.idleAt.Add(shedAfter)
+	if p.loop != nil {
+		p.loop.shedBy(c.idleAt.Add(shedAfter))
 	}
 	p.mu.Lock()
 	lp := p.idle[c.key]
@@ -217,9 +217,7 @@ func (p *pool) shedIdle(now time.Time) time.Time {
 				continue
 			}
 			if due := c.idleAt.Add(shedAfter); due.After(now) {
-				if next.IsZero() || due.Before(next) {
-					next = due
-				}
+				next = earliest(next, due)
 				continue
 			}
 			p.putBuffers(c)
