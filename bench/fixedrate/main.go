@@ -16,12 +16,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/kiln-dev/kiln/bench/internal/getreq"
 )
 
 type result struct {
@@ -44,21 +44,13 @@ func main() {
 }
 
 func run(target string, conns int, rate float64, duration time.Duration, header string) error {
-	u, err := url.Parse(target)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("-url %q: give an http:// URL with a host", target)
+	addr, req, err := getreq.Build(target, header)
+	if err != nil {
+		return err
 	}
 	if conns < 1 || rate <= 0 || duration <= 0 {
 		return errors.New("-c, -rate and -d must be positive")
 	}
-	if header != "" && !strings.Contains(header, ":") {
-		return fmt.Errorf(`-H %q: give "Name: value"`, header)
-	}
-	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\n"
-	if header != "" {
-		req += header + "\r\n"
-	}
-	req += "\r\n"
 
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
@@ -71,7 +63,7 @@ func run(target string, conns int, rate float64, duration time.Duration, header 
 		go func() {
 			defer wg.Done()
 			first := start.Add(every * time.Duration(i) / time.Duration(conns))
-			results[i] = sendOn(ctx, u.Host, []byte(req), first, every)
+			results[i] = sendOn(ctx, addr, req, first, every)
 		}()
 	}
 	wg.Wait()

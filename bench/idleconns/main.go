@@ -14,13 +14,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/bench/internal/getreq"
 )
 
 func main() {
@@ -46,22 +46,13 @@ func main() {
 // open dials n connections (dialers at a time) and has each fetch target
 // once; on error it returns the connections opened so far.
 func open(ctx context.Context, target string, n, dialers int, header string) ([]net.Conn, error) {
-	u, err := url.Parse(target)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("-url %q: give an http:// URL with a host", target)
+	addr, req, err := getreq.Build(target, header)
+	if err != nil {
+		return nil, err
 	}
 	if n < 1 || dialers < 1 {
 		return nil, errors.New("-c and -p must be at least 1")
 	}
-	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\n"
-	if header != "" {
-		name, value, ok := strings.Cut(header, ":")
-		if !ok {
-			return nil, fmt.Errorf("-H %q: give \"Name: value\"", header)
-		}
-		req += strings.TrimSpace(name) + ": " + strings.TrimSpace(value) + "\r\n"
-	}
-	req += "\r\n"
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
@@ -74,7 +65,7 @@ func open(ctx context.Context, target string, n, dialers int, header string) ([]
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := fetch(ctx, u.Host, req)
+				c, err := fetch(ctx, addr, req)
 				mu.Lock()
 				if c != nil {
 					conns = append(conns, c)
@@ -105,14 +96,14 @@ func open(ctx context.Context, target string, n, dialers int, header string) ([]
 
 // fetch opens a connection to addr and reads one response to req; the
 // connection stays open (it is returned even on error, for closing).
-func fetch(ctx context.Context, addr, req string) (net.Conn, error) {
+func fetch(ctx context.Context, addr string, req []byte) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
+	if _, err := c.Write(req); err != nil {
 		return c, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
