@@ -87,8 +87,10 @@ type Engine struct {
 	// h1Readers / h1Writers recycle client connection buffers.
 	h1Readers sync.Pool
 	h1Writers sync.Pool
-	defCert   *tls.Certificate
-	accessMu  sync.Mutex
+	// h1Exchanges recycles client connections' request state.
+	h1Exchanges sync.Pool
+	defCert     *tls.Certificate
+	accessMu    sync.Mutex
 	// realIP is nil when no peer is trusted.
 	realIP *realIP
 

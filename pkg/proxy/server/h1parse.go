@@ -33,6 +33,22 @@ type headerBlock struct {
 	hosts []string
 }
 
+// reset empties hb for reuse on another connection: its buffers keep
+// their capacity (unless an unusually large head grew them), the strings
+// of the last message are let go.
+func (hb *headerBlock) reset() {
+	if cap(hb.buf) > keptHeadBytes {
+		*hb = headerBlock{}
+		return
+	}
+	clear(hb.vals[:cap(hb.vals)])
+	clear(hb.hosts[:cap(hb.hosts)])
+	hb.buf, hb.offs, hb.vals, hb.hosts = hb.buf[:0], hb.offs[:0], hb.vals[:0], hb.hosts[:0]
+}
+
+// keptHeadBytes bounds the head buffer a reused headerBlock keeps.
+const keptHeadBytes = 4 << 10
+
 // read reads the block into hb.buf (lines without their line endings are
 // parsed later). It returns io.EOF when the connection closed cleanly
 // before a message started. When the whole block is already buffered it
