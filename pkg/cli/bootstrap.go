@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/bootstrap/embedded/controlplane"
 	"github.com/kiln-dev/kiln/pkg/bootstrap/kind"
 	"github.com/kiln-dev/kiln/pkg/capi"
+	"github.com/kiln-dev/kiln/pkg/cliout"
 	"github.com/kiln-dev/kiln/pkg/pivot"
 )
 
@@ -121,7 +122,7 @@ func newBootstrapCommand(streams Streams) *cobra.Command {
 
 // stepLines prints one progress line per finished bootstrap step.
 func stepLines(w io.Writer) bootstrap.Step {
-	return func(name string, took time.Duration, err error) { progressLine(w, name, "", took, err) }
+	return func(name string, took time.Duration, err error) { cliout.Progress(w, name, "", took, err) }
 }
 
 func newBootstrapCreateCommand(streams Streams) *cobra.Command {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-dev/kiln/pkg/cliout"
 	"github.com/kiln-dev/kiln/pkg/hook"
 	"github.com/kiln-dev/kiln/pkg/lab/image"
 )
@@ -148,11 +149,11 @@ writes it) or from --kiln-url, which bakes a default into the image.`,
 			if output == OutputText {
 				out = streams.Out
 			}
-			opts.Log = func(step string, took time.Duration) { progressLine(out, step, "", took, nil) }
+			opts.Log = func(step string, took time.Duration) { cliout.Progress(out, step, "", took, nil) }
 			start := time.Now()
 			res, err := image.Build(cmd.Context(), opts)
 			if err != nil {
-				progressLine(out, "build lab image", "", time.Since(start), err)
+				cliout.Progress(out, "build lab image", "", time.Since(start), err)
 				return withExitCode(ExitInvalidInput, err)
 			}
 			if output == OutputJSON {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-dev/kiln/pkg/cliout"
 	"github.com/kiln-dev/kiln/pkg/hardware"
 	"github.com/kiln-dev/kiln/pkg/metadata"
 	"github.com/kiln-dev/kiln/pkg/netboot"
@@ -106,7 +107,7 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 	}
 	start := time.Now()
 	inv, err := hardware.ReadFile(o.hardwareCSV)
-	progressLine(streams.Out, fmt.Sprintf("read %s", o.hardwareCSV), "", time.Since(start), err)
+	cliout.Progress(streams.Out, fmt.Sprintf("read %s", o.hardwareCSV), "", time.Since(start), err)
 	if err != nil {
 		return withExitCode(ExitInvalidInput, err)
 	}
@@ -145,7 +146,7 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 		LeaseTime: o.leaseTime, Domain: o.domain, NTP: ntp, TFTPBlockSize: o.tftpBlockSize, TFTPSinglePort: o.tftpSinglePort,
 		Metadata: metadata.Static{Keys: keys}, Log: slog.Default(),
 	})
-	progressLine(streams.Out, fmt.Sprintf("start netboot for %d machines (dhcp %s)", len(inv.Machines), o.dhcpMode), "", time.Since(start), err)
+	cliout.Progress(streams.Out, fmt.Sprintf("start netboot for %d machines (dhcp %s)", len(inv.Machines), o.dhcpMode), "", time.Since(start), err)
 	if err != nil {
 		return withExitCode(ExitInvalidInput, err)
 	}
@@ -154,7 +155,7 @@ func runServeNetboot(ctx context.Context, streams Streams, o *netbootOptions) er
 	start = time.Now()
 	srv.Shutdown()
 	err = srv.Wait()
-	progressLine(streams.Out, "stop netboot", "", time.Since(start), err)
+	cliout.Progress(streams.Out, "stop netboot", "", time.Since(start), err)
 	if err != nil {
 		return withExitCode(ExitInvalidInput, err)
 	}

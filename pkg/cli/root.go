@@ -5,16 +5,16 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-dev/kiln/pkg/cliout"
 	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"github.com/kiln-dev/kiln/pkg/flagenv"
+	"github.com/kiln-dev/kiln/pkg/proxy/gatewaycmd"
 )
 
 // Exit codes shared by every command (see pkg/exitcode).
@@ -36,22 +36,11 @@ type globalOptions struct {
 	verbosity int
 }
 
-// exitError carries a specific exit code out of a command's RunE.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
 // withExitCode makes a command end with the given exit code; err is printed.
-func withExitCode(code int, err error) error { return &exitError{code: code, err: err} }
+func withExitCode(code int, err error) error { return exitcode.With(code, err) }
 
 // usageError marks err as a problem with the command line (exit 2).
-func usageError(format string, args ...any) error {
-	return withExitCode(ExitUsage, fmt.Errorf(format, args...))
-}
+func usageError(format string, args ...any) error { return exitcode.Usagef(format, args...) }
 
 // Run executes kiln with args and returns the process exit code.
 func Run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
@@ -65,29 +54,10 @@ func Run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer
 	if err == nil {
 		return ExitOK
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil && ee.err.Error() != "" {
-			fmt.Fprintf(errOut, "Error: %v\n", ee.err)
-		}
-		return ee.code
+	if err.Error() != "" {
+		fmt.Fprintf(errOut, "Error: %v\n", err)
 	}
-	fmt.Fprintf(errOut, "Error: %v\n", err)
-	// Errors cobra raises itself (unknown command/flag, wrong arg count) are usage errors.
-	if isCobraUsageError(err) {
-		return ExitUsage
-	}
-	return ExitInvalidInput
-}
-
-func isCobraUsageError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "requires at most", "flag needs an argument", "invalid argument", "required flag", "if any flags in the group"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
+	return exitcode.Resolve(err)
 }
 
 // NewRootCommand builds the full kiln command tree.
@@ -102,7 +72,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 			if err := flagenv.Bind(cmd); err != nil {
 				return withExitCode(ExitUsage, err)
 			}
-			slog.SetDefault(newLogger(streams.Err, opts.verbosity))
+			slog.SetDefault(cliout.Logger(streams.Err, opts.verbosity))
 			return nil
 		},
 	}
@@ -118,7 +88,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newLabCommand(streams),
 		newAgentCommand(streams),
 		newWorkflowsCommand(streams),
-		newGatewayCommand(streams),
+		gatewaycmd.New("gateway", gatewaycmd.Streams{Out: streams.Out, Err: streams.Err}),
 		newBootstrapCommand(streams),
 		newInternalCommand(streams),
 	)
@@ -154,18 +124,6 @@ func newServeCommand(streams Streams) *cobra.Command {
 		newServeWorkflowCommand(streams),
 	)
 	return cmd
-}
-
-// newLogger returns a structured text logger at the level -v asks for.
-func newLogger(w io.Writer, verbosity int) *slog.Logger {
-	level := slog.LevelWarn
-	switch {
-	case verbosity >= 2:
-		level = slog.LevelDebug
-	case verbosity == 1:
-		level = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 // EnvName is the environment variable that sets the flag with the given name.

@@ -48,3 +48,22 @@ func TestGlobalVerbosityAndEnvironment(t *testing.T) {
 		t.Errorf("EnvName = %s", EnvName("hardware-csv"))
 	}
 }
+
+// TestGatewayCommandWired: `kiln gateway` is the gateway's command line
+// (pkg/proxy/gatewaycmd), with its exit codes and KILN_* variables.
+func TestGatewayCommandWired(t *testing.T) {
+	code, _, errOut := run(t, "gateway", "run", "--database", "mysql")
+	if code != ExitUsage || !strings.Contains(errOut, `--database "mysql" is not supported`) {
+		t.Errorf("gateway run --database mysql: exit %d, stderr %q", code, errOut)
+	}
+	t.Setenv("KILN_EVENT_LOOPS", "-5")
+	code, _, errOut = run(t, "gateway", "run", "--database", "off")
+	if code != ExitUsage || !strings.Contains(errOut, "--event-loops -5 is not valid") {
+		t.Errorf("gateway run with KILN_EVENT_LOOPS=-5: exit %d, stderr %q", code, errOut)
+	}
+	dir := t.TempDir()
+	code, _, errOut = run(t, "gateway", "gen-cert", dir+"/c.crt", dir+"/c.key")
+	if code != ExitOK || !strings.Contains(errOut, "✓ cluster certificate") {
+		t.Errorf("gateway gen-cert: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -1,10 +1,11 @@
-package cli
+package gatewaycmd
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"io"
 	"net"
 	"net/http"
@@ -22,16 +23,14 @@ import (
 // where kiln does not read the PROXY protocol.
 func TestGatewayRunProxyProtocol(t *testing.T) {
 	var stderr strings.Builder
-	code := Run(context.Background(), []string{"gateway", "run", "--database", "off", "--proxy-listen", "127.0.0.1:0",
-		"--admin-listen", "127.0.0.1:0 proxy_protocol", "--status-listen", "off", "--proxy-access-log", "off"},
-		strings.NewReader(""), io.Discard, &stderr)
-	if code == ExitOK || !strings.Contains(stderr.String(), "proxy_protocol flag is supported on --proxy-listen entries only") {
+	code := runProgram(context.Background(), []string{"run", "--database", "off", "--proxy-listen", "127.0.0.1:0",
+		"--admin-listen", "127.0.0.1:0 proxy_protocol", "--status-listen", "off", "--proxy-access-log", "off"}, io.Discard, &stderr)
+	if code == exitcode.OK || !strings.Contains(stderr.String(), "proxy_protocol flag is supported on --proxy-listen entries only") {
 		t.Errorf("proxy_protocol on --admin-listen: exit %d, stderr %q", code, stderr.String())
 	}
 	stderr.Reset()
-	code = Run(context.Background(), []string{"gateway", "run", "--database", "off", "--proxy-protocol-timeout", "0s"},
-		strings.NewReader(""), io.Discard, &stderr)
-	if want := "--proxy-protocol-timeout 0s is not valid"; code != ExitUsage || !strings.Contains(stderr.String(), want) {
+	code = runProgram(context.Background(), []string{"run", "--database", "off", "--proxy-protocol-timeout", "0s"}, io.Discard, &stderr)
+	if want := "--proxy-protocol-timeout 0s is not valid"; code != exitcode.Usage || !strings.Contains(stderr.String(), want) {
 		t.Errorf("--proxy-protocol-timeout 0s: exit %d, stderr %q, want usage error %q", code, stderr.String(), want)
 	}
 

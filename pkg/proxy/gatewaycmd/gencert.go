@@ -1,4 +1,4 @@
-package cli
+package gatewaycmd
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-dev/kiln/pkg/cliout"
+	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"github.com/kiln-dev/kiln/pkg/pki"
 	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 )
@@ -20,7 +22,7 @@ type genCertOptions struct {
 
 // newGatewayGenCertCommand is `kong hybrid gen_cert`: a self-signed
 // certificate for hybrid mode's shared mTLS.
-func newGatewayGenCertCommand(streams Streams) *cobra.Command {
+func newGenCertCommand(streams Streams) *cobra.Command {
 	o := &genCertOptions{}
 	cmd := &cobra.Command{
 		Use:   "gen-cert [CERT_FILE KEY_FILE]",
@@ -31,7 +33,7 @@ on the control plane and every data plane in --cluster-mtls shared mode.
 Existing files are not overwritten unless --force is given.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 0 && len(args) != 2 {
-				return usageError("gen-cert takes no argument or both CERT_FILE and KEY_FILE (got %d)", len(args))
+				return exitcode.Usagef("gen-cert takes no argument or both CERT_FILE and KEY_FILE (got %d)", len(args))
 			}
 			return nil
 		},
@@ -50,14 +52,14 @@ Existing files are not overwritten unless --force is given.`,
 
 func genCert(streams Streams, o *genCertOptions, certFile, keyFile string) error {
 	if o.days < 1 {
-		return usageError("--days must be at least 1 (got %d)", o.days)
+		return exitcode.Usagef("--days must be at least 1 (got %d)", o.days)
 	}
 	if !o.force {
 		for _, f := range []string{certFile, keyFile} {
 			if _, err := os.Stat(f); err == nil {
-				return withExitCode(ExitInvalidInput, fmt.Errorf("%s already exists; remove it or pass --force to overwrite", f))
+				return exitcode.With(exitcode.InvalidInput, fmt.Errorf("%s already exists; remove it or pass --force to overwrite", f))
 			} else if !errors.Is(err, fs.ErrNotExist) {
-				return withExitCode(ExitInvalidInput, fmt.Errorf("check %s: %w", f, err))
+				return exitcode.With(exitcode.InvalidInput, fmt.Errorf("check %s: %w", f, err))
 			}
 		}
 	}
@@ -69,9 +71,9 @@ func genCert(streams Streams, o *genCertOptions, certFile, keyFile string) error
 	if err == nil {
 		err = kp.WriteFiles(certFile, keyFile)
 	}
-	progressLine(streams.Err, "cluster certificate", certFile+" + "+keyFile+" (CN="+cluster.SharedServerName+", "+fmt.Sprint(o.days)+" days)", time.Since(start), err)
+	cliout.Progress(streams.Err, "cluster certificate", certFile+" + "+keyFile+" (CN="+cluster.SharedServerName+", "+fmt.Sprint(o.days)+" days)", time.Since(start), err)
 	if err != nil {
-		return withExitCode(ExitInvalidInput, err)
+		return exitcode.With(exitcode.InvalidInput, err)
 	}
 	return nil
 }

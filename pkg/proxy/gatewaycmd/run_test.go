@@ -1,9 +1,10 @@
-package cli
+package gatewaycmd
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"io"
 	"net"
 	"net/http"
@@ -17,17 +18,23 @@ import (
 	"time"
 )
 
-// startGatewayCLI runs `kiln gateway run` in-process on ephemeral loopback
+// runProgram runs the gateway program with args (after the program's
+// name), as cmd/kiln-gateway does, and returns its exit code.
+func runProgram(ctx context.Context, args []string, out, errOut io.Writer) int {
+	return Run(ctx, append([]string{"kiln-gateway"}, args...), Streams{Out: out, Err: errOut})
+}
+
+// startGatewayCLI runs `kiln-gateway run` in-process on ephemeral loopback
 // ports and returns the proxy, admin and status base URLs.
 func startGatewayCLI(t *testing.T, extra ...string) (proxy, admin, status string) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{"gateway", "run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+	args := append([]string{"run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--status-listen", "127.0.0.1:0", "--proxy-access-log", "off"}, extra...)
 	done := make(chan int, 1)
 	go func() {
-		done <- Run(ctx, args, strings.NewReader(""), io.Discard, pw)
+		done <- runProgram(ctx, args, io.Discard, pw)
 		_ = pw.Close()
 	}()
 	t.Cleanup(func() {
@@ -176,13 +183,13 @@ func TestGatewayRunDeclarative(t *testing.T) {
 
 func TestGatewayRunUsageErrors(t *testing.T) {
 	var stderr strings.Builder
-	code := Run(context.Background(), []string{"gateway", "run", "--database", "sqlite", "--declarative-config", "x.yaml"}, strings.NewReader(""), io.Discard, &stderr)
-	if code != ExitUsage || !strings.Contains(stderr.String(), "--declarative-config needs --database off") {
+	code := runProgram(context.Background(), []string{"run", "--database", "sqlite", "--declarative-config", "x.yaml"}, io.Discard, &stderr)
+	if code != exitcode.Usage || !strings.Contains(stderr.String(), "--declarative-config needs --database off") {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	stderr.Reset()
-	code = Run(context.Background(), []string{"gateway", "run", "--database", "mysql"}, strings.NewReader(""), io.Discard, &stderr)
-	if code == ExitOK || !strings.Contains(stderr.String(), "mysql") {
+	code = runProgram(context.Background(), []string{"run", "--database", "mysql"}, io.Discard, &stderr)
+	if code == exitcode.OK || !strings.Contains(stderr.String(), "mysql") {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 }
@@ -249,10 +256,10 @@ func TestGatewayRunTrustedIPs(t *testing.T) {
 		{[]string{"--real-ip-recursive=maybe"}, `"maybe": use on or off`},
 	} {
 		var stderr strings.Builder
-		args := append([]string{"gateway", "run", "--database", "off"}, tc.args...)
-		code := Run(context.Background(), args, strings.NewReader(""), io.Discard, &stderr)
-		if code != ExitUsage || !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), ExitUsage, tc.want)
+		args := append([]string{"run", "--database", "off"}, tc.args...)
+		code := runProgram(context.Background(), args, io.Discard, &stderr)
+		if code != exitcode.Usage || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), exitcode.Usage, tc.want)
 		}
 	}
 
@@ -312,9 +319,9 @@ func TestGatewayRunTrustedIPs(t *testing.T) {
 
 func TestGatewayRunEventLoops(t *testing.T) {
 	var stderr strings.Builder
-	code := Run(context.Background(), []string{"gateway", "run", "--database", "off", "--event-loops", "-2"}, strings.NewReader(""), io.Discard, &stderr)
-	if want := "--event-loops -2 is not valid"; code != ExitUsage || !strings.Contains(stderr.String(), want) {
-		t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), ExitUsage, want)
+	code := runProgram(context.Background(), []string{"run", "--database", "off", "--event-loops", "-2"}, io.Discard, &stderr)
+	if want := "--event-loops -2 is not valid"; code != exitcode.Usage || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), exitcode.Usage, want)
 	}
 	// Without loops (the variable), and with more loops than CPUs: the
 	// proxy serves the same way.

@@ -1,4 +1,4 @@
-package cli
+package gatewaycmd
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-dev/kiln/pkg/cliout"
+	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/gateway"
 	"github.com/kiln-dev/kiln/pkg/proxy/proxyproto"
@@ -24,17 +26,6 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 	"github.com/kiln-dev/kiln/pkg/proxy/store/sqlstore"
 )
-
-// newGatewayCommand groups the API gateway commands.
-func newGatewayCommand(streams Streams) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "gateway",
-		Short: "Run kiln's Kong-compatible API gateway",
-		Args:  cobra.NoArgs,
-	}
-	cmd.AddCommand(newGatewayRunCommand(streams), newGatewayGenCertCommand(streams))
-	return cmd
-}
 
 type gatewayRunOptions struct {
 	proxyListen, adminListen, statusListen string
@@ -60,7 +51,7 @@ type gatewayRunOptions struct {
 	realIPRecursive          onOff
 }
 
-func newGatewayRunCommand(streams Streams) *cobra.Command {
+func newRunCommand(streams Streams) *cobra.Command {
 	o := &gatewayRunOptions{}
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -167,18 +158,18 @@ func (o *gatewayRunOptions) realIP() ([]netip.Prefix, error) {
 		// proxy_protocol listener, so one must exist.
 		specs, err := server.ParseListen(o.proxyListen)
 		if err != nil {
-			return nil, usageError("--proxy-listen: %v", err)
+			return nil, exitcode.Usagef("--proxy-listen: %v", err)
 		}
 		if !slices.ContainsFunc(specs, func(s server.ListenSpec) bool { return s.ProxyProtocol }) {
-			return nil, usageError("--real-ip-header proxy_protocol needs at least one --proxy-listen entry with the proxy_protocol flag (e.g. \"0.0.0.0:8000 proxy_protocol\")")
+			return nil, exitcode.Usagef("--real-ip-header proxy_protocol needs at least one --proxy-listen entry with the proxy_protocol flag (e.g. \"0.0.0.0:8000 proxy_protocol\")")
 		}
 	}
 	if strings.TrimSpace(o.realIPHeader) == "" {
-		return nil, usageError("--real-ip-header must name a header (Kong's default is X-Real-IP)")
+		return nil, exitcode.Usagef("--real-ip-header must name a header (Kong's default is X-Real-IP)")
 	}
 	trusted, err := server.ParseTrustedIPs(strings.Split(o.trustedIPs, ","))
 	if err != nil {
-		return nil, usageError("--trusted-ips: %v", err)
+		return nil, exitcode.Usagef("--trusted-ips: %v", err)
 	}
 	return trusted, nil
 }
@@ -205,10 +196,10 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	switch o.database {
 	case "off", "sqlite", "postgres":
 	default:
-		return usageError("--database %q is not supported; use sqlite, postgres or off", o.database)
+		return exitcode.Usagef("--database %q is not supported; use sqlite, postgres or off", o.database)
 	}
 	if o.declarative != "" && o.database != "off" {
-		return usageError("--declarative-config needs --database off (got --database %s)", o.database)
+		return exitcode.Usagef("--declarative-config needs --database off (got --database %s)", o.database)
 	}
 	clusterOpts, err := o.cluster()
 	if err != nil {
@@ -219,10 +210,10 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 		return err
 	}
 	if o.eventLoops < -1 {
-		return usageError("--event-loops %d is not valid; use 0 (one per CPU), -1 (none) or a positive number", o.eventLoops)
+		return exitcode.Usagef("--event-loops %d is not valid; use 0 (one per CPU), -1 (none) or a positive number", o.eventLoops)
 	}
 	if o.proxyProtocolTimeout <= 0 {
-		return usageError("--proxy-protocol-timeout %s is not valid; use a positive duration such as 5s", o.proxyProtocolTimeout)
+		return exitcode.Usagef("--proxy-protocol-timeout %s is not valid; use a positive duration such as 5s", o.proxyProtocolTimeout)
 	}
 	if os.Getenv("GOGC") == "" && o.gcPercent > 0 {
 		debug.SetGCPercent(o.gcPercent)
@@ -237,7 +228,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	default:
 		f, err := os.OpenFile(o.accessLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
-			return withExitCode(ExitInvalidInput, fmt.Errorf("open --proxy-access-log %s: %w", o.accessLog, err))
+			return exitcode.With(exitcode.InvalidInput, fmt.Errorf("open --proxy-access-log %s: %w", o.accessLog, err))
 		}
 		defer f.Close()
 		accessLog = f
@@ -247,10 +238,10 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	start := time.Now()
 	st, err := openStore(ctx, o)
 	if err != nil {
-		progressLine(streams.Err, "open "+o.database+" store", "", time.Since(start), err)
-		return withExitCode(ExitInvalidInput, err)
+		cliout.Progress(streams.Err, "open "+o.database+" store", "", time.Since(start), err)
+		return exitcode.With(exitcode.InvalidInput, err)
 	}
-	progressLine(streams.Err, "open "+st.Database()+" store", "", time.Since(start), nil)
+	cliout.Progress(streams.Err, "open "+st.Database()+" store", "", time.Since(start), nil)
 	opts := gateway.Options{
 		ProxyListen: o.proxyListen, AdminListen: o.adminListen, StatusListen: o.statusListen,
 		Store: st, AccessLog: accessLog, Log: slog.Default(), DeclarativeConfig: o.declarative,
@@ -266,7 +257,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 		fmt.Fprintf(streams.Err, "✓ control plane cluster listener %s (%s mTLS)\n", addr, o.clusterMTLS)
 	}
 	if err := gateway.Run(ctx, opts); err != nil {
-		return withExitCode(ExitInvalidInput, err)
+		return exitcode.With(exitcode.InvalidInput, err)
 	}
 	return nil
 }
@@ -294,7 +285,7 @@ func openStore(ctx context.Context, o *gatewayRunOptions) (store.Store, error) {
 func (o *gatewayRunOptions) cluster() (gateway.ClusterOptions, error) {
 	var c gateway.ClusterOptions
 	if err := gateway.CheckRole(o.role, o.database, o.clusterListen, o.clusterControlPlane); err != nil {
-		return c, withExitCode(ExitUsage, err)
+		return c, exitcode.With(exitcode.Usage, err)
 	}
 	if o.role == gateway.RoleTraditional || o.role == "" {
 		return c, nil
@@ -302,16 +293,16 @@ func (o *gatewayRunOptions) cluster() (gateway.ClusterOptions, error) {
 	switch o.clusterMTLS {
 	case cluster.ModeShared, cluster.ModePKI:
 	default:
-		return c, usageError("--cluster-mtls %q is not supported; use shared or pki", o.clusterMTLS)
+		return c, exitcode.Usagef("--cluster-mtls %q is not supported; use shared or pki", o.clusterMTLS)
 	}
 	if o.clusterCert == "" || o.clusterCertKey == "" {
-		return c, usageError("--role %s needs --cluster-cert and --cluster-cert-key (make a pair with: kiln gateway gen-cert)", o.role)
+		return c, exitcode.Usagef("--role %s needs --cluster-cert and --cluster-cert-key (make a pair with: kiln gateway gen-cert)", o.role)
 	}
 	if o.clusterMTLS == cluster.ModePKI && o.clusterCA == "" {
-		return c, usageError("--cluster-mtls pki needs --cluster-ca-cert")
+		return c, exitcode.Usagef("--cluster-mtls pki needs --cluster-ca-cert")
 	}
 	if o.purgeDelay < 60 {
-		return c, usageError("--cluster-data-plane-purge-delay %d: must be 60 (seconds) or greater", o.purgeDelay)
+		return c, exitcode.Usagef("--cluster-data-plane-purge-delay %d: must be 60 (seconds) or greater", o.purgeDelay)
 	}
 	labels, err := parseLabels(o.clusterLabels)
 	if err != nil {
@@ -319,7 +310,7 @@ func (o *gatewayRunOptions) cluster() (gateway.ClusterOptions, error) {
 	}
 	t, err := cluster.LoadTLS(o.clusterMTLS, o.clusterCert, o.clusterCertKey, o.clusterCA, o.clusterSrvName)
 	if err != nil {
-		return c, withExitCode(ExitInvalidInput, err)
+		return c, exitcode.With(exitcode.InvalidInput, err)
 	}
 	c = gateway.ClusterOptions{TLS: t, Labels: labels, UpdateFrequency: o.dbUpdateFrequency,
 		PurgeDelay: time.Duration(o.purgeDelay) * time.Second}
@@ -341,7 +332,7 @@ func parseLabels(v string) (map[string]string, error) {
 		part = strings.TrimSpace(part)
 		k, val, ok := strings.Cut(part, ":")
 		if !ok || k == "" {
-			return nil, usageError("--cluster-dp-labels: %q is not key:value", part)
+			return nil, exitcode.Usagef("--cluster-dp-labels: %q is not key:value", part)
 		}
 		out[k] = val
 	}
