@@ -1,9 +1,8 @@
 package cli
 
 import (
-	"time"
-
 	"io"
+	"time"
 
 	"github.com/kiln-dev/kiln/pkg/cliout"
 )

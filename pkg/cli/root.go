@@ -5,9 +5,7 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -31,11 +29,6 @@ type Streams struct {
 	Err io.Writer
 }
 
-// globalOptions are the flags every command accepts.
-type globalOptions struct {
-	verbosity int
-}
-
 // withExitCode makes a command end with the given exit code; err is printed.
 func withExitCode(code int, err error) error { return exitcode.With(code, err) }
 
@@ -50,34 +43,16 @@ func Run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errOut)
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return ExitOK
-	}
-	if err.Error() != "" {
-		fmt.Fprintf(errOut, "Error: %v\n", err)
-	}
-	return exitcode.Resolve(err)
+	return cliout.Execute(ctx, root, errOut)
 }
 
 // NewRootCommand builds the full kiln command tree.
 func NewRootCommand(streams Streams) *cobra.Command {
-	opts := &globalOptions{}
 	root := &cobra.Command{
-		Use:           "kiln",
-		Short:         "Turn racks of bare-metal servers into a Kubernetes cluster with an API gateway",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := flagenv.Bind(cmd); err != nil {
-				return withExitCode(ExitUsage, err)
-			}
-			slog.SetDefault(cliout.Logger(streams.Err, opts.verbosity))
-			return nil
-		},
+		Use:   "kiln",
+		Short: "Turn racks of bare-metal servers into a Kubernetes cluster with an API gateway",
 	}
-	root.PersistentFlags().IntVarP(&opts.verbosity, "verbosity", "v", 0, "log detail: 0 warnings and progress, 1 info, 2+ debug (env KILN_VERBOSITY)")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withExitCode(ExitUsage, err) })
+	cliout.Root(root, streams.Err)
 
 	root.AddCommand(
 		newVersionCommand(streams),

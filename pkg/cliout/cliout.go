@@ -1,13 +1,20 @@
 // Package cliout holds the console conventions every kiln program shares
-// (kiln, kiln-gateway): one line per finished step of long work, and the
-// structured logger the -v flag selects.
+// (kiln, kiln-gateway): one line per finished step of long work, the
+// structured logger the -v flag selects, and the root command's wiring
+// (KILN_* variables, exit codes, errors printed once).
 package cliout
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-dev/kiln/pkg/exitcode"
+	"github.com/kiln-dev/kiln/pkg/flagenv"
 )
 
 // Progress prints one finished step of a long-running command: ✓ or ✗,
@@ -35,4 +42,32 @@ func Logger(w io.Writer, verbosity int) *slog.Logger {
 		level = slog.LevelInfo
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Root gives a program's root command what every kiln program has: -v
+// (KILN_VERBOSITY) setting the default logger's level, KILN_* variables
+// bound to unset flags before any command runs, command-line errors ending
+// with exit code 2, and errors left to Execute to print.
+func Root(root *cobra.Command, errOut io.Writer) {
+	var verbosity int
+	root.SilenceUsage, root.SilenceErrors = true, true
+	root.PersistentFlags().IntVarP(&verbosity, "verbosity", "v", 0, "log detail: 0 warnings and progress, 1 info, 2+ debug (env KILN_VERBOSITY)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := flagenv.Bind(cmd); err != nil {
+			return exitcode.With(exitcode.Usage, err)
+		}
+		slog.SetDefault(Logger(errOut, verbosity))
+		return nil
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return exitcode.With(exitcode.Usage, err) })
+}
+
+// Execute runs a root command set up by Root and returns the program's
+// exit code (pkg/exitcode), printing the error, if any, to errOut.
+func Execute(ctx context.Context, root *cobra.Command, errOut io.Writer) int {
+	err := root.ExecuteContext(ctx)
+	if err != nil && err.Error() != "" {
+		fmt.Fprintf(errOut, "Error: %v\n", err)
+	}
+	return exitcode.Resolve(err)
 }

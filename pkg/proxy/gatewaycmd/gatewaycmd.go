@@ -9,14 +9,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-dev/kiln/pkg/buildinfo"
 	"github.com/kiln-dev/kiln/pkg/cliout"
-	"github.com/kiln-dev/kiln/pkg/exitcode"
-	"github.com/kiln-dev/kiln/pkg/flagenv"
 )
 
 // Streams are where the gateway commands write: Out takes the access log
@@ -41,35 +39,22 @@ func New(use string, streams Streams) *cobra.Command {
 }
 
 // Run runs the gateway as its own program (cmd/kiln-gateway) with argv[1:]
-// and returns the process exit code. It binds KILN_* variables to the
-// flags and sets up logging (-v) as kiln's root command does.
+// and returns the process exit code. Its root command is wired as kiln's
+// (cliout.Root: -v, KILN_* variables, exit codes).
 func Run(ctx context.Context, argv []string, streams Streams) int {
 	root := New("kiln-gateway", streams)
-	root.SilenceUsage, root.SilenceErrors = true, true
 	// As a program's root, cobra's own check names an unknown command.
 	root.Args = nil
 	info := buildinfo.Get()
 	root.Version = fmt.Sprintf("%s (commit %s, built %s, %s)", info.Version, info.Commit, info.BuildDate, info.GoVersion)
-	var verbosity int
-	root.PersistentFlags().IntVarP(&verbosity, "verbosity", "v", 0, "log detail: 0 warnings and progress, 1 info, 2+ debug (env KILN_VERBOSITY)")
-	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		if err := flagenv.Bind(cmd); err != nil {
-			return exitcode.With(exitcode.Usage, err)
-		}
-		slog.SetDefault(cliout.Logger(streams.Err, verbosity))
-		return nil
+	for _, c := range root.Commands() {
+		// The help shows this program's own command lines.
+		c.Long = strings.ReplaceAll(c.Long, "kiln gateway ", "kiln-gateway ")
+		c.Example = strings.ReplaceAll(c.Example, "kiln gateway ", "kiln-gateway ")
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return exitcode.With(exitcode.Usage, err) })
-	if len(argv) > 1 {
-		root.SetArgs(argv[1:])
-	} else {
-		root.SetArgs([]string{})
-	}
+	cliout.Root(root, streams.Err)
+	root.SetArgs(argv[min(1, len(argv)):])
 	root.SetOut(streams.Out)
 	root.SetErr(streams.Err)
-	err := root.ExecuteContext(ctx)
-	if err != nil && err.Error() != "" {
-		fmt.Fprintf(streams.Err, "Error: %v\n", err)
-	}
-	return exitcode.Resolve(err)
+	return cliout.Execute(ctx, root, streams.Err)
 }

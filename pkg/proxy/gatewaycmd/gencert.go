@@ -20,7 +20,7 @@ type genCertOptions struct {
 	force bool
 }
 
-// newGatewayGenCertCommand is `kong hybrid gen_cert`: a self-signed
+// newGenCertCommand is `kong hybrid gen_cert`: a self-signed
 // certificate for hybrid mode's shared mTLS.
 func newGenCertCommand(streams Streams) *cobra.Command {
 	o := &genCertOptions{}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/exitcode"
 )
 
 func TestGatewayGenCert(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/exitcode"
 )
 
 // TestGatewayRunProxyProtocol: `kiln gateway run` with a proxy_protocol
