@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"os"
 	"runtime"
@@ -232,7 +233,7 @@ func (s *h1Server) acceptIn(l *eventLoop) {
 		if s.closing.Load() {
 			return
 		}
-		fd, sa, err := syscall.Accept4(l.lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		fd, peer, err := accept4(l.lfd)
 		switch err {
 		case nil:
 		case syscall.EAGAIN:
@@ -250,12 +251,11 @@ func (s *h1Server) acceptIn(l *eventLoop) {
 		}
 		_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
 		s.wg.Add(1)
-		raddr := sockaddrTCP(sa)
 		if to := s.pickLoop(l); to != l {
-			to.post(func() { s.startConn(to, fd, raddr) })
+			to.post(func() { s.startConn(to, fd, peer) })
 			continue
 		}
-		s.startConn(l, fd, raddr)
+		s.startConn(l, fd, peer)
 	}
 }
 
@@ -287,7 +287,8 @@ func (s *h1Server) pickLoop(l *eventLoop) *eventLoop {
 
 // startConn serves an accepted socket on loop l (its goroutine); s.wg
 // counts it already.
-func (s *h1Server) startConn(l *eventLoop, fd int, raddr *net.TCPAddr) {
+func (s *h1Server) startConn(l *eventLoop, fd int, peer netip.AddrPort) {
+	raddr := net.TCPAddrFromAddrPort(peer)
 	sc := newLoopSocket(fd, raddr)
 	if s.closing.Load() {
 		_ = syscall.Close(fd)
@@ -304,7 +305,7 @@ func (s *h1Server) startConn(l *eventLoop, fd int, raddr *net.TCPAddr) {
 	}
 	// Registering reported data already there (an edge, rready).
 	sc.rready, sc.unread = false, true
-	c := newLoopH1Conn(s, sc)
+	c := newLoopH1Conn(s, sc, peer.String())
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
@@ -464,8 +465,8 @@ func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 }
 
 // newLoopH1Conn is newH1Conn for a socket an event loop accepted.
-func newLoopH1Conn(s *h1Server, sc *sysConn) *h1Conn {
-	c := &h1Conn{s: s, nc: sc, sc: sc, remoteAddr: sc.raddr.String(), loop: sc.lp}
+func newLoopH1Conn(s *h1Server, sc *sysConn, remoteAddr string) *h1Conn {
+	c := &h1Conn{s: s, nc: sc, sc: sc, remoteAddr: remoteAddr, loop: sc.lp}
 	c.init(sc)
 	return c
 }

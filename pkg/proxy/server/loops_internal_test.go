@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"syscall"
@@ -212,4 +213,72 @@ func TestEarliest(t *testing.T) {
 			t.Errorf("earliest(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
 		}
 	}
+}
+
+// TestAccept4PeerAddress: accept4 reports the peer as net's own accept
+// does (an IPv4 client of a dual-stack listener as a.b.c.d, not
+// ::ffff:a.b.c.d), for the addresses a loop-served connection shows
+// upstream.
+func TestAccept4PeerAddress(t *testing.T) {
+	for _, tc := range []struct{ network, listen, dial string }{
+		{"tcp4", "127.0.0.1:0", "127.0.0.1"},
+		{"tcp", "[::]:0", "127.0.0.1"},
+		{"tcp6", "[::1]:0", "::1"},
+	} {
+		t.Run(tc.listen+" from "+tc.dial, func(t *testing.T) {
+			ln, err := net.Listen(tc.network, tc.listen)
+			if err != nil {
+				t.Skipf("listen %s: %v", tc.listen, err)
+			}
+			defer ln.Close()
+			rc, err := ln.(*net.TCPListener).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			c, err := net.Dial("tcp", net.JoinHostPort(tc.dial, port))
+			if err != nil {
+				t.Skipf("dial %s: %v", tc.dial, err)
+			}
+			defer c.Close()
+			var (
+				fd   int
+				peer netip.AddrPort
+			)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				var aerr error
+				if err := rc.Control(func(lfd uintptr) { fd, peer, aerr = accept4(int(lfd)) }); err != nil {
+					t.Fatal(err)
+				}
+				if aerr == nil {
+					break
+				}
+				if aerr != syscall.EAGAIN || time.Now().After(deadline) {
+					t.Fatalf("accept4: %v", aerr)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			defer syscall.Close(fd)
+			if want := c.LocalAddr().String(); peer.String() != want {
+				t.Errorf("peer %s, want %s (the client's own address)", peer, want)
+			}
+			if got, want := net.TCPAddrFromAddrPort(peer).String(), c.LocalAddr().String(); got != want {
+				t.Errorf("as a TCPAddr %s, want %s", got, want)
+			}
+			flags, err := fcntlFlags(fd)
+			if err != nil || flags&syscall.O_NONBLOCK == 0 {
+				t.Errorf("accepted socket not non-blocking (flags %#x, %v)", flags, err)
+			}
+		})
+	}
+}
+
+// fcntlFlags returns a descriptor's file status flags.
+func fcntlFlags(fd int) (int, error) {
+	r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFL, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"syscall"
@@ -170,11 +171,10 @@ func newRawConn(c net.Conn) *sysConn {
 }
 
 // newLoopSocket wraps a socket an event loop accepted or connected (not
-// yet in the loop: see eventLoop.adopt).
+// yet in the loop: see eventLoop.adopt). Its poller-mode callbacks are
+// made only if it leaves the loop (toPoller).
 func newLoopSocket(fd int, raddr net.Addr) *sysConn {
-	s := &sysConn{fd: fd, raddr: raddr, hidx: -1}
-	s.bindCallbacks()
-	return s
+	return &sysConn{fd: fd, raddr: raddr, hidx: -1}
 }
 
 // bindCallbacks makes the RawConn callbacks of poller mode once.
@@ -428,7 +428,46 @@ func dupSocket(rc syscall.RawConn) (int, error) {
 	return fd, nil
 }
 
-// sockaddrTCP converts an accepted socket's peer address.
+// accept4 accepts a connection waiting on the non-blocking listener lfd
+// (non-blocking and close-on-exec) and returns its peer's address, reading
+// the kernel's sockaddr in place: syscall.Accept4 allocates a Sockaddr for
+// every connection.
+func accept4(lfd int) (int, netip.AddrPort, error) {
+	var rsa syscall.RawSockaddrAny
+	size := uint32(syscall.SizeofSockaddrAny)
+	fd, _, errno := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)),
+		syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, netip.AddrPort{}, errno
+	}
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		return int(fd), netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), networkOrder(sa.Port)), nil
+	case syscall.AF_INET6:
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		// An IPv4 client of a dual-stack listener reads as ::ffff:a.b.c.d;
+		// as in net's addresses it is a.b.c.d (X-Forwarded-For, ACLs).
+		addr := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.Scope_id != 0 {
+			zone := strconv.Itoa(int(sa.Scope_id))
+			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
+				zone = ifi.Name
+			}
+			addr = addr.WithZone(zone)
+		}
+		return int(fd), netip.AddrPortFrom(addr, networkOrder(sa.Port)), nil
+	}
+	return int(fd), netip.AddrPort{}, nil
+}
+
+// networkOrder reads a port the kernel stored in network byte order.
+func networkOrder(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// sockaddrTCP converts a socket address (getsockname's) to a TCPAddr.
 func sockaddrTCP(sa syscall.Sockaddr) *net.TCPAddr {
 	switch a := sa.(type) {
 	case *syscall.SockaddrInet4:
@@ -470,6 +509,7 @@ func (s *sysConn) toPoller() error {
 		return err
 	}
 	s.nc, s.rc = nc, rc
+	s.bindCallbacks()
 	_ = nc.SetReadDeadline(s.rdl)
 	_ = nc.SetWriteDeadline(s.wdl)
 	return nil
