@@ -392,14 +392,7 @@ func isUpgrade(r *http.Request) bool {
 	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
 		return false
 	}
-	for _, v := range r.Header["Connection"] {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
-				return true
-			}
-		}
-	}
-	return false
+	return hasToken(r.Header["Connection"], "upgrade")
 }
 
 type upstreamTry struct {
@@ -568,16 +561,10 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 	}
 	b = append(b, "\r\n"...)
 	h := r.Header
-	var connTokens []string
-	if cv := h["Connection"]; len(cv) > 0 {
-		for _, v := range cv {
-			for _, t := range strings.Split(v, ",") {
-				if t = strings.TrimSpace(t); t != "" {
-					connTokens = append(connTokens, http.CanonicalHeaderKey(t))
-				}
-			}
-		}
-	}
+	// Fields the Connection header names are hop-by-hop too; its tokens
+	// are matched in place (most requests name none or only close or
+	// keep-alive), not collected.
+	connection := h["Connection"]
 	for k, vs := range h {
 		if isHopByHop(k) || k == "Host" {
 			continue
@@ -586,7 +573,7 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Path", "X-Forwarded-Prefix", "X-Real-Ip", "Via", "Content-Length", "X-Kong-Request-Id":
 			continue
 		}
-		if len(connTokens) > 0 && containsFold(connTokens, k) {
+		if len(connection) > 0 && hasToken(connection, k) {
 			continue
 		}
 		for _, v := range vs {

@@ -291,3 +291,45 @@ func TestUpstreamConnectTimeout(t *testing.T) {
 		t.Fatalf("two connects of 200 ms took %v", took)
 	}
 }
+
+// TestConnectionNamedFieldsNotForwarded: the fields a client's Connection
+// header names (in any case, in one or several values) are hop-by-hop and
+// do not reach the upstream, nor do Connection and Keep-Alive themselves;
+// other fields do.
+func TestConnectionNamedFieldsNotForwarded(t *testing.T) {
+	up := proxytest.StartEcho(t, "a")
+	host, port := proxytest.HostPort(t, up)
+	e, gw := proxytest.StartGateway(t, nil)
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": svc, "host": host, "port": port}},
+		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": svc}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /hop HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, x-secret\r\nConnection: X-Other\r\n"+
+		"Keep-Alive: timeout=5\r\nX-Secret: s\r\nX-Other: o\r\nX-Kept: k\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	h := http.Header(proxytest.DecodeEcho(t, body).Header)
+	for _, k := range []string{"X-Secret", "X-Other", "Keep-Alive", "Connection"} {
+		if v := h.Get(k); v != "" {
+			t.Errorf("upstream got %s: %q, a hop-by-hop field", k, v)
+		}
+	}
+	if h.Get("X-Kept") != "k" {
+		t.Errorf("upstream X-Kept = %q, want k", h.Get("X-Kept"))
+	}
+}
