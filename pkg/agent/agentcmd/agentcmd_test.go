@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/pkg/depcheck"
 	"github.com/kiln-dev/kiln/pkg/exitcode"
 )
 
@@ -82,18 +83,14 @@ func TestSlimBinaryDependencies(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no go command on PATH")
 	}
-	b, err := exec.CommandContext(ctx, "go", "list", "-deps", "github.com/kiln-dev/kiln/cmd/kiln-agent").Output()
-	if err != nil {
-		t.Fatalf("go list -deps ./cmd/kiln-agent: %v", err)
-	}
 	forbidden := []string{"k8s.io/kubernetes", "github.com/kiln-dev/kiln/pkg/cli", "github.com/kiln-dev/kiln/pkg/bootstrap",
 		"github.com/kiln-dev/kiln/pkg/capi", "github.com/kiln-dev/kiln/pkg/pivot", "github.com/kiln-dev/kiln/pkg/proxy",
 		"sigs.k8s.io/cluster-api", "go.etcd.io/etcd/server"}
-	for _, dep := range strings.Fields(string(b)) {
-		for _, f := range forbidden {
-			if dep == f || strings.HasPrefix(dep, f+"/") {
-				t.Errorf("cmd/kiln-agent depends on %s; keep the agent binary free of %s", dep, f)
-			}
-		}
+	found, err := depcheck.Check(ctx, "github.com/kiln-dev/kiln/cmd/kiln-agent", forbidden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range found {
+		t.Errorf("cmd/kiln-agent depends on %s; keep the agent binary free of %s", v.Dep, v.Forbidden)
 	}
 }
