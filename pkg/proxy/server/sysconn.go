@@ -450,11 +450,7 @@ func accept4(lfd int) (int, netip.AddrPort, error) {
 		// as in net's addresses it is a.b.c.d (X-Forwarded-For, ACLs).
 		addr := netip.AddrFrom16(sa.Addr).Unmap()
 		if sa.Scope_id != 0 {
-			zone := strconv.Itoa(int(sa.Scope_id))
-			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
-				zone = ifi.Name
-			}
-			addr = addr.WithZone(zone)
+			addr = addr.WithZone(zoneName(sa.Scope_id))
 		}
 		return int(fd), netip.AddrPortFrom(addr, networkOrder(sa.Port)), nil
 	}
@@ -467,6 +463,15 @@ func networkOrder(p uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
+// zoneName names an IPv6 scope (a link-local address's interface) as net
+// does: the interface's name, or its index when it has none.
+func zoneName(id uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(id)); err == nil {
+		return ifi.Name
+	}
+	return strconv.Itoa(int(id))
+}
+
 // sockaddrTCP converts a socket address (getsockname's) to a TCPAddr.
 func sockaddrTCP(sa syscall.Sockaddr) *net.TCPAddr {
 	switch a := sa.(type) {
@@ -475,10 +480,7 @@ func sockaddrTCP(sa syscall.Sockaddr) *net.TCPAddr {
 	case *syscall.SockaddrInet6:
 		zone := ""
 		if a.ZoneId != 0 {
-			zone = strconv.Itoa(int(a.ZoneId))
-			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
-				zone = ifi.Name
-			}
+			zone = zoneName(a.ZoneId)
 		}
 		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port, Zone: zone}
 	}
