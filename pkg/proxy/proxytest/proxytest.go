@@ -100,10 +100,19 @@ func StartGateway(t testing.TB, reg plugin.Registry) (*server.Engine, string) {
 	return StartGatewayOptions(t, server.Options{Plugins: reg})
 }
 
-// StartGatewayOptions is StartGateway with engine options. Options that
-// leave EventLoops at its default take it from KILN_TEST_EVENT_LOOPS when
-// set (make test runs the proxy tests again with -1: no event loops).
+// StartGatewayOptions is StartGateway with engine options (see NewEngine).
 func StartGatewayOptions(t testing.TB, opts server.Options) (*server.Engine, string) {
+	t.Helper()
+	e := NewEngine(t, opts)
+	addr, _ := ServeProxy(t, e, server.ListenSpec{})
+	return e, "http://" + addr
+}
+
+// NewEngine makes an engine closed when the test ends (after the proxy
+// listeners ServeProxy started stopped). Options that leave EventLoops at
+// its default take it from KILN_TEST_EVENT_LOOPS when set (make test runs
+// the proxy tests again with -1: no event loops).
+func NewEngine(t testing.TB, opts server.Options) *server.Engine {
 	t.Helper()
 	if v := os.Getenv("KILN_TEST_EVENT_LOOPS"); v != "" && opts.EventLoops == 0 {
 		n, err := strconv.Atoi(v)
@@ -117,8 +126,7 @@ func StartGatewayOptions(t testing.TB, opts server.Options) (*server.Engine, str
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close) // after the proxy stopped (cleanups run last first)
-	addr, _ := ServeProxy(t, e, server.ListenSpec{})
-	return e, "http://" + addr
+	return e
 }
 
 // ServeProxy serves e's proxy on a new loopback listener with spec (its

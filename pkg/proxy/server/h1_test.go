@@ -132,11 +132,7 @@ func selfSignedPEM(t *testing.T, names ...string) (certPEM, keyPEM string) {
 func TestTLSTerminationSNIAndHTTP2(t *testing.T) {
 	up := proxytest.StartEcho(t, "up")
 	host, port := proxytest.HostPort(t, up)
-	e, err := server.New(server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := proxytest.NewEngine(t, server.Options{})
 	certPEM, keyPEM := selfSignedPEM(t, "api.example.test")
 	wildPEM, wildKey := selfSignedPEM(t, "*.wild.test")
 	const certID, wildID = "cccccccc-0000-4000-8000-0000000000c1", "cccccccc-0000-4000-8000-0000000000c2"
@@ -150,8 +146,7 @@ func TestTLSTerminationSNIAndHTTP2(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	addr, stop := proxytest.ServeProxy(t, e, server.ListenSpec{SSL: true, HTTP2: true})
-	defer stop() // before e.Close
+	addr, _ := proxytest.ServeProxy(t, e, server.ListenSpec{SSL: true, HTTP2: true})
 
 	for _, c := range []struct {
 		sni, wantCN string
@@ -184,6 +179,108 @@ func TestTLSTerminationSNIAndHTTP2(t *testing.T) {
 	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || http.Header(got.Header).Get("X-Forwarded-Proto") != "https" {
 		t.Fatalf("https request: %d %s %v", resp.StatusCode, resp.Proto, got.Header)
 	}
+}
+
+// TestTLSHTTP1: HTTP/1.1 over TLS goes through kiln's own HTTP/1.x server
+// (on the event loops unless they are off), as cleartext does: keep-alive
+// requests on one connection, routing by SNI and protocol, request bodies,
+// a WebSocket tunnel (which takes its connection out of the loop), and
+// clients that do not speak TLS, which must not stop the listener.
+func TestTLSHTTP1(t *testing.T) {
+	echoHost, echoPort := proxytest.HostPort(t, proxytest.StartEcho(t, "up"))
+	released := make(chan struct{})
+	close(released)
+	tunHost, tunPort := tunnelUpstream(t, released)
+	e := proxytest.NewEngine(t, server.Options{})
+	certPEM, keyPEM := selfSignedPEM(t, "api.example.test")
+	const certID, tunSvc = "cccccccc-0000-4000-8000-0000000000c1", "33333333-3333-4333-8333-333333333333"
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"certificates": {{"id": certID, "cert": certPEM, "key": keyPEM}},
+		"snis":         {{"name": "api.example.test", "certificate": map[string]any{"id": certID}}},
+		"services":     {{"id": svc, "host": echoHost, "port": echoPort}, {"id": tunSvc, "host": tunHost, "port": tunPort}},
+		"routes": {
+			{"name": "secure", "paths": []any{"/"}, "protocols": []any{"https"}, "snis": []any{"api.example.test"}, "strip_path": false, "service": map[string]any{"id": svc}},
+			{"name": "ws", "paths": []any{"/ws"}, "protocols": []any{"https"}, "snis": []any{"api.example.test"}, "strip_path": false, "service": map[string]any{"id": tunSvc}},
+		},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := proxytest.ServeProxy(t, e, server.ListenSpec{SSL: true, HTTP2: true})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(certPEM))
+	dial := func(t *testing.T, sni string) *tls.Conn {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: sni, RootCAs: pool, NextProtos: []string{"http/1.1"}, InsecureSkipVerify: sni != "api.example.test"}) //nolint:gosec // the other names test routing, not the certificate
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+			t.Fatalf("ALPN %q, want http/1.1", p)
+		}
+		return c
+	}
+
+	t.Run("keep-alive requests, SNI and body", func(t *testing.T) {
+		c := dial(t, "api.example.test")
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for i, req := range []string{
+			"GET /one HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+			"POST /two HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 5\r\n\r\nhello",
+			"GET /three HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+		} {
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatalf("request %d on the same connection: %v", i, err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("request %d on the same connection: %v", i, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got := proxytest.DecodeEcho(t, body)
+			if resp.StatusCode != 200 || http.Header(got.Header).Get("X-Forwarded-Proto") != "https" || resp.Header.Get("Via") != "1.1 kong/3.10.0" {
+				t.Fatalf("request %d: %d, upstream saw %v, answer headers %v", i, resp.StatusCode, got.Header, resp.Header)
+			}
+			if i == 1 && (got.Method != "POST" || got.Body != "hello") {
+				t.Fatalf("body request reached the upstream as %s %q", got.Method, got.Body)
+			}
+		}
+	})
+
+	t.Run("a route for another SNI does not match", func(t *testing.T) {
+		c := dial(t, "other.test")
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /one HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("request with SNI other.test: %d, want 404", resp.StatusCode)
+		}
+	})
+
+	t.Run("WebSocket tunnel", func(t *testing.T) {
+		checkTunnel(t, dial(t, "api.example.test"))
+	})
+
+	t.Run("a client that does not speak TLS", func(t *testing.T) {
+		out := raw(t, addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if strings.Contains(out, "HTTP/1.1 200") {
+			t.Fatalf("a cleartext request on the TLS listener was answered: %q", out)
+		}
+		c := dial(t, "api.example.test") // still serving
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /after HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("TLS request after a cleartext one: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	})
 }
 
 func TestStreamingRequestBody(t *testing.T) {

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,11 +24,12 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
 )
 
-// The proxy's cleartext listeners use their own HTTP/1.x server: requests,
-// header maps and response writers are reused (h1Exchange), headers are
-// written unsorted straight into the connection's buffer, and pipelined
-// responses are flushed together. Connections that open with the HTTP/2
-// preface (h2c with prior knowledge) are handed to net/http's server.
+// The proxy's listeners use their own HTTP/1.x server: requests, header
+// maps and response writers are reused (h1Exchange), headers are written
+// unsorted straight into the connection's buffer, and pipelined responses
+// are flushed together. HTTP/2 goes to net/http's server: cleartext
+// connections that open with the HTTP/2 preface (h2c with prior
+// knowledge), and TLS connections whose client chose h2 by ALPN.
 
 const (
 	h1IdleTimeout   = 75 * time.Second
@@ -44,6 +46,8 @@ type h1Server struct {
 	handler http.Handler
 	h2      *http.Server
 	h2ln    *handoffListener
+	// tls terminates TLS on every connection (nil: cleartext).
+	tls *tls.Config
 
 	// loops serve the cleartext connections (none: a goroutine each);
 	// next picks the loop for the next connection.
@@ -58,17 +62,17 @@ type h1Server struct {
 	dateUnix atomic.Int64
 }
 
-// ServeProxy serves a proxy listener until ctx ends: TLS listeners through
-// net/http (HTTP/1.1 and h2), cleartext ones through the HTTP/1.x fast path
-// with h2c handed to net/http. Cleartext connections are served by event
-// loops (see eventLoop) unless Options.EventLoops is negative.
+// ServeProxy serves a proxy listener until ctx ends: HTTP/1.x through the
+// fast path above, HTTP/2 (h2c, or h2 chosen by ALPN on TLS listeners)
+// handed to net/http. Connections are served by event loops (see
+// eventLoop) unless Options.EventLoops is negative.
 func (e *Engine) ServeProxy(ctx context.Context, ln net.Listener, spec ListenSpec) error {
 	ln = e.proxyProtoListener(ln, spec)
 	srv := e.NewHTTPServer(ln, spec)
-	if spec.SSL {
-		return Serve(ctx, srv, ln, true)
-	}
 	s := &h1Server{e: e, handler: srv.Handler, conns: map[*h1Conn]struct{}{}}
+	if spec.SSL {
+		s.tls = srv.TLSConfig
+	}
 	if n := e.eventLoops(); n > 0 {
 		for range n {
 			l, err := newEventLoop(e.clock, &e.holds)
@@ -369,8 +373,12 @@ func (s *h1Server) date() string {
 
 // h1Conn is one client connection and the per-request state it reuses.
 type h1Conn struct {
-	s          *h1Server
-	nc         net.Conn
+	s  *h1Server
+	nc net.Conn
+	// tc is nc on a TLS listener (nil otherwise); tlsState is its
+	// handshake's outcome, every request's TLS field.
+	tc         *tls.Conn
+	tlsState   *tls.ConnectionState
 	br         *bufio.Reader
 	bw         *bufio.Writer
 	remoteAddr string
@@ -452,28 +460,33 @@ func emptied(h http.Header) http.Header {
 
 func newH1Conn(s *h1Server, nc net.Conn) *h1Conn {
 	c := &h1Conn{s: s, nc: nc, remoteAddr: nc.RemoteAddr().String(), ctx: proxyConnContext(nc)}
-	var rw net.Conn = nc
 	raw := rawConn(nc)
 	if sc := newRawConn(raw); sc != nil {
 		if raw != nc {
 			sc.outer = nc
 		}
-		c.sc, c.nc, rw = sc, sc, sc
+		c.sc, c.nc = sc, sc
 	}
-	c.init(rw)
+	c.init()
 	return c
 }
 
 // newLoopH1Conn is newH1Conn for a socket an event loop accepted.
 func newLoopH1Conn(s *h1Server, sc *sysConn, remoteAddr string) *h1Conn {
 	c := &h1Conn{s: s, nc: sc, sc: sc, remoteAddr: remoteAddr, loop: sc.lp}
-	c.init(sc)
+	c.init()
 	return c
 }
 
-// init gives c its buffers, reading and writing rw, and request state.
-func (c *h1Conn) init(rw net.Conn) {
-	c.takeBuffers(rw)
+// init puts TLS over c's connection on a TLS listener (crypto/tls then
+// reads and writes the raw socket path, in whichever mode it is), and
+// gives c its buffers and request state.
+func (c *h1Conn) init() {
+	if c.s.tls != nil {
+		c.tc = tls.Server(c.nc, c.s.tls)
+		c.nc = c.tc
+	}
+	c.takeBuffers(c.nc)
 	c.takeExchange()
 }
 
@@ -547,28 +560,48 @@ func (c *h1Conn) guarded(fn func() (hijacked, handedOff bool)) {
 	hijacked, handedOff = fn()
 }
 
-// serveFirst checks for the h2c preface, then serves HTTP/1.x requests.
+// serveFirst completes the TLS handshake or checks for the h2c preface,
+// hands HTTP/2 connections to net/http, then serves HTTP/1.x requests.
 func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1HeaderTimeout))
+	if c.tc != nil {
+		h2, ok := c.handshake()
+		if !ok {
+			return false, false
+		}
+		if h2 {
+			if !c.toPoller() {
+				return false, false
+			}
+			return c.handOffH2(c.tc), false
+		}
+		return c.serveRequests()
+	}
 	if peek, err := c.br.Peek(3); err == nil && string(peek) == "PRI" {
 		if full, err := c.br.Peek(len(h2Preface)); err == nil && string(full) == h2Preface {
-			if c.sc != nil {
-				// net/http reads it from its own goroutines.
-				if err := c.sc.toPoller(); err != nil {
-					return false, false
-				}
+			if !c.toPoller() {
+				return false, false
 			}
-			_ = c.nc.SetReadDeadline(time.Time{})
 			buffered, _ := c.br.Peek(c.br.Buffered())
-			pc := &prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}
-			c.s.e.ConnState(c.nc, http.StateHijacked)
-			go c.s.h2ln.handoff(pc)
-			return true, false // net/http owns the connection now
+			return c.handOffH2(&prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}), false
 		}
 	}
 	if c.sc != nil {
 		return c.serveEvents()
 	}
+	return c.serveRequests()
+}
+
+// toPoller takes c's raw socket out of its event loop, if it is in one,
+// for goroutines of net/http's or a handler's own; false if that failed.
+func (c *h1Conn) toPoller() bool {
+	return c.sc == nil || c.sc.toPoller() == nil
+}
+
+// serveRequests is the request loop with blocking reads: TLS connections
+// (on an event loop's coroutine, or a goroutine) and connections without
+// the raw socket path.
+func (c *h1Conn) serveRequests() (hijacked, handedOff bool) {
 	for {
 		c.idle.Store(true)
 		if c.s.closing.Load() {
@@ -586,11 +619,65 @@ func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 			}
 			return false, false
 		}
+		if c.inLoop() && c.mayUpgrade() {
+			return c.upgradeOutsideLoop(c.serveRequests)
+		}
 		keep, hj := c.handle()
 		if hj || !keep {
 			return hj, false
 		}
 	}
+}
+
+// inLoop reports whether c's socket is served by an event loop now.
+func (c *h1Conn) inLoop() bool { return c.sc != nil && c.sc.lp != nil }
+
+// upgradeOutsideLoop serves a request that may switch protocols on a
+// goroutine of its own, then the connection's next requests with next:
+// a tunnel blocks its goroutine for the connection's life, so the
+// connection leaves the event loop first.
+func (c *h1Conn) upgradeOutsideLoop(next func() (hijacked, handedOff bool)) (hijacked, handedOff bool) {
+	if !c.toPoller() {
+		return false, false
+	}
+	go c.guarded(func() (bool, bool) {
+		keep, hj := c.handle()
+		if hj || !keep {
+			return hj, false
+		}
+		return next()
+	})
+	return false, true
+}
+
+// handshake completes a TLS connection's handshake (within the deadline
+// serveFirst set) and reports whether the client chose HTTP/2; false ok
+// when the handshake failed or the server is closing.
+func (c *h1Conn) handshake() (h2, ok bool) {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(h1HeaderTimeout))
+	c.idle.Store(true) // drain ends a handshake at once
+	if c.s.closing.Load() {
+		return false, false
+	}
+	err := c.tc.Handshake()
+	c.idle.Store(false)
+	if err != nil {
+		c.s.e.log.Debug("proxy TLS handshake failed", "remote", c.remoteAddr, "error", err)
+		return false, false
+	}
+	_ = c.nc.SetWriteDeadline(time.Time{})
+	st := c.tc.ConnectionState()
+	c.tlsState = &st
+	return st.NegotiatedProtocol == "h2", true
+}
+
+// handOffH2 gives the connection, as conn, to net/http's HTTP/2 server
+// and reports that it did (the connection counts as hijacked here).
+func (c *h1Conn) handOffH2(conn net.Conn) bool {
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.s.e.ConnState(c.nc, http.StateHijacked)
+	go c.s.h2ln.handoff(conn)
+	return true // net/http owns the connection now
 }
 
 // refreshIdleDeadline moves the read deadline that covers waiting for the
@@ -703,20 +790,8 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 			return false, false
 		}
 		if pending {
-			if c.sc.lp != nil && c.mayUpgrade() {
-				// A tunnel blocks its goroutine for the connection's
-				// life: the connection leaves the event loop.
-				if err := c.sc.toPoller(); err != nil {
-					return false, false
-				}
-				go c.guarded(func() (bool, bool) {
-					keep, hj := c.handle()
-					if hj || !keep {
-						return hj, false
-					}
-					return c.serveEvents()
-				})
-				return false, true
+			if c.inLoop() && c.mayUpgrade() {
+				return c.upgradeOutsideLoop(c.serveEvents)
 			}
 			keep, hj := c.handle()
 			if hj {
@@ -853,7 +928,7 @@ func (c *h1Conn) readRequest() (int, error) {
 	}
 	r := &c.x.req
 	*r = http.Request{Method: method, Proto: proto, ProtoMajor: major, ProtoMinor: minor, Header: c.x.hdr,
-		RemoteAddr: c.remoteAddr, RequestURI: uri}
+		RemoteAddr: c.remoteAddr, RequestURI: uri, TLS: c.tlsState}
 	if c.ctx != nil {
 		*r = *r.WithContext(c.ctx)
 	}

@@ -150,7 +150,14 @@ func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 		ErrorLog:          nil,
 	}
 	if spec.SSL {
+		// The HTTP/1.x server terminates TLS itself and hands h2
+		// connections to srv, which serves HTTP/2 on them only if its
+		// configuration offers h2 (net/http's rule for Serve).
 		srv.TLSConfig = e.TLSConfig()
+		srv.TLSConfig.NextProtos = []string{"http/1.1"}
+		if spec.HTTP2 {
+			srv.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+		}
 	}
 	if spec.ProxyProtocol {
 		srv.ConnContext = withProxyAddr

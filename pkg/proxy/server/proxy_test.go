@@ -147,12 +147,11 @@ func TestUpstreamErrors(t *testing.T) {
 	}
 }
 
-func TestWebSocketAndStreaming(t *testing.T) {
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	releaseBody := func() { releaseOnce.Do(func() { close(release) }) }
-	defer releaseBody()
-	// An upstream that upgrades and echoes lines, and streams a chunked body.
+// tunnelUpstream starts an upstream that upgrades requests asking for
+// websocket and echoes lines through the tunnel; other requests get a
+// body in three chunks, the last two only once release is closed.
+func tunnelUpstream(t *testing.T, release <-chan struct{}) (host string, port float64) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -186,8 +185,35 @@ func TestWebSocketAndStreaming(t *testing.T) {
 		}
 	})}
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-	host, port := proxytest.HostPort(t, ln.Addr().String())
+	t.Cleanup(func() { _ = srv.Close() })
+	return proxytest.HostPort(t, ln.Addr().String())
+}
+
+// checkTunnel asks for a WebSocket upgrade on c, a connection to a
+// gateway routing to tunnelUpstream, and checks that a line comes back
+// through the tunnel.
+func checkTunnel(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	fmt.Fprintf(c, "hello\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "echo hello\n" {
+		t.Fatalf("tunnel echo %q %v", line, err)
+	}
+}
+
+func TestWebSocketAndStreaming(t *testing.T) {
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseBody := func() { releaseOnce.Do(func() { close(release) }) }
+	defer releaseBody()
+	host, port := tunnelUpstream(t, release)
 	e, gw := proxytest.StartGateway(t, nil)
 	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port}},
@@ -200,17 +226,7 @@ func TestWebSocketAndStreaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
-	fmt.Fprintf(c, "hello\n")
-	line, err := br.ReadString('\n')
-	if err != nil || line != "echo hello\n" {
-		t.Fatalf("tunnel echo %q %v", line, err)
-	}
+	checkTunnel(t, c)
 
 	// Streaming: the first chunk must arrive before the upstream finishes.
 	// The safety timer only keeps a buffering proxy from hanging the test.
