@@ -122,11 +122,12 @@ generate:
 	done
 
 # wrk against kiln's gateway, nginx, haproxy and caddy on loopback (not run in
-# CI; needs wrk nginx-light haproxy caddy). Knobs: DURATION CONNS THREADS ROUNDS.
-bench-proxy: build
+# CI; needs wrk nginx-light haproxy caddy openssl). Knobs: DURATION CONNS THREADS
+# ROUNDS PAIRED NEWCONN TLS RATES IDLE KILN_BASE (see bench/bench-proxy.sh).
+bench-proxy: gateway
 	$(GO) build -o bin/fixedrate ./bench/fixedrate
 	$(GO) build -o bin/idleconns ./bench/idleconns
-	KILN=$(BIN) FIXEDRATE=bin/fixedrate IDLECONNS=bin/idleconns bench/bench-proxy.sh
+	KILN=$(GATEWAY_BIN) FIXEDRATE=bin/fixedrate IDLECONNS=bin/idleconns bench/bench-proxy.sh
 
 # image2disk throughput against a bare decoder+io.Copy peer in the same run
 # (3 rounds, best of each, to damp a shared machine's noise); prints MB/s for

@@ -3,8 +3,9 @@
 # proxying the same loopback upstream (an nginx worker serving a 1 KiB file),
 # all with keep-alive on both sides, same connections and duration; then kiln
 # again with key-auth + rate-limiting. Prints one table with RPS, p50, p99 and
-# the ratio to nginx. Needs: wrk nginx haproxy caddy (Debian packages) and a
-# kiln binary (KILN=path, default bin/kiln built by `make build`).
+# the ratio to nginx. Needs: wrk nginx haproxy caddy openssl (Debian
+# packages) and kiln's gateway binary (KILN=path, default bin/kiln-gateway
+# built by `make gateway`; a full kiln binary works too).
 #
 # Then a side-by-side part: kiln and nginx (and kiln with plugins and
 # nginx) loaded at the same moment, each by its own wrk with half the
@@ -25,12 +26,17 @@
 # cost of a gateway that is not saturated, where most run most of the time
 # (waking up, timers and idle polling count there, not at saturation).
 #
+# Then TLS (TLS rounds, default 1; 0 skips): nginx, haproxy and kiln
+# terminating TLS 1.3 with the same ECDSA P-256 certificate, keep-alive
+# (wrk over https, same load as above), then a new TLS connection (full
+# handshake) per request.
+#
 # And the memory each proxy spends per idle keep-alive client connection:
 # IDLE connections (default 8000; 0 skips) opened by bench/idleconns, one
 # request each, then held open; the growth of the proxy's resident memory
 # (all its processes), measured on the fresh processes before any load.
 #
-# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (3) PAIRED (3) NEWCONN (1)
+# Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (3) PAIRED (3) NEWCONN (1) TLS (1)
 # RATES ("200 2000 10000") RATE_DURATION (5s) FIXEDRATE (bin/fixedrate)
 # IDLE (8000) IDLECONNS (bin/idleconns)
 # (three interleaved rounds by default: one round on a shared virtual
@@ -40,7 +46,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KILN=${KILN:-bin/kiln}
+KILN=${KILN:-bin/kiln-gateway}
 KILN_BASE=${KILN_BASE:-}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
@@ -49,16 +55,19 @@ WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
 PAIRED=${PAIRED:-3}
 NEWCONN=${NEWCONN:-1}
+TLS=${TLS:-1}
 RATES=${RATES-200 2000 10000}
 RATE_DURATION=${RATE_DURATION:-5s}
 FIXEDRATE=${FIXEDRATE:-bin/fixedrate}
 IDLE=${IDLE:-8000}
 IDLECONNS=${IDLECONNS:-bin/idleconns}
 
-for bin in wrk nginx haproxy caddy curl; do
-  command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl)" >&2; exit 1; }
+for bin in wrk nginx haproxy caddy curl openssl; do
+  command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl openssl)" >&2; exit 1; }
 done
-[ -x "$KILN" ] || { echo "bench-proxy: $KILN not found; run make build or set KILN=" >&2; exit 1; }
+[ -x "$KILN" ] || { echo "bench-proxy: $KILN not found; run make gateway or set KILN=" >&2; exit 1; }
+# The TLS part reaches the proxies as https://localhost (the certificate's name, sent as SNI).
+[ "$TLS" -eq 0 ] || getent ahostsv4 localhost | grep -q '^127\.0\.0\.1 ' || { echo "bench-proxy: localhost does not resolve to 127.0.0.1 here; fix /etc/hosts or set TLS=0" >&2; exit 1; }
 [ -z "$KILN_BASE" ] || [ -x "$KILN_BASE" ] || { echo "bench-proxy: KILN_BASE=$KILN_BASE is not executable" >&2; exit 1; }
 [ -z "$RATES" ] || [ -x "$FIXEDRATE" ] || { echo "bench-proxy: $FIXEDRATE not found; run make bench-proxy, set FIXEDRATE= or RATES= to skip the fixed-rate part" >&2; exit 1; }
 [ "$IDLE" -eq 0 ] || [ -x "$IDLECONNS" ] || { echo "bench-proxy: $IDLECONNS not found; run make bench-proxy, set IDLECONNS= or IDLE=0 to skip the idle-connection part" >&2; exit 1; }
@@ -85,7 +94,7 @@ free_port() {
 
 wait_http() { # url [header]
   for _ in $(seq 1 100); do
-    if curl -fsS -o /dev/null ${2:+-H "$2"} "$1" 2>/dev/null; then return 0; fi
+    if curl -kfsS -o /dev/null ${2:+-H "$2"} "$1" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   echo "bench-proxy: $1 did not come up" >&2; return 1
@@ -110,13 +119,24 @@ EOF
 nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 wait_http "http://127.0.0.1:$UP/1k"
 
-# start_nginx port [kong]: nginx as a plain reverse proxy; with "kong" it
-# also adds the request and response headers a Kong node (and kiln) adds,
-# so that row does the same header work as kiln (a reference row; the
-# ratios stay against plain nginx).
+# The TLS part's certificate: ECDSA P-256 for localhost, self-signed.
+if [ "$TLS" -gt 0 ]; then
+  mkdir -p "$TMP/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>/dev/null
+  cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" > "$TMP/tls/both.pem"
+  chmod 644 "$TMP/tls/"*.pem
+fi
+
+# start_nginx port [kong|tls]: nginx as a plain reverse proxy; with "kong"
+# it also adds the request and response headers a Kong node (and kiln)
+# adds, so that row does the same header work as kiln (a reference row;
+# the ratios stay against plain nginx); with "tls" it terminates TLS.
 start_nginx() {
-  local port=$1 kong=${2:-} d="$TMP/nginx-$1" extra=""
-  if [ -n "$kong" ]; then
+  local port=$1 kong=${2:-} d="$TMP/nginx-$1" extra="" listen="127.0.0.1:$1"
+  if [ "$kong" = tls ]; then
+    listen="$listen ssl; ssl_certificate $TMP/tls/cert.pem; ssl_certificate_key $TMP/tls/key.pem"
+  elif [ -n "$kong" ]; then
     extra='proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Port $server_port;
@@ -136,7 +156,7 @@ http {
   client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
   upstream up { server 127.0.0.1:$UP; keepalive 512; }
   server {
-    listen 127.0.0.1:$port;
+    listen $listen;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; $extra }
   }
 }
@@ -144,8 +164,10 @@ EOF
   nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 }
 
+# start_haproxy port [tls]
 start_haproxy() {
-  local port=$1 d="$TMP/haproxy"
+  local port=$1 d="$TMP/haproxy-$1" bind="127.0.0.1:$1"
+  [ "${2:-}" != tls ] || bind="$bind ssl crt $TMP/tls/both.pem"
   mkdir -p "$d"
   cat > "$d/haproxy.cfg" <<EOF
 global
@@ -159,7 +181,7 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend f
-  bind 127.0.0.1:$port
+  bind $bind
   default_backend b
 backend b
   server s1 127.0.0.1:$UP
@@ -183,10 +205,12 @@ EOF
   XDG_DATA_HOME="$d" XDG_CONFIG_HOME="$d" HOME="$d" caddy run --config "$d/Caddyfile" --adapter caddyfile >"$d/log" 2>&1 & PIDS+=($!)
 }
 
-# start_kiln port [plugins [binary]]: kiln gateway, DB-less, configured by
-# a declarative file (the same way an operator would).
+# start_kiln port [plugins [binary [tls]]]: kiln gateway, DB-less,
+# configured by a declarative file (the same way an operator would); with
+# tls it terminates TLS with the certificate (for SNI localhost).
 start_kiln() {
-  local port=$1 plugins=${2:-} bin=${3:-$KILN} d="$TMP/kiln-$1"
+  local port=$1 plugins=${2:-} bin=${3:-$KILN} tls=${4:-} d="$TMP/kiln-$1" listen="127.0.0.1:$1" run=(gateway run)
+  case "$(basename "$bin")" in kiln-gateway*) run=(run) ;; esac
   mkdir -p "$d"
   {
     echo '_format_version: "3.0"'
@@ -206,9 +230,16 @@ start_kiln() {
       echo '- name: rate-limiting'
       echo '  config: {second: 1000000000, hour: 1000000000000, policy: local, limit_by: consumer}'
     fi
+    if [ -n "$tls" ]; then
+      listen="$listen ssl"
+      echo 'certificates:'
+      echo '- cert: |'; sed 's/^/    /' "$TMP/tls/cert.pem"
+      echo '  key: |'; sed 's/^/    /' "$TMP/tls/key.pem"
+      echo '  snis: [{name: localhost}]'
+    fi
   } > "$d/kong.yaml"
-  "$bin" gateway run --database off --declarative-config "$d/kong.yaml" \
-    --proxy-listen "127.0.0.1:$port" --admin-listen off --status-listen off --proxy-access-log off \
+  "$bin" "${run[@]}" --database off --declarative-config "$d/kong.yaml" \
+    --proxy-listen "$listen" --admin-listen off --status-listen off --proxy-access-log off \
     >"$d/log" 2>&1 & PIDS+=($!)
 }
 
@@ -231,9 +262,10 @@ cpu_ticks() { proc_sum "$1" stat '{print $14 + $15}'; }
 # rss_kb pid: resident memory (KiB) of pid and its child processes.
 rss_kb() { proc_sum "$1" status '/^VmRSS:/ {print $2}'; }
 
-declare -A PORT PID HDR
-NAMES=()
-add() { NAMES+=("$1"); PORT[$1]=$2; PID[$1]=${PIDS[-1]}; HDR[$1]=${3:-}; }
+declare -A PORT PID HDR URL
+NAMES=() TLS_NAMES=()
+add() { NAMES+=("$1"); PORT[$1]=$2; PID[$1]=${PIDS[-1]}; HDR[$1]=${3:-}; URL[$1]="http://127.0.0.1:$2/1k"; }
+add_tls() { TLS_NAMES+=("$1"); PORT[$1]=$2; PID[$1]=${PIDS[-1]}; HDR[$1]=; URL[$1]="https://localhost:$2/1k"; }
 
 # wrk_args name: wrk's options for name (its header script, if any).
 wrk_args() {
@@ -244,14 +276,15 @@ wrk_args() {
   fi
 }
 
-# run name: warm up, measure once; appends to $TMP/results.
+# run name [file [wrk options]]: warm up, measure once; appends to file
+# ($TMP/results).
 run() {
-  local name=$1 port=${PORT[$1]} out
-  local args=(-t"$THREADS" -c"$CONNS" --latency $(wrk_args "$name"))
-  wrk "${args[@]}" -d"$WARMUP" "http://127.0.0.1:$port/1k" >/dev/null
+  local name=$1 file=${2:-$TMP/results} out
+  local args=(-t"$THREADS" -c"$CONNS" --latency $(wrk_args "$name") "${@:3}")
+  wrk "${args[@]}" -d"$WARMUP" "${URL[$name]}" >/dev/null
   local t0 t1
   t0=$(cpu_ticks "${PID[$name]}")
-  out=$(wrk "${args[@]}" -d"$DURATION" "http://127.0.0.1:$port/1k")
+  out=$(wrk "${args[@]}" -d"$DURATION" "${URL[$name]}")
   t1=$(cpu_ticks "${PID[$name]}")
   local rps p50 p99 non2xx reqs
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
@@ -259,7 +292,7 @@ run() {
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs ${ROUND:-1}" >> "$TMP/results"
+  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs ${ROUND:-1}" >> "$file"
 }
 
 P=$(free_port); start_nginx "$P"; add nginx "$P"
@@ -272,7 +305,13 @@ if [ -n "$KILN_BASE" ]; then
   P=$(free_port); start_kiln "$P" "" "$KILN_BASE"; add "kiln-base" "$P"
   P=$(free_port); start_kiln "$P" plugins "$KILN_BASE"; add "kiln-base+key-auth+rate-lim" "$P" "apikey: bench-key"
 fi
-for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/1k" "${HDR[$n]}"; done
+if [ "$TLS" -gt 0 ]; then
+  P=$(free_port); start_nginx "$P" tls; add_tls nginx-tls "$P"
+  P=$(free_port); start_haproxy "$P" tls; add_tls haproxy-tls "$P"
+  P=$(free_port); start_kiln "$P" "" "$KILN" tls; add_tls kiln-tls "$P"
+  [ -z "$KILN_BASE" ] || { P=$(free_port); start_kiln "$P" "" "$KILN_BASE" tls; add_tls kiln-base-tls "$P"; }
+fi
+for n in "${NAMES[@]}" "${TLS_NAMES[@]}"; do wait_http "${URL[$n]}" "${HDR[$n]}"; done
 
 # idle_mem name: name's resident memory before and while IDLE client
 # connections that made one request each stay open; appends to $TMP/idle.
@@ -298,6 +337,29 @@ if [ "$IDLE" -gt 0 ]; then
   : > "$TMP/idle"
   for n in nginx haproxy caddy kiln ${KILN_BASE:+kiln-base}; do idle_mem "$n"; done
 fi
+# table file base: the per-proxy table of run's results in file, with
+# ratios to the base proxy's run of the same round.
+table() {
+  awk -v base_name="$2" '
+function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
+# median of the n values a[1..n] (sorted in place)
+function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
+  return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+{ n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 }
+  r_rps[$1, $8] = $2; r_cpu[$1, $8] = $6 / $7; if ($8 > rounds) rounds = $8 }
+END {
+  base = rps[base_name]/n[base_name]; b99 = p99[base_name]/n[base_name]; bcpu = cpu[base_name]/req[base_name]
+  printf "%-28s %9s %8s %8s %13s %13s %11s %13s %8s %25s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/" base_name, "p99/" base_name, "CPU us/req", "CPU/" base_name, "non-2xx", "RPS/" base_name " per round"
+  for (i=1; i<=k; i++) { x=order[i]; c = cpu[x]/req[x]
+    # Each round compares x with the base run of the same round, which
+    # cancels most of the machine-speed drift between rounds.
+    m = 0; lo = 1e9; hi = 0
+    for (r = 1; r <= rounds; r++) if (((x, r) in r_rps) && r_rps[base_name, r] > 0) { v = r_rps[x, r] / r_rps[base_name, r]; q[++m] = v; if (v < lo) lo = v; if (v > hi) hi = v }
+    spread = m > 1 ? sprintf("med %.2f (%.2f-%.2f)", median(q, m), lo, hi) : "-"
+    printf "%-28s %9.0f %8.2f %8.2f %13.2f %13.2f %11.1f %13.2f %8d %25s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x], spread }
+}' "$1"
+}
+
 # Rounds interleave the proxies so that load from other processes on the
 # machine spreads over all of them alike.
 for ROUND in $(seq 1 "$ROUNDS"); do
@@ -308,24 +370,7 @@ echo
 echo "bench-proxy: wrk -t$THREADS -c$CONNS -d$DURATION (x$ROUNDS), 1 KiB responses, keep-alive, upstream nginx (1 worker) on loopback"
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), load before run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(CPU µs/req: proxy process user+system CPU time per request — robust when other load shares the machine)"
-awk '
-function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
-# median of the n values a[1..n] (sorted in place)
-function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
-  return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
-{ n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 }
-  r_rps[$1, $8] = $2; r_cpu[$1, $8] = $6 / $7; if ($8 > rounds) rounds = $8 }
-END {
-  base = rps["nginx"]/n["nginx"]; b99 = p99["nginx"]/n["nginx"]; bcpu = cpu["nginx"]/req["nginx"]
-  printf "%-28s %9s %8s %8s %10s %10s %11s %10s %8s %21s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "CPU us/req", "CPU/nginx", "non-2xx", "RPS/nginx per round"
-  for (i=1; i<=k; i++) { x=order[i]; c = cpu[x]/req[x]
-    # Each round compares x with the nginx run of the same round, which
-    # cancels most of the machine-speed drift between rounds.
-    m = 0; lo = 1e9; hi = 0
-    for (r = 1; r <= rounds; r++) if (((x, r) in r_rps) && r_rps["nginx", r] > 0) { v = r_rps[x, r] / r_rps["nginx", r]; q[++m] = v; if (v < lo) lo = v; if (v > hi) hi = v }
-    spread = m > 1 ? sprintf("med %.2f (%.2f-%.2f)", median(q, m), lo, hi) : "-"
-    printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %11.1f %10.2f %8d %21s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x], spread }
-}' "$TMP/results"
+table "$TMP/results" nginx
 
 # paired a b: a and b under load at the same moment; appends to $TMP/paired
 # b's and a's RPS, p99 and CPU µs per request.
@@ -384,6 +429,20 @@ END {
   for (i = 1; i <= k; i++) { x = order[i]
     printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %14s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/(rps["nginx"]/n["nginx"]), (p99[x]/n[x])/(p99["nginx"]/n["nginx"]), err[x] ? "yes" : "no" }
 }' "$TMP/newconn"
+fi
+
+if [ "$TLS" -gt 0 ]; then
+  : > "$TMP/tls-results"; : > "$TMP/tls-newconn"
+  for ROUND in $(seq 1 "$TLS"); do
+    for n in "${TLS_NAMES[@]}"; do run "$n" "$TMP/tls-results"; done
+  done
+  for n in "${TLS_NAMES[@]}"; do ROUND=1 run "$n" "$TMP/tls-newconn" -H 'Connection: close'; done
+  echo
+  echo "TLS 1.3 termination (ECDSA P-256 certificate, SNI localhost), keep-alive: wrk -t$THREADS -c$CONNS -d$DURATION over https (x$TLS)"
+  table "$TMP/tls-results" nginx-tls
+  echo
+  echo "TLS with a new connection (a full handshake) per request (Connection: close): wrk -t$THREADS -c$CONNS -d$DURATION"
+  table "$TMP/tls-newconn" nginx-tls
 fi
 
 if [ -n "$RATES" ]; then
