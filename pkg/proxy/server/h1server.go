@@ -376,9 +376,11 @@ type h1Conn struct {
 	s  *h1Server
 	nc net.Conn
 	// tc is nc on a TLS listener (nil otherwise); tlsState is its
-	// handshake's outcome, every request's TLS field.
+	// handshake's outcome, every request's TLS field; br reads tc
+	// through lead (see awaitRequest).
 	tc         *tls.Conn
 	tlsState   *tls.ConnectionState
+	lead       leadReader
 	br         *bufio.Reader
 	bw         *bufio.Writer
 	remoteAddr string
@@ -485,26 +487,31 @@ func (c *h1Conn) init() {
 	if c.s.tls != nil {
 		c.tc = tls.Server(c.nc, c.s.tls)
 		c.nc = c.tc
+		c.lead.r = c.tc
 	}
-	c.takeBuffers(c.nc)
+	c.takeBuffers()
 	c.takeExchange()
 }
 
-// takeBuffers gives c a read and a write buffer on rw (reused ones when
-// there are).
-func (c *h1Conn) takeBuffers(rw net.Conn) {
+// takeBuffers gives c a read and a write buffer on its connection
+// (reused ones when there are).
+func (c *h1Conn) takeBuffers() {
 	e := c.s.e
+	var r io.Reader = c.nc
+	if c.tc != nil {
+		r = &c.lead
+	}
 	if br, ok := e.h1Readers.Get().(*bufio.Reader); ok {
-		br.Reset(rw)
+		br.Reset(r)
 		c.br = br
 	} else {
-		c.br = bufio.NewReaderSize(rw, 8<<10)
+		c.br = bufio.NewReaderSize(r, 8<<10)
 	}
 	if bw, ok := e.h1Writers.Get().(*bufio.Writer); ok {
-		bw.Reset(rw)
+		bw.Reset(c.nc)
 		c.bw = bw
 	} else {
-		c.bw = bufio.NewWriterSize(rw, 8<<10)
+		c.bw = bufio.NewWriterSize(c.nc, 8<<10)
 	}
 }
 
@@ -608,7 +615,7 @@ func (c *h1Conn) serveRequests() (hijacked, handedOff bool) {
 			return false, false
 		}
 		c.refreshIdleDeadline()
-		if _, err := c.br.Peek(1); err != nil {
+		if err := c.awaitRequest(); err != nil {
 			return false, false
 		}
 		c.idle.Store(false)
@@ -627,6 +634,41 @@ func (c *h1Conn) serveRequests() (hijacked, handedOff bool) {
 			return hj, false
 		}
 	}
+}
+
+// awaitRequest waits until the next request's first byte is there. A TLS
+// connection with nothing buffered waits without its buffers (16 KiB):
+// it reads one byte through TLS, then takes buffers again and reads the
+// rest after that byte (lead). Its TLS state and coroutine (or goroutine)
+// stay: unlike a cleartext socket's, TLS state may hold data the socket
+// no longer signals, so the connection is not shed.
+func (c *h1Conn) awaitRequest() error {
+	if c.tc == nil || c.br.Buffered() > 0 {
+		_, err := c.br.Peek(1)
+		return err
+	}
+	c.putBuffers()
+	if _, err := io.ReadFull(c.tc, c.lead.b[:]); err != nil {
+		return err
+	}
+	c.lead.has = true
+	c.takeBuffers()
+	return nil
+}
+
+// leadReader gives the byte awaitRequest read first, then reads r.
+type leadReader struct {
+	r   io.Reader
+	b   [1]byte
+	has bool
+}
+
+func (l *leadReader) Read(p []byte) (int, error) {
+	if !l.has || len(p) == 0 {
+		return l.r.Read(p)
+	}
+	p[0], l.has = l.b[0], false
+	return 1, nil
 }
 
 // inLoop reports whether c's socket is served by an event loop now.
@@ -824,7 +866,7 @@ func (c *h1Conn) resume() (hijacked, handedOff bool) {
 	if err != nil {
 		return false, false // past its deadline, or aborted
 	}
-	c.takeBuffers(c.sc)
+	c.takeBuffers()
 	c.takeExchange()
 	return c.serveEvents()
 }
