@@ -318,7 +318,7 @@ for n in "${NAMES[@]}" "${TLS_NAMES[@]}"; do wait_http "${URL[$n]}" "${HDR[$n]}"
 idle_mem() {
   local name=$1 before after c out="$TMP/idle-$1.out"
   before=$(rss_kb "${PID[$name]}")
-  "$IDLECONNS" -url "http://127.0.0.1:${PORT[$name]}/1k" ${HDR[$name]:+-H "${HDR[$name]}"} -c "$IDLE" >"$out" 2>&1 & c=$!
+  "$IDLECONNS" -url "${URL[$name]}" ${HDR[$name]:+-H "${HDR[$name]}"} -c "$IDLE" >"$out" 2>&1 & c=$!
   for _ in $(seq 1 600); do
     if grep -q '^ready' "$out" || ! kill -0 "$c" 2>/dev/null; then break; fi
     sleep 0.1
@@ -335,7 +335,7 @@ idle_mem() {
 }
 if [ "$IDLE" -gt 0 ]; then
   : > "$TMP/idle"
-  for n in nginx haproxy caddy kiln ${KILN_BASE:+kiln-base}; do idle_mem "$n"; done
+  for n in nginx haproxy caddy kiln ${KILN_BASE:+kiln-base} "${TLS_NAMES[@]}"; do idle_mem "$n"; done
 fi
 # table file base: the per-proxy table of run's results in file, with
 # ratios to the base proxy's run of the same round.
@@ -471,12 +471,13 @@ fi
 
 if [ "$IDLE" -gt 0 ]; then
   echo
-  echo "idle keep-alive connections: $IDLE held open after one request each, by bench/idleconns (growth of the proxy's resident memory, all its processes, fresh before any load)"
+  echo "idle keep-alive connections: $IDLE held open after one request each, by bench/idleconns (growth of the proxy's resident memory, all its processes, fresh before any load; -tls rows: over TLS, ratio to nginx-tls)"
   awk -v n="$IDLE" '
-{ k++; name[k] = $1; before[k] = $2; after[k] = $3; per[k] = ($3 - $2) / n; if ($1 == "nginx") base = per[k] }
+{ k++; name[k] = $1; before[k] = $2; after[k] = $3; per[k] = ($3 - $2) / n; if ($1 == "nginx") base = per[k]; if ($1 == "nginx-tls") tbase = per[k] }
 END {
   printf "%-28s %15s %14s %17s %12s\n", "proxy", "RSS before MiB", "RSS after MiB", "KiB per idle conn", "per conn/nginx"
   for (i = 1; i <= k; i++)
-    printf "%-28s %15.1f %14.1f %17.2f %12s\n", name[i], before[i] / 1024, after[i] / 1024, per[i], (base > 0 ? sprintf("%.1f", per[i] / base) : "-")
+    { b = name[i] ~ /-tls$/ ? tbase : base
+      printf "%-28s %15.1f %14.1f %17.2f %12s\n", name[i], before[i] / 1024, after[i] / 1024, per[i], (b > 0 ? sprintf("%.1f", per[i] / b) : "-") }
 }' "$TMP/idle"
 fi

@@ -31,7 +31,7 @@ type result struct {
 }
 
 func main() {
-	target := flag.String("url", "", "URL to GET (http only)")
+	target := flag.String("url", "", "URL to GET (http:// or https://)")
 	conns := flag.Int("c", 16, "connections")
 	rate := flag.Float64("rate", 1000, "requests per second, over all connections")
 	duration := flag.Duration("d", 5*time.Second, "how long to send")
@@ -44,7 +44,7 @@ func main() {
 }
 
 func run(target string, conns int, rate float64, duration time.Duration, header string) error {
-	addr, req, err := getreq.Build(target, header)
+	to, req, err := getreq.Build(target, header)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func run(target string, conns int, rate float64, duration time.Duration, header 
 		go func() {
 			defer wg.Done()
 			first := start.Add(every * time.Duration(i) / time.Duration(conns))
-			results[i] = sendOn(ctx, addr, req, first, every)
+			results[i] = sendOn(ctx, to, req, first, every)
 		}()
 	}
 	wg.Wait()
@@ -89,7 +89,7 @@ func run(target string, conns int, rate float64, duration time.Duration, header 
 
 // sendOn sends req on one connection at first, first+every, ... until ctx
 // ends, redialing after an error.
-func sendOn(ctx context.Context, addr string, req []byte, first time.Time, every time.Duration) result {
+func sendOn(ctx context.Context, to getreq.Target, req []byte, first time.Time, every time.Duration) result {
 	var r result
 	var d net.Dialer
 	var nc net.Conn
@@ -109,7 +109,7 @@ func sendOn(ctx context.Context, addr string, req []byte, first time.Time, every
 		case <-timer.C:
 		}
 		if nc == nil {
-			c, err := d.DialContext(ctx, "tcp", addr)
+			c, err := to.Dial(ctx, &d)
 			if err != nil {
 				if ctx.Err() == nil {
 					r.errors++

@@ -24,7 +24,7 @@ import (
 )
 
 func main() {
-	target := flag.String("url", "", "URL to GET (http only)")
+	target := flag.String("url", "", "URL to GET (http:// or https://)")
 	n := flag.Int("c", 1000, "connections to open and hold")
 	dialers := flag.Int("p", 16, "connections opened at once")
 	header := flag.String("H", "", `one extra request header, "Name: value"`)
@@ -46,7 +46,7 @@ func main() {
 // open dials n connections (dialers at a time) and has each fetch target
 // once; on error it returns the connections opened so far.
 func open(ctx context.Context, target string, n, dialers int, header string) ([]net.Conn, error) {
-	addr, req, err := getreq.Build(target, header)
+	to, req, err := getreq.Build(target, header)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func open(ctx context.Context, target string, n, dialers int, header string) ([]
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := fetch(ctx, addr, req)
+				c, err := fetch(ctx, to, req)
 				mu.Lock()
 				if c != nil {
 					conns = append(conns, c)
@@ -94,11 +94,11 @@ func open(ctx context.Context, target string, n, dialers int, header string) ([]
 	return conns, first
 }
 
-// fetch opens a connection to addr and reads one response to req; the
-// connection stays open (it is returned even on error, for closing).
-func fetch(ctx context.Context, addr string, req []byte) (net.Conn, error) {
+// fetch opens a connection to the target and reads one response to req;
+// the connection stays open (it is returned even on error, for closing).
+func fetch(ctx context.Context, to getreq.Target, req []byte) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := to.Dial(ctx, &d)
 	if err != nil {
 		return nil, err
 	}
