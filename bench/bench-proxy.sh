@@ -210,7 +210,8 @@ EOF
 # tls it terminates TLS with the certificate (for SNI localhost).
 start_kiln() {
   local port=$1 plugins=${2:-} bin=${3:-$KILN} tls=${4:-} d="$TMP/kiln-$1" listen="127.0.0.1:$1" run=(gateway run)
-  case "$(basename "$bin")" in kiln-gateway*) run=(run) ;; esac
+  # kiln-gateway serves with "run", a full kiln binary with "gateway run".
+  if "$bin" run --help >/dev/null 2>&1; then run=(run); fi
   mkdir -p "$d"
   {
     echo '_format_version: "3.0"'
@@ -311,7 +312,13 @@ if [ "$TLS" -gt 0 ]; then
   P=$(free_port); start_kiln "$P" "" "$KILN" tls; add_tls kiln-tls "$P"
   [ -z "$KILN_BASE" ] || { P=$(free_port); start_kiln "$P" "" "$KILN_BASE" tls; add_tls kiln-base-tls "$P"; }
 fi
-for n in "${NAMES[@]}" "${TLS_NAMES[@]}"; do wait_http "${URL[$n]}" "${HDR[$n]}"; done
+for n in "${NAMES[@]}" "${TLS_NAMES[@]}"; do
+  if ! wait_http "${URL[$n]}" "${HDR[$n]}"; then
+    log="$TMP/kiln-${PORT[$n]}/log"
+    [ ! -f "$log" ] || { echo "bench-proxy: $n's log:" >&2; tail -5 "$log" >&2; }
+    exit 1
+  fi
+done
 
 # idle_mem name: name's resident memory before and while IDLE client
 # connections that made one request each stay open; appends to $TMP/idle.
