@@ -226,3 +226,14 @@ func (e *Engine) ConnState(_ net.Conn, st http.ConnState) {
 		m.ConnsActive.Add(-1)
 	}
 }
+
+// handedOffConnState is ConnState for net/http's HTTP/2 server, which gets
+// its connections from the HTTP/1.x server: that one counted them as
+// accepted (and, handing them over, as no longer active).
+func (e *Engine) handedOffConnState(nc net.Conn, st http.ConnState) {
+	if st == http.StateNew {
+		e.state.Metrics.ConnsActive.Add(1)
+		return
+	}
+	e.ConnState(nc, st)
+}

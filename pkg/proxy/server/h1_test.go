@@ -99,7 +99,7 @@ func TestHTTP1FastPath(t *testing.T) {
 }
 
 func TestH2CPriorKnowledge(t *testing.T) {
-	_, gw, _ := echoGateway(t)
+	e, gw, _ := echoGateway(t)
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: p}
@@ -118,6 +118,14 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	if v := http.Header(got.Header).Get("Via"); v != "2 kong/3.10.0" {
 		t.Fatalf("Via for an HTTP/2 request: %q", v)
 	}
+	// Handed from the HTTP/1.x server to net/http's, the connection
+	// counts once as accepted, and as active until it closes.
+	m := e.Metrics()
+	if a, n := m.ConnsAccepted.Load(), m.ConnsActive.Load(); a != 1 || n != 1 {
+		t.Errorf("an open h2c connection counts %d accepted, %d active; want 1, 1", a, n)
+	}
+	tr.CloseIdleConnections()
+	proxytest.WaitFor(t, "the closed h2c connection to stop counting as active", func() bool { return m.ConnsActive.Load() == 0 })
 }
 
 func selfSignedPEM(t *testing.T, names ...string) (certPEM, keyPEM string) {

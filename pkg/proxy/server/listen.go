@@ -121,9 +121,10 @@ func ParseListen(v string) ([]ListenSpec, error) {
 	return out, nil
 }
 
-// NewHTTPServer builds the http.Server for a proxy listener bound to ln.
-// Cleartext listeners accept HTTP/1.1 and h2c (prior knowledge); TLS ones
-// HTTP/1.1 and, with http2, h2 via ALPN.
+// NewHTTPServer builds the net/http server that serves a proxy listener's
+// HTTP/2 connections, which kiln's HTTP/1.x server hands to it: h2c (prior
+// knowledge) on cleartext listeners, h2 chosen by ALPN on TLS ones with
+// http2 (its TLSConfig is the one kiln terminates TLS with).
 func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 	port := 0
 	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
@@ -145,7 +146,7 @@ func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 		ReadHeaderTimeout: 60 * time.Second,
 		IdleTimeout:       75 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ConnState:         e.ConnState,
+		ConnState:         e.handedOffConnState,
 		Protocols:         p,
 		ErrorLog:          nil,
 	}
