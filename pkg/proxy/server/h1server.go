@@ -49,7 +49,7 @@ type h1Server struct {
 	// tls terminates TLS on every connection (nil: cleartext).
 	tls *tls.Config
 
-	// loops serve the cleartext connections (none: a goroutine each);
+	// loops serve the connections, cleartext or TLS (none: a goroutine each);
 	// next picks the loop for the next connection.
 	loops []*eventLoop
 	next  int
