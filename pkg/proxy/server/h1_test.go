@@ -2,13 +2,17 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -199,16 +203,19 @@ func TestTLSHTTP1(t *testing.T) {
 	released := make(chan struct{})
 	close(released)
 	tunHost, tunPort := tunnelUpstream(t, released)
+	bulkHost, bulkPort := bulkUpstream(t)
 	e := proxytest.NewEngine(t, server.Options{})
 	certPEM, keyPEM := selfSignedPEM(t, "api.example.test")
-	const certID, tunSvc = "cccccccc-0000-4000-8000-0000000000c1", "33333333-3333-4333-8333-333333333333"
+	const certID, tunSvc, bulkSvc = "cccccccc-0000-4000-8000-0000000000c1", "33333333-3333-4333-8333-333333333333", "44444444-4444-4444-8444-444444444444"
 	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"certificates": {{"id": certID, "cert": certPEM, "key": keyPEM}},
 		"snis":         {{"name": "api.example.test", "certificate": map[string]any{"id": certID}}},
-		"services":     {{"id": svc, "host": echoHost, "port": echoPort}, {"id": tunSvc, "host": tunHost, "port": tunPort}},
+		"services": {{"id": svc, "host": echoHost, "port": echoPort}, {"id": tunSvc, "host": tunHost, "port": tunPort},
+			{"id": bulkSvc, "host": bulkHost, "port": bulkPort}},
 		"routes": {
 			{"name": "secure", "paths": []any{"/"}, "protocols": []any{"https"}, "snis": []any{"api.example.test"}, "strip_path": false, "service": map[string]any{"id": svc}},
 			{"name": "ws", "paths": []any{"/ws"}, "protocols": []any{"https"}, "snis": []any{"api.example.test"}, "strip_path": false, "service": map[string]any{"id": tunSvc}},
+			{"name": "bulk", "paths": []any{"/bulk"}, "protocols": []any{"https"}, "snis": []any{"api.example.test"}, "strip_path": false, "service": map[string]any{"id": bulkSvc}},
 		},
 	})); err != nil {
 		t.Fatal(err)
@@ -275,6 +282,44 @@ func TestTLSHTTP1(t *testing.T) {
 		checkTunnel(t, dial(t, "api.example.test"))
 	})
 
+	t.Run("large bodies both ways, with a client that stalls", func(t *testing.T) {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.test"}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr, Timeout: time.Minute}
+		const size = 16 << 20 // more than loopback socket buffers hold
+		want := sha256.Sum256(bulkBytes(size))
+		for _, chunked := range []bool{false, true} {
+			var body io.Reader = bytes.NewReader(bulkBytes(size))
+			if chunked {
+				body = io.MultiReader(body) // length unknown: sent chunked
+			}
+			resp, err := client.Post("https://"+addr+"/bulk", "application/octet-stream", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != hex.EncodeToString(want[:]) {
+				t.Fatalf("upload (chunked %v) reached the upstream as sha256 %s, want %x", chunked, got, want)
+			}
+		}
+		resp, err := client.Get(fmt.Sprintf("https://%s/bulk?n=%d", addr, size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		first := make([]byte, 1)
+		if _, err := io.ReadFull(resp.Body, first); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the proxy's writes to this client fill its socket and wait
+		h := sha256.New()
+		h.Write(first)
+		if n, err := io.Copy(h, resp.Body); err != nil || n != size-1 || !bytes.Equal(h.Sum(nil), want[:]) {
+			t.Fatalf("download: %d bytes, %v, sha256 %x, want %d bytes, %x", n+1, err, h.Sum(nil), size, want)
+		}
+	})
+
 	t.Run("a client that does not speak TLS", func(t *testing.T) {
 		out := raw(t, addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		if strings.Contains(out, "HTTP/1.1 200") {
@@ -289,6 +334,43 @@ func TestTLSHTTP1(t *testing.T) {
 		}
 		resp.Body.Close()
 	})
+}
+
+// bulkBytes returns n bytes of a fixed pattern that does not repeat at
+// any short period.
+func bulkBytes(n int) []byte {
+	b := make([]byte, n)
+	x := uint32(2463534242)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// bulkUpstream starts an upstream that answers POST with the sha256 (hex)
+// of the request body and GET /bulk?n=N with bulkBytes(N).
+func bulkUpstream(t *testing.T) (host string, port float64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			h := sha256.New()
+			_, _ = io.Copy(h, r.Body)
+			_, _ = io.WriteString(w, hex.EncodeToString(h.Sum(nil)))
+			return
+		}
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		_, _ = w.Write(bulkBytes(n))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return proxytest.HostPort(t, ln.Addr().String())
 }
 
 func TestStreamingRequestBody(t *testing.T) {
