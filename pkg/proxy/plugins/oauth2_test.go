@@ -65,10 +65,7 @@ func startOAuth2(t *testing.T, ts store.OAuth2Store, override map[string]any) *o
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := server.New(server.Options{Plugins: plugins.Registry(), OAuth2: ts, Now: clk.Now, TrustedIPs: trusted})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := proxytest.NewEngine(t, server.Options{Plugins: plugins.Registry(), OAuth2: ts, Now: clk.Now, TrustedIPs: trusted})
 	oauthConf := map[string]any{"scopes": []any{"read", "write"}, "provision_key": provision, "enable_authorization_code": true,
 		"enable_implicit_grant": true, "enable_client_credentials": true, "enable_password_grant": true,
 		"accept_http_if_already_terminated": true}
@@ -101,10 +98,7 @@ func startOAuth2(t *testing.T, ts store.OAuth2Store, override map[string]any) *o
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the gateway's self-signed default certificate
 	}}
-	t.Cleanup(func() { // after both listeners stopped
-		e.Close()
-		client.CloseIdleConnections()
-	})
+	t.Cleanup(client.CloseIdleConnections)
 	var addrs [2]string
 	for i, ssl := range []bool{true, false} {
 		addrs[i], _ = proxytest.ServeProxy(t, e, server.ListenSpec{SSL: ssl})

@@ -27,11 +27,7 @@ func ppGateway(t *testing.T, trusted string, spec server.ListenSpec, up string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := server.New(server.Options{Plugins: plugins.Registry(), TrustedIPs: tr, RealIPHeader: "proxy_protocol"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close) // after the proxy stopped
+	e := proxytest.NewEngine(t, server.Options{Plugins: plugins.Registry(), TrustedIPs: tr, RealIPHeader: "proxy_protocol"})
 	spec.ProxyProtocol = true
 	addr, _ := proxytest.ServeProxy(t, e, spec)
 	host, port := proxytest.HostPort(t, up)
