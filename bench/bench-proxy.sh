@@ -287,13 +287,14 @@ run() {
   t0=$(cpu_ticks "${PID[$name]}")
   out=$(wrk "${args[@]}" -d"$DURATION" "${URL[$name]}")
   t1=$(cpu_ticks "${PID[$name]}")
-  local rps p50 p99 non2xx reqs
+  local rps p50 p99 non2xx reqs sockerr
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs ${ROUND:-1}" >> "$file"
+  sockerr=$(awk '/Socket errors/ {e = 1} END {print e ? "yes" : "no"}' <<<"$out")
+  echo "$name $rps $p50 $p99 ${non2xx:-0} $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $reqs ${ROUND:-1} $sockerr" >> "$file"
 }
 
 P=$(free_port); start_nginx "$P"; add nginx "$P"
@@ -353,17 +354,17 @@ function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms
 function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
   return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
 { n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 }
-  r_rps[$1, $8] = $2; r_cpu[$1, $8] = $6 / $7; if ($8 > rounds) rounds = $8 }
+  r_rps[$1, $8] = $2; r_cpu[$1, $8] = $6 / $7; if ($8 > rounds) rounds = $8; if ($9 == "yes") sockerr[$1] = 1 }
 END {
   base = rps[base_name]/n[base_name]; b99 = p99[base_name]/n[base_name]; bcpu = cpu[base_name]/req[base_name]
-  printf "%-28s %9s %8s %8s %13s %13s %11s %13s %8s %25s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/" base_name, "p99/" base_name, "CPU us/req", "CPU/" base_name, "non-2xx", "RPS/" base_name " per round"
+  printf "%-28s %9s %8s %8s %13s %13s %11s %13s %8s %25s %14s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/" base_name, "p99/" base_name, "CPU us/req", "CPU/" base_name, "non-2xx", "RPS/" base_name " per round", "socket errors"
   for (i=1; i<=k; i++) { x=order[i]; c = cpu[x]/req[x]
     # Each round compares x with the base run of the same round, which
     # cancels most of the machine-speed drift between rounds.
     m = 0; lo = 1e9; hi = 0
     for (r = 1; r <= rounds; r++) if (((x, r) in r_rps) && r_rps[base_name, r] > 0) { v = r_rps[x, r] / r_rps[base_name, r]; q[++m] = v; if (v < lo) lo = v; if (v > hi) hi = v }
     spread = m > 1 ? sprintf("med %.2f (%.2f-%.2f)", median(q, m), lo, hi) : "-"
-    printf "%-28s %9.0f %8.2f %8.2f %13.2f %13.2f %11.1f %13.2f %8d %25s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x], spread }
+    printf "%-28s %9.0f %8.2f %8.2f %13.2f %13.2f %11.1f %13.2f %8d %25s %14s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/base, (p99[x]/n[x])/b99, c, c/bcpu, bad[x], spread, sockerr[x] ? "yes" : "no" }
 }' "$1"
 }
 
@@ -419,23 +420,12 @@ fi
 
 if [ "$NEWCONN" -gt 0 ]; then
   : > "$TMP/newconn"
-  for r in $(seq 1 "$NEWCONN"); do
-    for n in nginx haproxy kiln; do
-      wrk -t"$THREADS" -c"$CONNS" -H 'Connection: close' -d"$WARMUP" "http://127.0.0.1:${PORT[$n]}/1k" >/dev/null
-      out=$(wrk -t"$THREADS" -c"$CONNS" -H 'Connection: close' --latency -d"$DURATION" "http://127.0.0.1:${PORT[$n]}/1k")
-      echo "$n $(awk '/^Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/Socket errors/ {e=$0} END {print e ? "yes" : "no"}' <<<"$out")" >> "$TMP/newconn"
-    done
+  for ROUND in $(seq 1 "$NEWCONN"); do
+    for n in nginx haproxy kiln; do run "$n" "$TMP/newconn" -H 'Connection: close'; done
   done
   echo
   echo "new connection per request (Connection: close): wrk -t$THREADS -c$CONNS -d$DURATION (x$NEWCONN)"
-  awk '
-function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
-{ if (!($1 in n)) order[++k] = $1; n[$1]++; rps[$1] += $2; p50[$1] += ms($3); p99[$1] += ms($4); if ($5 == "yes") err[$1] = 1 }
-END {
-  printf "%-28s %9s %8s %8s %10s %10s %14s\n", "proxy", "RPS", "p50 ms", "p99 ms", "RPS/nginx", "p99/nginx", "socket errors"
-  for (i = 1; i <= k; i++) { x = order[i]
-    printf "%-28s %9.0f %8.2f %8.2f %10.2f %10.2f %14s\n", x, rps[x]/n[x], p50[x]/n[x], p99[x]/n[x], (rps[x]/n[x])/(rps["nginx"]/n["nginx"]), (p99[x]/n[x])/(p99["nginx"]/n["nginx"]), err[x] ? "yes" : "no" }
-}' "$TMP/newconn"
+  table "$TMP/newconn" nginx
 fi
 
 if [ "$TLS" -gt 0 ]; then
