@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
 	"github.com/kiln-dev/kiln/pkg/proxy/schema"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
@@ -77,6 +78,9 @@ type Options struct {
 	Clustering DataPlaneLister
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// Headers is Kong's headers setting (zero: Kong's default): it
+	// gates X-Kong-Admin-Latency and Server on Admin API responses.
+	Headers headerconf.Set
 }
 
 // Server is the Admin API handler.
@@ -101,6 +105,7 @@ func New(opt Options) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.opt.Headers = s.opt.Headers.Or(headerconf.Default)
 	if s.opt.NodeID == "" {
 		s.opt.NodeID = entity.NewID()
 	}
@@ -137,9 +142,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
+	if s.opt.Headers.Has(headerconf.Server) {
+		h["Server"] = []string{"kong/" + entity.KongVersion}
+	}
 	status, body := s.route(r)
 	if status == http.StatusNotModified || status == http.StatusNoContent {
-		h.Set("X-Kong-Admin-Latency", latency(start))
+		s.setLatency(h, start)
 		w.WriteHeader(status)
 		return
 	}
@@ -150,7 +158,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = wh.body
 	}
 	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("X-Kong-Admin-Latency", latency(start))
+	s.setLatency(h, start)
 	out, err := json.Marshal(body)
 	if err != nil {
 		s.log.Error("admin: encode response", "path", r.URL.Path, "err", err)
@@ -158,6 +166,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(out)
+}
+
+// setLatency sets X-Kong-Admin-Latency when the headers setting has it.
+func (s *Server) setLatency(h http.Header, start time.Time) {
+	if s.opt.Headers.Has(headerconf.AdminLatency) {
+		h.Set("X-Kong-Admin-Latency", latency(start))
+	}
 }
 
 func latency(start time.Time) string {

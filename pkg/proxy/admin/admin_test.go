@@ -14,6 +14,8 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/admin"
 	"github.com/kiln-dev/kiln/pkg/proxy/admin/admintest"
 	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
+	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
 
@@ -158,3 +160,38 @@ func FuzzAdminJSONBody(f *testing.F) {
 type notOff struct{ *store.Memory }
 
 func (notOff) Database() string { return "postgres" }
+
+// TestAdminHeadersSetting checks that Kong's headers setting gates Server
+// and X-Kong-Admin-Latency on Admin API responses.
+func TestAdminHeadersSetting(t *testing.T) {
+	off, err := headerconf.ParseHeaders("off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	latencyOnly, err := headerconf.ParseHeaders("X-Kong-Admin-Latency")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name            string
+		headers         headerconf.Set
+		server, latency bool
+	}{
+		{"default", 0, true, true},
+		{"off", off, false, false},
+		{"admin latency", latencyOnly, false, true},
+	} {
+		srv := admin.New(admin.Options{Store: store.NewMemory(), Headers: tt.headers})
+		for _, path := range []string{"/", "/services", "/nothing-here"} {
+			rec := httptest.NewRecorder()
+			srv.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+			h := rec.Header()
+			if got := h.Get("Server"); (got == "kong/"+entity.KongVersion) != tt.server || (!tt.server && got != "") {
+				t.Errorf("%s: GET %s: Server %q, want it %v", tt.name, path, got, tt.server)
+			}
+			if _, got := h["X-Kong-Admin-Latency"]; got != tt.latency {
+				t.Errorf("%s: GET %s: X-Kong-Admin-Latency present %v, want %v", tt.name, path, got, tt.latency)
+			}
+		}
+	}
+}

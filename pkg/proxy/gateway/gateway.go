@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugins"
 	"github.com/kiln-dev/kiln/pkg/proxy/schema"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
@@ -64,6 +65,10 @@ type Options struct {
 	// ProxyProtocolTimeout bounds the wait for a PROXY protocol header
 	// (server.Options.ProxyProtocolTimeout; 0: 60 s).
 	ProxyProtocolTimeout time.Duration
+	// Headers and HeadersUpstream are Kong's headers and headers_upstream
+	// settings, in Kong's syntax (see headerconf.ParseHeaders); "" is
+	// Kong's default.
+	Headers, HeadersUpstream string
 }
 
 // Kong's roles.
@@ -187,10 +192,25 @@ func Run(ctx context.Context, o Options) error {
 			return st.Ping(pctx) == nil
 		}
 	}
+	headersSetting, upstreamSetting := o.Headers, o.HeadersUpstream
+	if headersSetting == "" {
+		headersSetting = headerconf.DefaultHeaders
+	}
+	if upstreamSetting == "" {
+		upstreamSetting = headerconf.DefaultHeadersUpstream
+	}
+	headers, err := headerconf.ParseHeaders(headersSetting)
+	if err != nil {
+		return fmt.Errorf("--headers: %w", err)
+	}
+	upHeaders, err := headerconf.ParseHeadersUpstream(upstreamSetting)
+	if err != nil {
+		return fmt.Errorf("--headers-upstream: %w", err)
+	}
 	tokens := oauth2Tokens(st)
 	e, err := server.New(server.Options{Plugins: plugins.Registry(), Log: log, AccessLog: o.AccessLog, DatastoreReachable: dbReachable,
 		NodeID: nodeID, OAuth2: tokens, TrustedIPs: o.TrustedIPs, RealIPHeader: o.RealIPHeader, RealIPRecursive: o.RealIPRecursive,
-		EventLoops: o.EventLoops, ProxyProtocolTimeout: o.ProxyProtocolTimeout})
+		EventLoops: o.EventLoops, ProxyProtocolTimeout: o.ProxyProtocolTimeout, Headers: headers, HeadersUpstream: upHeaders})
 	if err != nil {
 		return err
 	}
@@ -250,6 +270,8 @@ func Run(ctx context.Context, o Options) error {
 	conf := map[string]any{"proxy_listen": splitList(o.ProxyListen), "admin_listen": splitList(o.AdminListen),
 		"status_listen": splitList(o.StatusListen), "role": o.Role}
 	realIPConfiguration(conf, o)
+	conf["headers"], conf["enabled_headers"] = headerconf.Tokens(headersSetting), headers.Enabled()
+	conf["headers_upstream"], conf["enabled_headers_upstream"] = headerconf.Tokens(upstreamSetting), upHeaders.EnabledUpstream()
 	if o.Role != RoleTraditional {
 		conf["cluster_mtls"] = o.Cluster.TLS.Mode
 		conf["cluster_listen"] = splitList(o.Cluster.Listen)
@@ -261,7 +283,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	adm := admin.New(admin.Options{
 		Store: st, NodeID: e.NodeID(), Logger: log, Health: healthReporter{e}, Clustering: dpLister,
-		Configuration: conf,
+		Configuration: conf, Headers: headers,
 		Ready: func() error {
 			if e.Config().Version == 0 {
 				if v, err := st.Version(context.Background()); err == nil && v > 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/exitcode"
 	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/gateway"
+	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
 	"github.com/kiln-dev/kiln/pkg/proxy/proxyproto"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
@@ -49,6 +50,7 @@ type gatewayRunOptions struct {
 
 	trustedIPs, realIPHeader string
 	realIPRecursive          onOff
+	headers, headersUpstream string
 }
 
 func newRunCommand(streams Streams) *cobra.Command {
@@ -124,6 +126,8 @@ to --proxy-listen and use --real-ip-header proxy_protocol.`,
 	f.StringVar(&o.realIPHeader, "real-ip-header", server.RealIPHeaderDefault, "where a trusted peer gives the client address: a header (X-Real-IP, X-Forwarded-For...) or proxy_protocol (the PROXY header on proxy_protocol listeners)")
 	f.Var(&o.realIPRecursive, "real-ip-recursive", "with --real-ip-header X-Forwarded-For: take the last address not in --trusted-ips rather than the last one (on/off)")
 	f.Lookup("real-ip-recursive").NoOptDefVal = "on"
+	f.StringVar(&o.headers, "headers", headerconf.DefaultHeaders, "headers kiln adds to client responses, Kong's headers: off, or a comma-separated list of Server, Via, X-Kong-Proxy-Latency, X-Kong-Response-Latency, X-Kong-Admin-Latency, X-Kong-Upstream-Latency, X-Kong-Upstream-Status, X-Kong-Request-Id, server_tokens (Server and Via), latency_tokens (the four latencies)")
+	f.StringVar(&o.headersUpstream, "headers-upstream", headerconf.DefaultHeadersUpstream, "headers kiln adds to upstream requests, Kong's headers_upstream: X-Kong-Request-Id or off")
 	return cmd
 }
 
@@ -212,6 +216,18 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	if o.eventLoops < -1 {
 		return exitcode.Usagef("--event-loops %d is not valid; use 0 (one per CPU), -1 (none) or a positive number", o.eventLoops)
 	}
+	// As in Kong, an empty setting adds none of the headers.
+	for _, v := range []*string{&o.headers, &o.headersUpstream} {
+		if strings.TrimSpace(*v) == "" {
+			*v = "off"
+		}
+	}
+	if _, err := headerconf.ParseHeaders(o.headers); err != nil {
+		return exitcode.Usagef("--headers: %v", err)
+	}
+	if _, err := headerconf.ParseHeadersUpstream(o.headersUpstream); err != nil {
+		return exitcode.Usagef("--headers-upstream: %v", err)
+	}
 	if o.proxyProtocolTimeout <= 0 {
 		return exitcode.Usagef("--proxy-protocol-timeout %s is not valid; use a positive duration such as 5s", o.proxyProtocolTimeout)
 	}
@@ -252,6 +268,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 		Role: o.role, Cluster: clusterOpts,
 		TrustedIPs: trusted, RealIPHeader: strings.TrimSpace(o.realIPHeader), RealIPRecursive: bool(o.realIPRecursive),
 		EventLoops: o.eventLoops, ProxyProtocolTimeout: o.proxyProtocolTimeout,
+		Headers: o.headers, HeadersUpstream: o.headersUpstream,
 	}
 	opts.Cluster.Ready = func(addr string) {
 		fmt.Fprintf(streams.Err, "✓ control plane cluster listener %s (%s mTLS)\n", addr, o.clusterMTLS)

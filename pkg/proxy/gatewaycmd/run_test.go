@@ -351,3 +351,68 @@ func TestGatewayRunEventLoops(t *testing.T) {
 		})
 	}
 }
+
+func TestGatewayRunHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--headers", "Via, X-Kong-Latency"}, `--headers: invalid entry "X-Kong-Latency": use off or a comma-separated list of Server, Via`},
+		{[]string{"--headers-upstream", "Via"}, `--headers-upstream: invalid entry "Via": use off or a comma-separated list of X-Kong-Request-Id`},
+	} {
+		var stderr strings.Builder
+		code := runProgram(context.Background(), append([]string{"run", "--database", "off"}, tc.args...), io.Discard, &stderr)
+		if code != exitcode.Usage || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), exitcode.Usage, tc.want)
+		}
+	}
+
+	// The flag and the KILN_* variable reach the proxy and the Admin API.
+	up := upstreamEcho(t)
+	file := filepath.Join(t.TempDir(), "kong.yaml")
+	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KILN_HEADERS_UPSTREAM", "off")
+	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file, "--headers", "X-Kong-Upstream-Status")
+	resp, err := http.Get(admin + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root struct {
+		Configuration struct {
+			Headers         []string        `json:"headers"`
+			Enabled         map[string]bool `json:"enabled_headers"`
+			Upstream        []string        `json:"headers_upstream"`
+			EnabledUpstream map[string]bool `json:"enabled_headers_upstream"`
+		} `json:"configuration"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&root)
+	resp.Body.Close()
+	if c := root.Configuration; err != nil || strings.Join(c.Headers, ",") != "X-Kong-Upstream-Status" || !c.Enabled["X-Kong-Upstream-Status"] ||
+		c.Enabled["Via"] || strings.Join(c.Upstream, ",") != "off" || c.EnabledUpstream["X-Kong-Request-Id"] {
+		t.Errorf("GET / configuration %+v (%v)", c, err)
+	}
+	if resp.Header.Get("X-Kong-Admin-Latency") != "" || resp.Header.Get("Server") != "" {
+		t.Errorf("Admin API headers %v, want no Server or X-Kong-Admin-Latency", resp.Header)
+	}
+	resp, err = http.Get(proxy + "/api/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("X-Kong-Upstream-Status") != "200" || resp.Header.Get("Via") != "" || resp.Header.Get("X-Kong-Request-Id") != "" {
+		t.Errorf("proxied response headers %v", resp.Header)
+	}
+	var got struct {
+		Headers http.Header `json:"headers"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("upstream answer %q: %v", body, err)
+	}
+	if id := got.Headers.Get("X-Kong-Request-Id"); id != "" {
+		t.Errorf("upstream got X-Kong-Request-Id %q with --headers-upstream off", id)
+	}
+}

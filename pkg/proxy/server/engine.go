@@ -22,6 +22,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/balancer"
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
@@ -66,6 +67,11 @@ type Options struct {
 	// protocol header on proxy_protocol listeners (0: 60 s, as nginx's
 	// client_header_timeout).
 	ProxyProtocolTimeout time.Duration
+	// Headers and HeadersUpstream are Kong's headers and headers_upstream
+	// settings (headerconf.ParseHeaders, ParseHeadersUpstream): the
+	// headers kiln adds to client responses and to upstream requests.
+	// Zero: Kong's defaults.
+	Headers, HeadersUpstream headerconf.Set
 }
 
 // Engine is the proxy. Create it with New, feed it configurations with
@@ -93,6 +99,9 @@ type Engine struct {
 	accessMu    sync.Mutex
 	// realIP is nil when no peer is trusted.
 	realIP *realIP
+	// headers and upHeaders are the headers kiln adds to client
+	// responses and upstream requests (Options.Headers, HeadersUpstream).
+	headers, upHeaders headerconf.Set
 
 	updateMu sync.Mutex
 }
@@ -118,6 +127,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.realIP = rip
+	e.headers, e.upHeaders = opts.Headers.Or(headerconf.Default), opts.HeadersUpstream.Or(headerconf.DefaultUpstream)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.ctxPool.New = func() any { return &plugin.Context{} }
 	e.bufPool.New = func() any { b := make([]byte, 32<<10); return &b }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
 )
 
@@ -1251,7 +1252,9 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 			b = appendHeader(b, k, v)
 		}
 	}
+	kh := w.c.s.e.headers
 	var via []string
+	_, hasServer := c.RespHeader["Server"]
 	for _, f := range resp.fields {
 		k := f.name
 		if !resp.endToEnd(k) {
@@ -1266,8 +1269,12 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 		case "Date":
 			hasDate = true
 		case "Via":
-			via = append(via, f.value)
-			continue
+			if kh.Has(headerconf.Via) {
+				via = append(via, f.value)
+				continue
+			}
+		case "Server":
+			hasServer = true
 		case "Content-Length":
 			if code == http.StatusNoContent {
 				continue
@@ -1284,19 +1291,27 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 		b = append(b, w.c.s.date()...)
 		b = append(b, "\r\n"...)
 	}
-	b = append(b, "Via: "...)
-	for _, v := range via {
-		b = append(b, v...)
-		b = append(b, ", "...)
+	if kh == headerconf.Default {
+		// Kong's default headers, written in one go.
+		b = append(b, "Via: "...)
+		for _, v := range via {
+			b = append(b, v...)
+			b = append(b, ", "...)
+		}
+		b = append(b, viaValue...)
+		if !hasServer {
+			b = append(b, "\r\nServer: "+serverValue...)
+		}
+		b = append(b, "\r\nX-Kong-Upstream-Latency: "...)
+		b = strconv.AppendInt(b, max(c.UpstreamLatency.Milliseconds(), 0), 10)
+		b = append(b, "\r\nX-Kong-Proxy-Latency: "...)
+		b = strconv.AppendInt(b, max(c.ProxyLatency.Milliseconds(), 0), 10)
+		b = append(b, "\r\nX-Kong-Request-Id: "...)
+		b = append(b, c.RequestID...)
+		b = append(b, "\r\n"...)
+	} else {
+		b = appendProxiedKongHeaders(b, kh, via, hasServer, code, c)
 	}
-	b = append(b, viaValue...)
-	b = append(b, "\r\nX-Kong-Upstream-Latency: "...)
-	b = strconv.AppendInt(b, max(c.UpstreamLatency.Milliseconds(), 0), 10)
-	b = append(b, "\r\nX-Kong-Proxy-Latency: "...)
-	b = strconv.AppendInt(b, max(c.ProxyLatency.Milliseconds(), 0), 10)
-	b = append(b, "\r\nX-Kong-Request-Id: "...)
-	b = append(b, c.RequestID...)
-	b = append(b, "\r\n"...)
 	if w.chunked {
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
@@ -1454,3 +1469,42 @@ func (l *handoffListener) Close() error {
 }
 
 func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// appendProxiedKongHeaders appends the headers Kong adds to a proxied
+// response that the headers setting kh enables: via holds the upstream's
+// Via values (collected only when Via is enabled).
+func appendProxiedKongHeaders(b []byte, kh headerconf.Set, via []string, hasServer bool, code int, c *plugin.Context) []byte {
+	if kh.Has(headerconf.UpstreamStatus) {
+		b = append(b, "X-Kong-Upstream-Status: "...)
+		b = strconv.AppendInt(b, int64(code), 10)
+		b = append(b, "\r\n"...)
+	}
+	if kh.Has(headerconf.Via) {
+		b = append(b, "Via: "...)
+		for _, v := range via {
+			b = append(b, v...)
+			b = append(b, ", "...)
+		}
+		b = append(b, viaValue...)
+		b = append(b, "\r\n"...)
+	}
+	if kh.Has(headerconf.Server) && !hasServer {
+		b = append(b, "Server: "+serverValue+"\r\n"...)
+	}
+	if kh.Has(headerconf.UpstreamLatency) {
+		b = append(b, "X-Kong-Upstream-Latency: "...)
+		b = strconv.AppendInt(b, max(c.UpstreamLatency.Milliseconds(), 0), 10)
+		b = append(b, "\r\n"...)
+	}
+	if kh.Has(headerconf.ProxyLatency) {
+		b = append(b, "X-Kong-Proxy-Latency: "...)
+		b = strconv.AppendInt(b, max(c.ProxyLatency.Milliseconds(), 0), 10)
+		b = append(b, "\r\n"...)
+	}
+	if kh.Has(headerconf.RequestID) {
+		b = append(b, "X-Kong-Request-Id: "...)
+		b = append(b, c.RequestID...)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/balancer"
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
 	"github.com/kiln-dev/kiln/pkg/proxy/router"
 )
@@ -103,7 +104,6 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m, ok := s.router.Match(&rreq)
 	wh := w.Header()
 	if !ok {
-		wh["X-Kong-Request-Id"] = []string{reqID}
 		e.writeError(w, r, http.StatusNotFound, "no Route matched with those values", reqID, start, true)
 		return
 	}
@@ -118,7 +118,6 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		allowed = forwardedAllowed(r.Header, &m, allowed)
 	}
 	if !allowed {
-		wh["X-Kong-Request-Id"] = []string{reqID}
 		code := ri.route.HTTPSRedirectStatusCode
 		if code == 0 || code == http.StatusUpgradeRequired {
 			wh["Connection"] = []string{"Upgrade"}
@@ -135,7 +134,6 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isGRPCRoute(ri.route.Protocols) {
-		wh["X-Kong-Request-Id"] = []string{reqID}
 		switch {
 		case !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"):
 			e.writeError(w, r, http.StatusUnsupportedMediaType, "Non-gRPC request matched gRPC route", reqID, start, true)
@@ -250,13 +248,32 @@ func (e *Engine) writeError(w http.ResponseWriter, r *http.Request, status int, 
 	h := w.Header()
 	h["Content-Type"] = []string{ct}
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	h["Server"] = []string{serverValue}
-	h["X-Kong-Response-Latency"] = msHeader(e.clock.Now().Sub(start))
+	e.producedHeaders(h, reqID, start)
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
 	e.accessLog(r, reqID, status, int64(len(body)), start, nil, "")
+}
+
+// producedHeaders sets the headers Kong adds to a response it produces
+// itself (an error, a plugin's exit), as far as the headers setting
+// enables them. As in Kong, Server is removed when disabled, except on a
+// response that carries kiln's own Via entry while Via is enabled.
+func (e *Engine) producedHeaders(h http.Header, reqID string, start time.Time) {
+	if e.headers.Has(headerconf.ResponseLatency) {
+		h["X-Kong-Response-Latency"] = msHeader(e.clock.Now().Sub(start))
+	}
+	if !e.headers.Has(headerconf.Via) || len(h["Via"]) != 1 || h["Via"][0] != serverValue {
+		if e.headers.Has(headerconf.Server) {
+			h["Server"] = []string{serverValue}
+		} else {
+			delete(h, "Server")
+		}
+	}
+	if e.headers.Has(headerconf.RequestID) {
+		h["X-Kong-Request-Id"] = []string{reqID}
+	}
 }
 
 // finishExit sends a plugin-produced response, running the header filter
@@ -280,9 +297,7 @@ func (e *Engine) finishExit(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	if ct != "" {
 		h["Content-Type"] = []string{ct}
 	}
-	h["Server"] = []string{serverValue}
-	h["X-Kong-Request-Id"] = []string{c.RequestID}
-	h["X-Kong-Response-Latency"] = msHeader(e.clock.Now().Sub(c.Start))
+	e.producedHeaders(h, c.RequestID, c.Start)
 	c.Status, c.ResponseHeader = ex.Status, h
 	c.RunHeaderFilter()
 	if c.WantsBody() {
@@ -304,7 +319,9 @@ func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	for k, v := range c.RespHeader {
 		h[k] = v
 	}
-	h["X-Kong-Request-Id"] = []string{c.RequestID}
+	if e.headers.Has(headerconf.RequestID) {
+		h["X-Kong-Request-Id"] = []string{c.RequestID}
+	}
 	accept := r.Header.Get("Accept")
 	if accept == "" {
 		accept = r.Header.Get("Content-Type")
@@ -314,7 +331,9 @@ func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	}
 	ct, body := plugin.ErrorBody(accept, msg, c.RequestID)
 	h["Content-Type"] = []string{ct}
-	h["Server"] = []string{serverValue}
+	if e.headers.Has(headerconf.Server) {
+		h["Server"] = []string{serverValue}
+	}
 	c.Status, c.ResponseHeader = status, h
 	c.RunHeaderFilter()
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
@@ -479,7 +498,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 		uc.dc.arm(si.read, si.write)
 		sent := e.clock.Now()
 		c.ProxyLatency = sent.Sub(c.Start)
-		err := writeRequest(uc.bw, uc.sc, r, c, ri, try.host, port, body, upgrade)
+		err := writeRequest(uc.bw, uc.sc, r, c, ri, try.host, port, body, upgrade, e.upHeaders)
 		if err == nil {
 			method := r.Method
 			if c.UpstreamMethod != "" {
@@ -540,7 +559,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 // is assembled in the free part of the connection's write buffer. A
 // request without a body on a raw socket (sc != nil) is only queued: the
 // first receive of the response sends it (see sysConn.pending).
-func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool) error {
+func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Context, ri *routeInfo, host, port string, body *countingReader, upgrade bool, upHeaders headerconf.Set) error {
 	method := r.Method
 	if c.UpstreamMethod != "" {
 		method = c.UpstreamMethod
@@ -570,8 +589,12 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 			continue
 		}
 		switch k {
-		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Path", "X-Forwarded-Prefix", "X-Real-Ip", "Via", "Content-Length", "X-Kong-Request-Id":
+		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Path", "X-Forwarded-Prefix", "X-Real-Ip", "Via", "Content-Length":
 			continue
+		case "X-Kong-Request-Id":
+			if upHeaders.Has(headerconf.RequestIDUpstream) {
+				continue // replaced by kiln's
+			}
 		}
 		if len(connection) > 0 && hasToken(connection, k) {
 			continue
@@ -621,7 +644,9 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 	}
 	b = append(b, viaProto(r)...)
 	b = append(b, " kong/"+entity.KongVersion+"\r\n"...)
-	b = appendHeader(b, "X-Kong-Request-Id", c.RequestID)
+	if upHeaders.Has(headerconf.RequestIDUpstream) {
+		b = appendHeader(b, "X-Kong-Request-Id", c.RequestID)
+	}
 	if upgrade {
 		b = append(b, "Connection: keep-alive, Upgrade\r\n"...)
 		b = appendHeader(b, "Upgrade", h.Get("Upgrade"))
@@ -749,14 +774,28 @@ func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *up
 	for k, v := range c.RespHeader {
 		h[k] = v
 	}
-	if via := h["Via"]; len(via) > 0 {
-		h["Via"] = []string{strings.Join(via, ", ") + ", " + viaValue}
-	} else {
-		h["Via"] = []string{viaValue}
+	if e.headers.Has(headerconf.UpstreamStatus) {
+		h["X-Kong-Upstream-Status"] = []string{strconv.Itoa(resp.status)}
 	}
-	h["X-Kong-Upstream-Latency"] = msHeader(c.UpstreamLatency)
-	h["X-Kong-Proxy-Latency"] = msHeader(c.ProxyLatency)
-	h["X-Kong-Request-Id"] = []string{c.RequestID}
+	if e.headers.Has(headerconf.Via) {
+		if via := h["Via"]; len(via) > 0 {
+			h["Via"] = []string{strings.Join(via, ", ") + ", " + viaValue}
+		} else {
+			h["Via"] = []string{viaValue}
+		}
+	}
+	if e.headers.Has(headerconf.Server) && len(h["Server"]) == 0 {
+		h["Server"] = []string{serverValue}
+	}
+	if e.headers.Has(headerconf.UpstreamLatency) {
+		h["X-Kong-Upstream-Latency"] = msHeader(c.UpstreamLatency)
+	}
+	if e.headers.Has(headerconf.ProxyLatency) {
+		h["X-Kong-Proxy-Latency"] = msHeader(c.ProxyLatency)
+	}
+	if e.headers.Has(headerconf.RequestID) {
+		h["X-Kong-Request-Id"] = []string{c.RequestID}
+	}
 	c.Status, c.ResponseHeader, c.Proxied = resp.status, h, true
 	c.RunHeaderFilter()
 }
@@ -873,8 +912,12 @@ func (e *Engine) tunnel(w http.ResponseWriter, r *http.Request, c *plugin.Contex
 	for _, f := range resp.fields {
 		h[f.name] = append(h[f.name], f.value)
 	}
-	h["Via"] = []string{viaValue}
-	h["X-Kong-Request-Id"] = []string{c.RequestID}
+	if e.headers.Has(headerconf.Via) {
+		h["Via"] = []string{viaValue}
+	}
+	if e.headers.Has(headerconf.RequestID) {
+		h["X-Kong-Request-Id"] = []string{c.RequestID}
+	}
 	_, _ = cbuf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
 	_ = h.Write(cbuf)
 	_, _ = cbuf.WriteString("\r\n")
