@@ -34,14 +34,19 @@ func Progress(w io.Writer, what, detail string, took time.Duration, err error) {
 // Logger returns a structured text logger at the level -v asks for: 0
 // warnings, 1 info, 2 and more debug.
 func Logger(w io.Writer, verbosity int) *slog.Logger {
-	level := slog.LevelWarn
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: Level(verbosity)}))
+}
+
+// Level is the log level -v asks for: 0 warnings, 1 info, 2 and more
+// debug.
+func Level(verbosity int) slog.Level {
 	switch {
 	case verbosity >= 2:
-		level = slog.LevelDebug
+		return slog.LevelDebug
 	case verbosity == 1:
-		level = slog.LevelInfo
+		return slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.LevelWarn
 }
 
 // Root gives a program's root command what every kiln program has: -v

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
+	"github.com/kiln-dev/kiln/pkg/proxy/loglevel"
 	"github.com/kiln-dev/kiln/pkg/proxy/schema"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
 )
@@ -81,6 +82,9 @@ type Options struct {
 	// Headers is Kong's headers setting (zero: Kong's default): it
 	// gates X-Kong-Admin-Latency and Server on Admin API responses.
 	Headers headerconf.Set
+	// LogLevel is the node's log level, reported and changed through
+	// /debug/node/log-level (nil: those endpoints answer 404).
+	LogLevel *loglevel.Level
 }
 
 // Server is the Admin API handler.
@@ -262,6 +266,8 @@ func (s *Server) dispatch(r *http.Request, segs []string) (int, any, error) {
 		return s.clustering(r, segs)
 	case "oauth2_tokens":
 		return s.oauth2Tokens(r, segs)
+	case "debug":
+		return s.debug(r, segs)
 	case "endpoints":
 		return http.StatusOK, map[string]any{"data": endpointList()}, nil
 	case "metrics":
@@ -310,5 +316,5 @@ func endpointList() []string {
 	}
 	return append(out, "/", "/status", "/status/ready", "/config", "/tags", "/tags/{tags}", "/schemas/{db_entity_name}",
 		"/schemas/plugins/{name}", "/plugins/enabled", "/clustering/data-planes", "/clustering/status", "/upstreams/{upstreams}/health", "/upstreams/{upstreams}/targets",
-		"/oauth2_tokens", "/oauth2_tokens/{oauth2_tokens}")
+		"/oauth2_tokens", "/oauth2_tokens/{oauth2_tokens}", "/debug/node/log-level", "/debug/node/log-level/{log_level}")
 }

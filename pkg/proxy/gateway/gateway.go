@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/declarative"
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
+	"github.com/kiln-dev/kiln/pkg/proxy/loglevel"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugins"
 	"github.com/kiln-dev/kiln/pkg/proxy/schema"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
@@ -69,6 +70,9 @@ type Options struct {
 	// settings, in Kong's syntax (see headerconf.ParseHeaders); "" is
 	// Kong's default.
 	Headers, HeadersUpstream string
+	// LogLevel is Log's level, which the Admin API's
+	// /debug/node/log-level reports and changes (nil: no such endpoint).
+	LogLevel *loglevel.Level
 }
 
 // Kong's roles.
@@ -283,7 +287,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	adm := admin.New(admin.Options{
 		Store: st, NodeID: e.NodeID(), Logger: log, Health: healthReporter{e}, Clustering: dpLister,
-		Configuration: conf, Headers: headers,
+		Configuration: conf, Headers: headers, LogLevel: o.LogLevel,
 		Ready: func() error {
 			if e.Config().Version == 0 {
 				if v, err := st.Version(context.Background()); err == nil && v > 0 {

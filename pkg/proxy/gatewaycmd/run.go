@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/cluster"
 	"github.com/kiln-dev/kiln/pkg/proxy/gateway"
 	"github.com/kiln-dev/kiln/pkg/proxy/headerconf"
+	"github.com/kiln-dev/kiln/pkg/proxy/loglevel"
 	"github.com/kiln-dev/kiln/pkg/proxy/proxyproto"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
 	"github.com/kiln-dev/kiln/pkg/proxy/store"
@@ -51,6 +52,8 @@ type gatewayRunOptions struct {
 	trustedIPs, realIPHeader string
 	realIPRecursive          onOff
 	headers, headersUpstream string
+	// logLevel starts at -v's level; the Admin API can change it.
+	logLevel *loglevel.Level
 }
 
 func newRunCommand(streams Streams) *cobra.Command {
@@ -89,6 +92,8 @@ to --proxy-listen and use --real-ip-header proxy_protocol.`,
   kiln gateway run --proxy-listen "0.0.0.0:8000 proxy_protocol" --trusted-ips 10.0.0.0/8 --real-ip-header proxy_protocol`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			verbosity, _ := cmd.Flags().GetInt("verbosity")
+			o.logLevel = loglevel.New(cliout.Level(verbosity))
 			return runGateway(cmd.Context(), streams, o)
 		},
 	}
@@ -249,6 +254,12 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 		defer f.Close()
 		accessLog = f
 	}
+	if o.logLevel == nil {
+		o.logLevel = loglevel.New(slog.LevelWarn)
+	}
+	defer o.logLevel.Close()
+	log := slog.New(slog.NewTextHandler(streams.Err, &slog.HandlerOptions{Level: o.logLevel}))
+	slog.SetDefault(log)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
@@ -260,7 +271,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	cliout.Progress(streams.Err, "open "+st.Database()+" store", "", time.Since(start), nil)
 	opts := gateway.Options{
 		ProxyListen: o.proxyListen, AdminListen: o.adminListen, StatusListen: o.statusListen,
-		Store: st, AccessLog: accessLog, Log: slog.Default(), DeclarativeConfig: o.declarative,
+		Store: st, AccessLog: accessLog, Log: log, LogLevel: o.logLevel, DeclarativeConfig: o.declarative,
 		Ready: func(proxy, admin, status []string) {
 			fmt.Fprintf(streams.Err, "✓ gateway ready (%s): proxy %s, admin %s, status %s\n", time.Since(start).Round(time.Millisecond),
 				listOrOff(proxy), listOrOff(admin), listOrOff(status))

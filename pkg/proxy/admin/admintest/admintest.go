@@ -95,7 +95,12 @@ func (c *Client) Expect(r Resp, status int) Resp {
 
 // NewClient serves an Admin API on st over loopback HTTP.
 func NewClient(t *testing.T, st store.Store) (*Client, *admin.Server) {
-	srv := admin.New(admin.Options{Store: st, NodeID: "3b7a8f9e-2c1d-4e5f-8a9b-0c1d2e3f4a5b", Hostname: "test"})
+	return NewClientOptions(t, admin.Options{Store: st, NodeID: "3b7a8f9e-2c1d-4e5f-8a9b-0c1d2e3f4a5b", Hostname: "test"})
+}
+
+// NewClientOptions serves an Admin API made with opts over loopback HTTP.
+func NewClientOptions(t *testing.T, opts admin.Options) (*Client, *admin.Server) {
+	srv := admin.New(opts)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return &Client{t: t, base: ts.URL}, srv

@@ -1,0 +1,82 @@
+package admin_test
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/admin"
+	"github.com/kiln-dev/kiln/pkg/proxy/admin/admintest"
+	"github.com/kiln-dev/kiln/pkg/proxy/loglevel"
+	"github.com/kiln-dev/kiln/pkg/proxy/store"
+)
+
+func TestDebugNodeLogLevel(t *testing.T) {
+	lv := loglevel.New(slog.LevelWarn)
+	t.Cleanup(lv.Close)
+	c, _ := admintest.NewClientOptions(t, admin.Options{Store: &notOff{store.NewMemory()}, LogLevel: lv})
+	message := func(r admintest.Resp, want string) {
+		t.Helper()
+		if r.Body["message"] != want {
+			t.Fatalf("message %q, want %q", r.Body["message"], want)
+		}
+	}
+	message(c.Expect(c.JSON("GET", "/debug/node/log-level", ""), 200), "log level: warn")
+
+	// A level set for a while (seconds, rounded up) returns to the start.
+	message(c.Expect(c.JSON("PUT", "/debug/node/log-level/debug?timeout=0.2", ""), 200), "log level changed")
+	message(c.Expect(c.JSON("GET", "/debug/node/log-level", ""), 200), "log level: debug")
+	if left := time.Until(lv.Until()); left < 500*time.Millisecond || left > time.Second {
+		t.Fatalf("timeout 0.2 reverts in %v, want 1 s", left)
+	}
+	message(c.Expect(c.JSON("PUT", "/debug/node/log-level/debug", ""), 200), "log level is already debug")
+	deadline := time.Now().Add(5 * time.Second)
+	for lv.Level() != slog.LevelWarn {
+		if time.Now().After(deadline) {
+			t.Fatal("the level did not return to warn")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The default timeout is Kong's 60 s; the body may carry it (0: kept).
+	message(c.Expect(c.JSON("PUT", "/debug/node/log-level/notice", ""), 200), "log level changed")
+	if left := time.Until(lv.Until()); left < 55*time.Second || left > 60*time.Second {
+		t.Fatalf("default timeout reverts in %v, want 60 s", left)
+	}
+	message(c.Expect(c.JSON("PUT", "/debug/node/log-level/info", `{"timeout":0}`), 200), "log level changed")
+	message(c.Expect(c.Form("PUT", "/debug/node/log-level/error", "timeout=0"), 200), "log level changed")
+	if lv.Level() != slog.LevelError || !lv.Until().IsZero() {
+		t.Fatalf("level %v until %v, want error with no return", lv.Level(), lv.Until())
+	}
+
+	for _, tt := range []struct {
+		method, path, body string
+		status             int
+		message            string
+	}{
+		{"PUT", "/debug/node/log-level/verbose", "", 400, "unknown log level: verbose"},
+		{"PUT", "/debug/node/log-level/debug?timeout=-1", "", 400, "timeout must be greater than or equal to 0"},
+		{"PUT", "/debug/node/log-level/debug?timeout=soon", "", 400, `timeout must be a number of seconds, got "soon"`},
+		{"PUT", "/debug/node/log-level/debug", `{"timeout":[1]}`, 400, "timeout must be a number of seconds, got [1]"},
+		{"POST", "/debug/node/log-level/debug", "", 405, "Method not allowed"},
+		{"DELETE", "/debug/node/log-level", "", 405, "Method not allowed"},
+		{"GET", "/debug/cluster/log-level/debug", "", 404, "Not found"},
+		{"GET", "/debug/node/log-level/debug/x", "", 404, "Not found"},
+	} {
+		r := c.JSON(tt.method, tt.path, tt.body)
+		if r.Status != tt.status || r.Body["message"] != tt.message {
+			t.Errorf("%s %s %s: %d %q, want %d %q", tt.method, tt.path, tt.body, r.Status, r.Body["message"], tt.status, tt.message)
+		}
+	}
+	if lv.Level() != slog.LevelError {
+		t.Fatalf("a refused change moved the level to %v", lv.Level())
+	}
+
+	// Without a database, as in Kong, the level can be read, not changed.
+	dbless, _ := admintest.NewClientOptions(t, admin.Options{Store: store.NewMemory(), LogLevel: lv})
+	message(dbless.Expect(dbless.JSON("GET", "/debug/node/log-level", ""), 200), "log level: error")
+	message(dbless.Expect(dbless.JSON("PUT", "/debug/node/log-level/debug", ""), 405), "cannot change log level when not using a database")
+	// Without a level (a bare Admin API), the endpoints do not exist.
+	bare, _ := admintest.NewClient(t, store.NewMemory())
+	bare.Expect(bare.JSON("GET", "/debug/node/log-level", ""), 404)
+}
