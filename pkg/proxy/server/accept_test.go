@@ -22,15 +22,9 @@ import (
 // since they live in the same process.
 func TestAcceptOutOfDescriptors(t *testing.T) {
 	up := proxytest.StartEcho(t, "up")
-	host, port := proxytest.HostPort(t, up)
 	logs := &syncbuf.Buffer{}
 	e, gw := proxytest.StartGatewayOptions(t, server.Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
-	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
-		"services": {{"id": svc, "host": host, "port": port}},
-		"routes":   {{"paths": []any{"/"}, "strip_path": false, "service": map[string]any{"id": svc}}},
-	})); err != nil {
-		t.Fatal(err)
-	}
+	routeAllTo(t, e, up)
 	// A first request: the upstream connection exists before the limit.
 	if resp := raw(t, strings.TrimPrefix(gw, "http://"), "GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
 		t.Fatalf("warm-up answer:\n%s", resp)

@@ -33,15 +33,22 @@ func echoGateway(t *testing.T) (*server.Engine, string, string) {
 func echoGatewayOptions(t *testing.T, opts server.Options) (*server.Engine, string, string) {
 	t.Helper()
 	up := proxytest.StartEcho(t, "up")
-	host, port := proxytest.HostPort(t, up)
 	e, gw := proxytest.StartGatewayOptions(t, opts)
+	routeAllTo(t, e, up)
+	return e, gw, up
+}
+
+// routeAllTo configures e to proxy every path, unchanged, to the upstream
+// at addr.
+func routeAllTo(t testing.TB, e *server.Engine, addr string) {
+	t.Helper()
+	host, port := proxytest.HostPort(t, addr)
 	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": svc, "host": host, "port": port}},
 		"routes":   {{"paths": []any{"/"}, "strip_path": false, "service": map[string]any{"id": svc}}},
 	})); err != nil {
 		t.Fatal(err)
 	}
-	return e, gw, up
 }
 
 // raw sends bytes on a fresh connection and returns everything read until
@@ -388,14 +395,8 @@ func TestStreamingRequestBody(t *testing.T) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	host, port := proxytest.HostPort(t, ln.Addr().String())
 	e, gw := proxytest.StartGateway(t, nil)
-	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
-		"services": {{"id": svc, "host": host, "port": port}},
-		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": svc}}},
-	})); err != nil {
-		t.Fatal(err)
-	}
+	routeAllTo(t, e, ln.Addr().String())
 	pr, pw := io.Pipe()
 	streamed := make(chan bool, 1)
 	go func() {
@@ -471,18 +472,12 @@ func TestManyShortConnections(t *testing.T) {
 // their next request, and shutting down closes them at once.
 func TestIdleConnectionsShed(t *testing.T) {
 	up := proxytest.StartEcho(t, "up")
-	host, port := proxytest.HostPort(t, up)
 	e, err := server.New(server.Options{EventLoops: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
-		"services": {{"id": svc, "host": host, "port": port}},
-		"routes":   {{"paths": []any{"/"}, "service": map[string]any{"id": svc}}},
-	})); err != nil {
-		t.Fatal(err)
-	}
+	routeAllTo(t, e, up)
 	addr, stop := proxytest.ServeProxy(t, e, server.ListenSpec{})
 	defer stop() // before e.Close
 

@@ -409,7 +409,9 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 	case method == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified:
 		resp.body = eofReader{}
 		if clSeen {
-			resp.contentLength, _ = strconv.ParseInt(cl, 10, 64)
+			if n, ok := parseContentLength(cl); ok {
+				resp.contentLength = n
+			}
 		}
 		resp.lr.n = 0
 		return resp, nil
@@ -420,14 +422,18 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 		}
 		resp.chunked = true
 		if clSeen {
+			// Both framings: chunked wins, and the connection, which
+			// may be out of step with the upstream, is not reused
+			// (RFC 9112 §6.3).
 			resp.fields = dropField(resp.fields, "Content-Length")
+			resp.close = true
 		}
 		resp.body = &chunkedBody{cr: httputil.NewChunkedReader(uc.br), br: uc.br}
 		return resp, nil
 	}
 	if clSeen {
-		n, err := strconv.ParseInt(cl, 10, 64)
-		if err != nil || n < 0 || clConflict {
+		n, ok := parseContentLength(cl)
+		if !ok || clConflict {
 			return nil, errMalformed
 		}
 		resp.contentLength = n
@@ -439,6 +445,25 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 	resp.close = true
 	resp.body = uc.br
 	return resp, nil
+}
+
+// parseContentLength reads a Content-Length value, which is digits only
+// (RFC 9110 §8.6); strconv.ParseInt would also take "+1" and "-0", which
+// other HTTP implementations refuse: two parsers that disagree on a
+// message's length are how requests are smuggled.
+func parseContentLength(v string) (int64, bool) {
+	if v == "" || len(v) > 18 { // 18 digits always fit an int64
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // dropField removes every field named name, in place.

@@ -999,23 +999,27 @@ func (c *h1Conn) readRequest() (int, error) {
 	// Body framing.
 	c.x.body = h1Body{c: c}
 	if te := h["Transfer-Encoding"]; len(te) > 0 {
-		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") || minor == 0 {
+		if len(h["Content-Length"]) > 0 {
+			// Both framings: refused, as nginx (and so Kong) does
+			// (RFC 9112 §6.1 allows it), rather than trusting one.
+			return http.StatusBadRequest, errors.New("Bad request")
+		}
+		// The value is trimmed of spaces and tabs only: "\vchunked" is
+		// not chunked.
+		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") || minor == 0 {
 			return http.StatusNotImplemented, errors.New("Unsupported transfer encoding")
 		}
 		delete(h, "Transfer-Encoding")
-		delete(h, "Content-Length")
 		r.TransferEncoding = []string{"chunked"}
 		r.ContentLength = -1
 		c.x.body.mode = bodyChunked
 		c.x.body.cr = httputil.NewChunkedReader(c.br)
 	} else if cl := h["Content-Length"]; len(cl) > 0 {
-		n, err := strconv.ParseInt(cl[0], 10, 64)
+		n, ok := parseContentLength(cl[0])
 		for _, v := range cl[1:] {
-			if v != cl[0] {
-				err = errMalformed
-			}
+			ok = ok && v == cl[0]
 		}
-		if err != nil || n < 0 {
+		if !ok {
 			return http.StatusBadRequest, errors.New("Bad request")
 		}
 		r.ContentLength = n

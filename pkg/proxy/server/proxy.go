@@ -346,6 +346,21 @@ func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	e.accessLog(r, c.RequestID, status, c.BytesSent, c.Start, c, c.Upstream)
 }
 
+// clientBodyFailed answers a request whose body could not be read to the
+// end as nginx does: 408 when the client was too slow, else 400; the
+// connection, whose framing is lost, is closed.
+func (e *Engine) clientBodyFailed(w http.ResponseWriter, r *http.Request, c *plugin.Context, err *clientBodyError) {
+	status, msg := http.StatusBadRequest, "Bad request"
+	if isTimeout(err.err) {
+		status, msg = http.StatusRequestTimeout, "Request timeout"
+	}
+	e.log.Info("client request body failed", "request_id", c.RequestID, "status", status, "error", err.err)
+	if r.ProtoMajor == 1 {
+		w.Header()["Connection"] = []string{"close"}
+	}
+	e.proxyError(w, r, c, status, msg)
+}
+
 // idempotent reports whether sending a request with this method twice has
 // the effect of sending it once (RFC 9110 §9.2.2): only such a request is
 // sent again after its body reached a connection that then failed, since
@@ -393,8 +408,21 @@ func (cr *countingReader) Read(p []byte) (int, error) {
 		}
 	}
 	cr.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = &clientBodyError{err}
+	}
 	return n, err
 }
+
+// clientBodyError is a failure to read the client's request body while
+// sending it upstream (a malformed chunk, a timeout, the client gone): the
+// client's fault, so neither retried nor held against the upstream.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string {
+	return "reading the client's request body: " + e.err.Error()
+}
+func (e *clientBodyError) Unwrap() error { return e.err }
 
 // rewind makes the body readable again from its first byte, for another
 // attempt; false when the body is not held (not idempotent, or larger than
@@ -449,6 +477,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 		try     upstreamTry
 		lastErr error
 		timeout bool
+		bodyErr *clientBodyError
 	)
 	tries := si.retries + 1
 	stale := 0
@@ -510,6 +539,9 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			reused, idleAt := uc.reused, uc.idleAt
 			pool.close(uc)
 			uc = nil
+			if errors.As(err, &bodyErr) {
+				break
+			}
 			if reused && stale < 3 && !isTimeout(err) && (body == nil || body.n == 0 || body.rewind()) {
 				// A kept-alive connection the upstream had closed: try
 				// again on a fresh one without spending a retry, and
@@ -534,6 +566,10 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	}
 	if try.target != nil {
 		defer try.target.Release()
+	}
+	if bodyErr != nil {
+		e.clientBodyFailed(w, r, c, bodyErr)
+		return
 	}
 	if resp == nil {
 		e.log.Warn("upstream request failed", "request_id", c.RequestID, "service", si.name, "upstream", c.Upstream,
