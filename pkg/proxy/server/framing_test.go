@@ -40,6 +40,13 @@ func TestRequestFramingRefused(t *testing.T) {
 		{"two Transfer-Encodings", head + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "501"},
 		{"chunked in HTTP/1.0", "POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "501"},
 		{"space before the colon", head + "Content-Length : 3\r\n\r\nabc", "400"},
+		// Hosts nginx refuses: they would reach routing, the logs,
+		// X-Forwarded-Host and, with preserve_host, the upstream.
+		{"host with dot dot", "GET /x HTTP/1.1\r\nHost: ..\r\n\r\n", "400"},
+		{"host with a slash", "GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n", "400"},
+		{"host with a space", "GET /x HTTP/1.1\r\nHost: a b\r\n\r\n", "400"},
+		{"empty host", "GET /x HTTP/1.1\r\nHost: \r\n\r\n", "400"},
+		{"absolute target with a bad host", "GET http://a..b/x HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := reached.Load()

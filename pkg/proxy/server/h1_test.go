@@ -135,6 +135,20 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	if a, n := m.ConnsAccepted.Load(), m.ConnsActive.Load(); a != 1 || n != 1 {
 		t.Errorf("an open h2c connection counts %d accepted, %d active; want 1, 1", a, n)
 	}
+	// A host nginx refuses is refused over HTTP/2 too.
+	req, err := http.NewRequest(http.MethodGet, gw+"/h2c", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "a..b"
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("HTTP/2 request for host a..b: %s %d, want 400", resp.Proto, resp.StatusCode)
+	}
 	tr.CloseIdleConnections()
 	proxytest.WaitFor(t, "the closed h2c connection to stop counting as active", func() bool { return m.ConnsActive.Load() == 0 })
 }

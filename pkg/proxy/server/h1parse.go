@@ -466,6 +466,47 @@ func parseContentLength(v string) (int64, bool) {
 	return n, true
 }
 
+// validHost reports whether a request's host (Host header, absolute
+// target or :authority) is one nginx, and so Kong, accepts: not empty, no
+// "..", no path separator, no control character or space. A host such as
+// "..", "a/b" or "a b" would otherwise reach routing, logs, X-Forwarded-Host
+// and, with preserve_host, the upstream.
+func validHost(h string) bool {
+	hostLen, literal, inPort := len(h), false, false
+	lastDot := -2
+	for i := 0; i < len(h); i++ {
+		switch c := h[i]; c {
+		case '.':
+			if lastDot == i-1 {
+				return false
+			}
+			lastDot = i
+		case ':':
+			if !literal && !inPort {
+				hostLen, inPort = i, true
+			}
+		case '[':
+			if i == 0 {
+				literal = true
+			}
+		case ']':
+			if literal && !inPort {
+				hostLen, literal, inPort = i+1, false, true
+			}
+		case '/':
+			return false
+		default:
+			if c <= ' ' || c == 0x7f {
+				return false
+			}
+		}
+	}
+	if lastDot == hostLen-1 {
+		hostLen-- // a trailing dot does not count
+	}
+	return hostLen > 0
+}
+
 // dropField removes every field named name, in place.
 func dropField(fields []hdrField, name string) []hdrField {
 	out := fields[:0]

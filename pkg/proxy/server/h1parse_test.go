@@ -118,3 +118,16 @@ func FuzzHeaderBlock(f *testing.F) {
 		}
 	})
 }
+
+func TestValidHost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"example.com": true, "example.com:8000": true, "example.com.": true, "EXAMPLE.com": true,
+		"[::1]:80": true, "[::1": true, "a:b:c": true, "a:xyz": true, "a\\b": true, "user@a": true, "a%20b": true,
+		"": false, ":80": false, ".": false, "..": false, "a..b": false, "a/b": false, "a b": false,
+		"a\tb": false, "a\x00b": false, "a\x7fb": false, "[::1]/x": false,
+	} {
+		if got := validHost(h); got != want {
+			t.Errorf("validHost(%q) = %v, want %v", h, got, want)
+		}
+	}
+}

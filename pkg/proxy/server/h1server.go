@@ -990,6 +990,9 @@ func (c *h1Conn) readRequest() (int, error) {
 	if c.x.url.Host != "" {
 		r.Host = c.x.url.Host
 	}
+	if (r.Host != "" || minor >= 1) && !validHost(r.Host) {
+		return http.StatusBadRequest, errors.New("Bad request")
+	}
 	conn := h["Connection"]
 	if minor == 0 {
 		r.Close = !hasToken(conn, "keep-alive")

@@ -100,6 +100,11 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rawPath = r.URL.EscapedPath()
 	}
+	if r.ProtoMajor == 2 && !validHost(r.Host) {
+		// HTTP/1.x hosts are checked when the request is read.
+		e.writeError(w, r, http.StatusBadRequest, "Bad request", reqID, start, false)
+		return
+	}
 	rreq := router.Request{Method: r.Method, Host: r.Host, Path: rawPath, Scheme: l.scheme, SNI: sni, Port: l.port, Header: r.Header}
 	m, ok := s.router.Match(&rreq)
 	wh := w.Header()
