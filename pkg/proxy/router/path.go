@@ -106,6 +106,52 @@ func normalizeSlow(p string) string {
 	return res
 }
 
+// EscapesRoot reports whether resolving p's dot segments ("..", also
+// spelled %2e%2e) climbs above the root, as "/a/../../b" does. nginx, and so
+// Kong, refuses such a request with 400 rather than clamping it to the root.
+func EscapesRoot(p string) bool {
+	if p == "" || isNormal(p) {
+		return false
+	}
+	depth := 0
+	for seg := range strings.SplitSeq(p, "/") {
+		switch dotSegment(seg) {
+		case 1:
+		case 2:
+			if depth == 0 {
+				return true
+			}
+			depth--
+		default:
+			if seg != "" {
+				depth++
+			}
+		}
+	}
+	return false
+}
+
+// dotSegment is 1 for a "." segment, 2 for "..", each dot possibly
+// percent-encoded (%2e or %2E), and 0 otherwise.
+func dotSegment(seg string) int {
+	n := 0
+	for len(seg) > 0 {
+		switch {
+		case seg[0] == '.':
+			seg = seg[1:]
+		case len(seg) >= 3 && seg[0] == '%' && seg[1] == '2' && (seg[2] == 'e' || seg[2] == 'E'):
+			seg = seg[3:]
+		default:
+			return 0
+		}
+		n++
+	}
+	if n > 2 {
+		return 0
+	}
+	return n
+}
+
 // JoinV0 composes the upstream path the way Kong's path_handling "v0" does.
 // servicePath is the service's path ("" means none), prefix the part of the
 // normalized request path the route matched (for a regex path, the matched

@@ -287,3 +287,15 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+func TestEscapesRoot(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/": false, "/a/b": false, "/a/../b": false, "/a/b/../..": false, "/a/./b/.": false, "/...": false,
+		"/..": true, "/../a": true, "/a/../../b": true, "/%2e%2e/a": true, "/%2E./a": true, "/a//../../b": true,
+		"/a/%2e%2e%2e/../..": false, "/.%2e.": false, "..": true, "": false,
+	} {
+		if got := EscapesRoot(p); got != want {
+			t.Errorf("EscapesRoot(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

@@ -13,10 +13,11 @@ import (
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 )
 
-// TestRequestFramingRefused sends requests whose length two HTTP parsers
-// could read differently (the ground of request smuggling): kiln refuses
-// them as nginx, and so Kong, does, before anything reaches the upstream.
-func TestRequestFramingRefused(t *testing.T) {
+// TestRefusedRequests sends requests nginx, and so Kong, refuses, foremost
+// those whose length two HTTP parsers could read differently (the ground
+// of request smuggling): kiln refuses them too, before anything reaches
+// the upstream.
+func TestRefusedRequests(t *testing.T) {
 	var reached atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached.Add(1)
@@ -47,6 +48,11 @@ func TestRequestFramingRefused(t *testing.T) {
 		{"host with a space", "GET /x HTTP/1.1\r\nHost: a b\r\n\r\n", "400"},
 		{"empty host", "GET /x HTTP/1.1\r\nHost: \r\n\r\n", "400"},
 		{"absolute target with a bad host", "GET http://a..b/x HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
+		// Paths that climb above the root, targets that are not paths.
+		{"path above the root", "GET /a/../../x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "400"},
+		{"encoded dots above the root", "GET /%2e%2E/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "400"},
+		{"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", "405"},
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := reached.Load()

@@ -962,6 +962,14 @@ func (c *h1Conn) readRequest() (int, error) {
 			return http.StatusBadRequest, errors.New("Bad request")
 		}
 	}
+	if method == http.MethodConnect {
+		// kiln is not a forward proxy: refused as nginx does.
+		return http.StatusMethodNotAllowed, errors.New("Method not allowed")
+	}
+	if uri == "*" {
+		// OPTIONS * asks about the server itself: nothing to route.
+		return http.StatusBadRequest, errors.New("Bad request")
+	}
 	// Control characters in the target would reach the upstream's request
 	// line (request splitting): refuse them.
 	for i := 0; i < len(uri); i++ {
@@ -1044,9 +1052,6 @@ func (c *h1Conn) parseURI(uri string) error {
 	c.x.url = url.URL{}
 	c.x.req.URL = &c.x.url
 	switch {
-	case uri == "*":
-		c.x.url.Path = "*"
-		return nil
 	case uri[0] != '/':
 		u, err := url.ParseRequestURI(uri)
 		if err != nil {

@@ -100,8 +100,9 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rawPath = r.URL.EscapedPath()
 	}
-	if r.ProtoMajor == 2 && !validHost(r.Host) {
-		// HTTP/1.x hosts are checked when the request is read.
+	if (r.ProtoMajor == 2 && !validHost(r.Host)) || router.EscapesRoot(rawPath) {
+		// A host nginx refuses (HTTP/1.x hosts are checked when the
+		// request is read), or a path that climbs above the root.
 		e.writeError(w, r, http.StatusBadRequest, "Bad request", reqID, start, false)
 		return
 	}
