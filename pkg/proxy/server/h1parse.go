@@ -16,6 +16,8 @@ const maxHeaderBytes = 64 << 10
 
 var (
 	errHeaderTooLarge = errors.New("header block too large")
+	// errRequestLineTooLong: the request line alone overflows the buffer.
+	errRequestLineTooLong = errors.New("request line too long")
 	errMalformed      = errors.New("malformed HTTP message")
 )
 
@@ -105,6 +107,9 @@ func (hb *headerBlock) readLines(br *bufio.Reader) error {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
 			if err == bufio.ErrBufferFull {
+				if first {
+					return errRequestLineTooLong
+				}
 				return errHeaderTooLarge
 			}
 			if first && len(line) == 0 && err == io.EOF {

@@ -879,7 +879,7 @@ func (c *h1Conn) mayUpgrade() bool {
 }
 
 // headReady reports whether a whole request head is buffered (or the
-// buffer is full, which readRequest answers with 431). Inside
+// buffer is full, which readRequest answers with 494). Inside
 // serveEvents' callback it receives at most once per readiness: when
 // mayRead is false, or the receive finds nothing, it reports false so
 // that the caller waits; EOF and errors set quit.
@@ -924,6 +924,10 @@ func headComplete(b []byte) bool {
 	}
 }
 
+// statusHeaderTooLarge is nginx's (and Kong's) status for a request head
+// that does not fit its buffers.
+const statusHeaderTooLarge = 494
+
 // writeSimple answers a request that could not be parsed.
 func (c *h1Conn) writeSimple(status int, msg string) {
 	body := msg + "\n"
@@ -936,8 +940,12 @@ func (c *h1Conn) writeSimple(status int, msg string) {
 // answer to send (0: just close).
 func (c *h1Conn) readRequest() (int, error) {
 	if err := c.x.hb.read(c.br); err != nil {
-		if err == errHeaderTooLarge {
-			return http.StatusRequestHeaderFieldsTooLarge, errors.New("Request header or cookie too large")
+		// Kong's answers (its nginx error_page keeps nginx's 494).
+		switch err {
+		case errHeaderTooLarge:
+			return statusHeaderTooLarge, errors.New("Request header or cookie too large")
+		case errRequestLineTooLong:
+			return http.StatusRequestURITooLong, errors.New("URI too long")
 		}
 		return 0, err
 	}
