@@ -151,6 +151,20 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("HTTP/2 request for host a..b: %s %d, want 400", resp.Proto, resp.StatusCode)
 	}
+	// CONNECT is refused, not routed, over HTTP/2 as over HTTP/1.1.
+	req, err = http.NewRequest(http.MethodConnect, gw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "a.example:443"
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("HTTP/2 CONNECT: %s %d, want 405", resp.Proto, resp.StatusCode)
+	}
 	tr.CloseIdleConnections()
 	proxytest.WaitFor(t, "the closed h2c connection to stop counting as active", func() bool { return m.ConnsActive.Load() == 0 })
 }

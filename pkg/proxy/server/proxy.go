@@ -101,9 +101,13 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rawPath = r.URL.EscapedPath()
 	}
 	if (r.ProtoMajor == 2 && !validHost(r.Host)) || router.EscapesRoot(rawPath) {
-		// A host nginx refuses (HTTP/1.x hosts are checked when the
-		// request is read), or a path that climbs above the root.
+		// A host nginx refuses (HTTP/1.x hosts and methods are checked
+		// when the request is read), or a path that climbs above the root.
 		e.writeError(w, r, http.StatusBadRequest, "Bad request", reqID, start, false)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		e.writeError(w, r, http.StatusMethodNotAllowed, "Method not allowed", reqID, start, false)
 		return
 	}
 	rreq := router.Request{Method: r.Method, Host: r.Host, Path: rawPath, Scheme: l.scheme, SNI: sni, Port: l.port, Header: r.Header}
