@@ -18,7 +18,7 @@ var (
 	errHeaderTooLarge = errors.New("header block too large")
 	// errRequestLineTooLong: the request line alone overflows the buffer.
 	errRequestLineTooLong = errors.New("request line too long")
-	errMalformed      = errors.New("malformed HTTP message")
+	errMalformed          = errors.New("malformed HTTP message")
 )
 
 // headerBlock reads an HTTP header block (start line, fields, empty line)
