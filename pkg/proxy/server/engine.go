@@ -7,6 +7,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -72,6 +73,12 @@ type Options struct {
 	// headers kiln adds to client responses and to upstream requests.
 	// Zero: Kong's defaults.
 	Headers, HeadersUpstream headerconf.Set
+	// ClientBodyTimeout and SendTimeout bound the wait between two reads
+	// of an HTTP/1.x request body and between two writes of a response,
+	// as nginx's client_body_timeout and send_timeout: a transfer that
+	// keeps moving is never cut, a stalled one is. Zero: 60 s, the value
+	// Kong keeps.
+	ClientBodyTimeout, SendTimeout time.Duration
 }
 
 // Engine is the proxy. Create it with New, feed it configurations with
@@ -102,6 +109,8 @@ type Engine struct {
 	// headers and upHeaders are the headers kiln adds to client
 	// responses and upstream requests (Options.Headers, HeadersUpstream).
 	headers, upHeaders headerconf.Set
+	// bodyTimeout and sendTimeout: Options.ClientBodyTimeout, SendTimeout.
+	bodyTimeout, sendTimeout time.Duration
 
 	updateMu sync.Mutex
 }
@@ -128,6 +137,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.realIP = rip
 	e.headers, e.upHeaders = opts.Headers.Or(headerconf.Default), opts.HeadersUpstream.Or(headerconf.DefaultUpstream)
+	e.bodyTimeout, e.sendTimeout = cmp.Or(opts.ClientBodyTimeout, 60*time.Second), cmp.Or(opts.SendTimeout, 60*time.Second)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.ctxPool.New = func() any { return &plugin.Context{} }
 	e.bufPool.New = func() any { b := make([]byte, 32<<10); return &b }

@@ -35,7 +35,6 @@ import (
 const (
 	h1IdleTimeout   = 75 * time.Second
 	h1HeaderTimeout = 60 * time.Second // for the first request's preface check
-	h1BodyTimeout   = 60 * time.Second
 	maxDiscard      = 256 << 10
 )
 
@@ -394,6 +393,14 @@ type h1Conn struct {
 	// deadlineSet is when the idle read deadline was last moved.
 	sc          *sysConn
 	deadlineSet time.Time
+	// bodyDeadlineSet and sendDeadlineSet are when the request body's
+	// read deadline and the write deadline were last moved; out is the
+	// writer bw writes through, which moves the write deadline (none
+	// once the connection is a tunnel: tunnel set).
+	bodyDeadlineSet time.Time
+	sendDeadlineSet time.Time
+	out             sendTimeoutWriter
+	tunnel          bool
 	// Event-loop state (serveEvents): mayRead says a receive may find
 	// data; quit ends the connection.
 	mayRead bool
@@ -508,12 +515,28 @@ func (c *h1Conn) takeBuffers() {
 	} else {
 		c.br = bufio.NewReaderSize(r, 8<<10)
 	}
+	c.out.c = c
 	if bw, ok := e.h1Writers.Get().(*bufio.Writer); ok {
-		bw.Reset(c.nc)
+		bw.Reset(&c.out)
 		c.bw = bw
 	} else {
-		c.bw = bufio.NewWriterSize(c.nc, 8<<10)
+		c.bw = bufio.NewWriterSize(&c.out, 8<<10)
 	}
+}
+
+// sendTimeoutWriter writes to its connection with a write deadline the
+// engine's send timeout ahead, moved only when an eighth of it has elapsed.
+type sendTimeoutWriter struct{ c *h1Conn }
+
+func (w *sendTimeoutWriter) Write(p []byte) (int, error) {
+	c := w.c
+	if !c.tunnel {
+		if now := c.s.e.clock.Now(); now.Sub(c.sendDeadlineSet) > c.s.e.sendTimeout/8 {
+			_ = c.nc.SetWriteDeadline(now.Add(c.s.e.sendTimeout))
+			c.sendDeadlineSet = now
+		}
+	}
+	return c.nc.Write(p)
 }
 
 // putBuffers gives c's buffers back for reuse.
@@ -738,8 +761,9 @@ func (c *h1Conn) refreshIdleDeadline() {
 // handler took the connection over.
 func (c *h1Conn) handle() (keep, hijacked bool) {
 	if c.x.body.mode != bodyNone {
-		_ = c.nc.SetReadDeadline(c.s.e.clock.Now().Add(h1BodyTimeout))
-		c.deadlineSet = time.Time{}
+		now := c.s.e.clock.Now()
+		_ = c.nc.SetReadDeadline(now.Add(c.s.e.bodyTimeout))
+		c.deadlineSet, c.bodyDeadlineSet = time.Time{}, now
 	}
 	c.x.w.reset(&c.x.req)
 	c.s.handler.ServeHTTP(&c.x.w, &c.x.req)
@@ -1111,6 +1135,11 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		_, _ = b.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		_ = b.c.bw.Flush()
 	}
+	if e, now := b.c.s.e, b.c.s.e.clock.Now(); now.Sub(b.c.bodyDeadlineSet) > e.bodyTimeout/8 {
+		// The body keeps moving: the timeout counts from here.
+		_ = b.c.nc.SetReadDeadline(now.Add(e.bodyTimeout))
+		b.c.bodyDeadlineSet = now
+	}
 	var n int
 	var err error
 	if b.mode == bodyLength {
@@ -1416,6 +1445,7 @@ func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("hijack of a request read in the event loop")
 	}
 	w.hijacked = true
+	w.c.tunnel = true // its writes through bw set no deadline
 	_ = w.c.nc.SetDeadline(time.Time{})
 	w.c.s.e.ConnState(w.c.nc, http.StateHijacked)
 	// The connection's buffers are handed over; they are not pooled.

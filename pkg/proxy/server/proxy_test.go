@@ -191,8 +191,8 @@ func tunnelUpstream(t *testing.T, release <-chan struct{}) (host string, port fl
 
 // checkTunnel asks for a WebSocket upgrade on c, a connection to a
 // gateway routing to tunnelUpstream, and checks that a line comes back
-// through the tunnel.
-func checkTunnel(t *testing.T, c net.Conn) {
+// through the tunnel; it returns the reader of c's tunnel.
+func checkTunnel(t *testing.T, c net.Conn) *bufio.Reader {
 	t.Helper()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
@@ -206,6 +206,7 @@ func checkTunnel(t *testing.T, c net.Conn) {
 	if err != nil || line != "echo hello\n" {
 		t.Fatalf("tunnel echo %q %v", line, err)
 	}
+	return br
 }
 
 func TestWebSocketAndStreaming(t *testing.T) {

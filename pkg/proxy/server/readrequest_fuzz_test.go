@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -37,7 +38,12 @@ func FuzzReadRequest(f *testing.F) {
 	f.Cleanup(e.Close)
 	s := &h1Server{e: e}
 	f.Fuzz(func(t *testing.T, in string) {
-		c := &h1Conn{s: s, br: bufio.NewReaderSize(strings.NewReader(in), 8<<10), bw: bufio.NewWriter(io.Discard), remoteAddr: "192.0.2.1:1234"}
+		// The connection is only there for deadlines: the request comes
+		// from br and answers (100 Continue) go to bw.
+		nc, peer := net.Pipe()
+		defer nc.Close()
+		defer peer.Close()
+		c := &h1Conn{s: s, nc: nc, br: bufio.NewReaderSize(strings.NewReader(in), 8<<10), bw: bufio.NewWriter(io.Discard), remoteAddr: "192.0.2.1:1234"}
 		c.takeExchange()
 		defer c.putExchange()
 		if _, err := c.readRequest(); err != nil {

@@ -1,0 +1,136 @@
+package server_test
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
+)
+
+// TestClientTimeoutsCountFromProgress checks that the client body and send
+// timeouts (nginx's client_body_timeout and send_timeout) bound a stall,
+// not a transfer: an upload and a download that keep moving for several
+// times the timeout complete, a stalled upload is answered 408 and a
+// client that stops reading is disconnected. The cases run in parallel.
+func TestClientTimeoutsCountFromProgress(t *testing.T) {
+	const timeout = 600 * time.Millisecond
+	host, port := bulkUpstream(t)
+	e, gw := proxytest.StartGatewayOptions(t, server.Options{ClientBodyTimeout: timeout, SendTimeout: timeout})
+	routeAllTo(t, e, net.JoinHostPort(host, fmt.Sprint(port)))
+	addr := strings.TrimPrefix(gw, "http://")
+	dial := func(t *testing.T) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c
+	}
+
+	t.Run("steady upload", func(t *testing.T) {
+		t.Parallel()
+		body := bulkBytes(30 << 10)
+		c := dial(t)
+		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+		for off := 0; off < len(body); off += 1 << 10 { // 30 pieces, 50 ms apart: 1.5 s
+			if _, err := c.Write(body[off : off+1<<10]); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		sum := sha256.Sum256(body)
+		if resp.StatusCode != http.StatusOK || string(got) != hex.EncodeToString(sum[:]) {
+			t.Fatalf("an upload that kept moving for 1.5 s: %d %q", resp.StatusCode, got)
+		}
+	})
+
+	t.Run("stalled upload", func(t *testing.T) {
+		t.Parallel()
+		c := dial(t)
+		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly a part")
+		start := time.Now()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(got), "Request timeout") || !resp.Close {
+			t.Fatalf("a stalled upload: %d close=%v %q", resp.StatusCode, resp.Close, got)
+		}
+		if took := time.Since(start); took > 10*timeout {
+			t.Fatalf("a stalled upload was answered after %v (timeout %v)", took, timeout)
+		}
+	})
+
+	const size = 48 << 20 // more than the loopback socket buffers hold
+	t.Run("steady download", func(t *testing.T) {
+		t.Parallel()
+		c := dial(t)
+		fmt.Fprintf(c, "GET /down?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", size)
+		resp, err := http.ReadResponse(bufio.NewReaderSize(c, 64<<10), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		// Reading 4 MiB every 100 ms: the whole body takes about 1.3 s,
+		// twice the send timeout.
+		var n int64
+		for {
+			m, err := io.CopyN(io.Discard, resp.Body, 4<<20)
+			n += m
+			if err != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n != size {
+			t.Fatalf("a download read steadily got %d of %d bytes", n, size)
+		}
+	})
+
+	t.Run("quiet WebSocket tunnel", func(t *testing.T) {
+		t.Parallel()
+		// A tunnel has no send or body timeout: it may stay quiet for
+		// longer and still carry data both ways.
+		thost, tport := tunnelUpstream(t, nil)
+		te, tgw := proxytest.StartGatewayOptions(t, server.Options{ClientBodyTimeout: timeout, SendTimeout: timeout})
+		routeAllTo(t, te, net.JoinHostPort(thost, fmt.Sprint(tport)))
+		c, err := net.Dial("tcp", strings.TrimPrefix(tgw, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := checkTunnel(t, c)
+		time.Sleep(4 * timeout)
+		fmt.Fprintf(c, "again\n")
+		if line, err := br.ReadString('\n'); err != nil || line != "echo again\n" {
+			t.Fatalf("after %v quiet, the tunnel answered %q %v", 4*timeout, line, err)
+		}
+	})
+
+	t.Run("client stops reading", func(t *testing.T) {
+		t.Parallel()
+		c := dial(t)
+		fmt.Fprintf(c, "GET /down?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", size)
+		time.Sleep(6 * timeout)
+		n, _ := io.Copy(io.Discard, c)
+		if n >= size {
+			t.Fatalf("a client that stopped reading for %v still got the whole body (%d bytes)", 6*timeout, n)
+		}
+	})
+}
