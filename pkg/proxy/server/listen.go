@@ -149,6 +149,9 @@ func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 		ConnState:         e.handedOffConnState,
 		Protocols:         p,
 		ErrorLog:          nil,
+		// send_timeout for HTTP/2 connections: closed when nothing
+		// could be written to them for that long.
+		HTTP2: &http.HTTP2Config{WriteByteTimeout: e.sendTimeout},
 	}
 	if spec.SSL {
 		// The HTTP/1.x server terminates TLS itself and hands h2

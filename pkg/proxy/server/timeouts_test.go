@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
@@ -120,6 +124,35 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 		fmt.Fprintf(c, "again\n")
 		if line, err := br.ReadString('\n'); err != nil || line != "echo again\n" {
 			t.Fatalf("after %v quiet, the tunnel answered %q %v", 4*timeout, line, err)
+		}
+	})
+
+	t.Run("HTTP/2 client stops reading", func(t *testing.T) {
+		t.Parallel()
+		// A raw h2c client that opens flow-control windows wider than the
+		// body, asks for it and then does not read its socket: only the
+		// socket holds the gateway up, which the send timeout covers.
+		c := dial(t)
+		fr := http2.NewFramer(c, c)
+		_, _ = io.WriteString(c, http2.ClientPreface)
+		if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteWindowUpdate(0, 1<<31-1-65535); err != nil {
+			t.Fatal(err)
+		}
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", fmt.Sprintf("/down?n=%d", size)}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(6 * timeout)
+		n, _ := io.Copy(io.Discard, c)
+		if n >= size {
+			t.Fatalf("an HTTP/2 client that stopped reading for %v still got %d bytes for a %d-byte body", 6*timeout, n, size)
 		}
 	})
 
