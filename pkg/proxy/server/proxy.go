@@ -637,6 +637,8 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 		switch k {
 		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Path", "X-Forwarded-Prefix", "X-Real-Ip", "Via", "Content-Length":
 			continue
+		case "Proxy":
+			continue // cleared, as Kong does (httpoxy: CGI programs read it as HTTP_PROXY)
 		case "X-Kong-Request-Id":
 			if upHeaders.Has(headerconf.RequestIDUpstream) {
 				continue // replaced by kiln's

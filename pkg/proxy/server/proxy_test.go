@@ -34,7 +34,7 @@ func TestProxyBasicsAndKongHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	resp, body := proxytest.Get(t, gw+"/httpbin/get?x=1", map[string]string{"X-Forwarded-For": "10.0.0.9"})
+	resp, body := proxytest.Get(t, gw+"/httpbin/get?x=1", map[string]string{"X-Forwarded-For": "10.0.0.9", "Proxy": "http://evil.example:8080"})
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
@@ -58,6 +58,9 @@ func TestProxyBasicsAndKongHeaders(t *testing.T) {
 		if h.Get(k) != want {
 			t.Errorf("upstream %s = %q, want %q", k, h.Get(k), want)
 		}
+	}
+	if v, sent := h["Proxy"]; sent {
+		t.Errorf("upstream got Proxy: %q (httpoxy)", v)
 	}
 	if len(h.Get("X-Kong-Request-Id")) != 32 || h.Get("X-Kong-Request-Id") != resp.Header.Get("X-Kong-Request-Id") {
 		t.Errorf("request id upstream %q client %q", h.Get("X-Kong-Request-Id"), resp.Header.Get("X-Kong-Request-Id"))
