@@ -2,15 +2,20 @@ package server_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
+	"github.com/kiln-dev/kiln/pkg/syncbuf"
 )
 
 // TestRefusedRequests sends requests nginx, and so Kong, refuses, foremost
@@ -24,11 +29,12 @@ func TestRefusedRequests(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
 	t.Cleanup(up.Close)
-	e, gw := proxytest.StartGateway(t, nil)
+	accessLog := &syncbuf.Buffer{}
+	e, gw := proxytest.StartGatewayOptions(t, server.Options{AccessLog: accessLog})
 	routeAllTo(t, e, strings.TrimPrefix(up.URL, "http://"))
 	addr := strings.TrimPrefix(gw, "http://")
 	const head = "POST /x HTTP/1.1\r\nHost: a\r\n"
-	for _, tt := range []struct{ name, req, status string }{
+	cases := []struct{ name, req, status string }{
 		{"Content-Length with a sign", head + "Content-Length: +3\r\n\r\nabc", "400"},
 		{"Content-Length minus zero", head + "Content-Length: -0\r\n\r\n", "400"},
 		{"Content-Length as a list", head + "Content-Length: 3, 3\r\n\r\nabc", "400"},
@@ -53,7 +59,8 @@ func TestRefusedRequests(t *testing.T) {
 		{"encoded dots above the root", "GET /%2e%2E/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "400"},
 		{"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", "405"},
 		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
-	} {
+	}
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			before := reached.Load()
 			out := raw(t, addr, tt.req)
@@ -68,6 +75,32 @@ func TestRefusedRequests(t *testing.T) {
 			}
 		})
 	}
+	// Every refusal is in the access log, as nginx logs its 400s, with
+	// what could be read of the request line.
+	var logged []string
+	for _, line := range strings.Split(strings.TrimSpace(accessLog.String()), "\n") {
+		var ent struct {
+			Method, URI string
+			Status      int
+		}
+		if err := json.Unmarshal([]byte(line), &ent); err != nil {
+			t.Fatalf("access log line %q: %v", line, err)
+		}
+		if ent.Method == "" || ent.URI == "" {
+			t.Errorf("access log line without the request line: %s", line)
+		}
+		logged = append(logged, strconv.Itoa(ent.Status))
+	}
+	var want []string
+	for _, tt := range cases {
+		want = append(want, tt.status)
+	}
+	slices.Sort(logged)
+	slices.Sort(want)
+	if !slices.Equal(logged, want) {
+		t.Errorf("access log statuses %v, want %v", logged, want)
+	}
+
 	// The same framings that are well-formed pass.
 	out := raw(t, addr, head+"Content-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
 	if !strings.HasPrefix(out, "HTTP/1.1 200 ") {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -1048,9 +1049,40 @@ func (e *Engine) accessLog(r *http.Request, reqID string, status int, sent int64
 			ent.UpstreamURI = c.UpstreamPath
 		}
 	}
+	e.writeAccess(&ent)
+}
+
+// writeAccess writes one access log line.
+func (e *Engine) writeAccess(ent *accessEntry) {
 	line, _ := json.Marshal(ent)
 	line = append(line, '\n')
 	e.accessMu.Lock()
 	_, _ = e.opts.AccessLog.Write(line)
 	e.accessMu.Unlock()
+}
+
+// maxLoggedTarget bounds the request target an access log line quotes
+// from a request that could not be parsed.
+const maxLoggedTarget = 2 << 10
+
+// accessLogRefused logs a request answered status before it could be
+// parsed (a malformed or oversized head), as nginx logs its 400s: with what
+// can be read of its start line.
+func (e *Engine) accessLogRefused(remoteAddr string, head []byte, status int, sent int64) {
+	if e.opts.AccessLog == nil {
+		return
+	}
+	line := head
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	method, rest, _ := bytes.Cut(line, []byte(" "))
+	uri, proto, _ := bytes.Cut(rest, []byte(" "))
+	if len(uri) > maxLoggedTarget {
+		uri = uri[:maxLoggedTarget]
+	}
+	now := e.clock.Now()
+	e.writeAccess(&accessEntry{Time: now.UTC().Format(time.RFC3339Nano), RequestID: newRequestID(), ClientIP: clientIP(remoteAddr),
+		Method: string(method), URI: string(uri), Proto: string(proto), Status: status, BytesSent: sent})
 }
