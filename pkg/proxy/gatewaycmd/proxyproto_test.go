@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,18 +27,10 @@ func TestGatewayRunProxyProtocol(t *testing.T) {
 	if code == exitcode.OK || !strings.Contains(stderr.String(), "proxy_protocol flag is supported on --proxy-listen entries only") {
 		t.Errorf("proxy_protocol on --admin-listen: exit %d, stderr %q", code, stderr.String())
 	}
-	stderr.Reset()
-	code = runProgram(context.Background(), []string{"run", "--database", "off", "--proxy-protocol-timeout", "0s"}, io.Discard, &stderr)
-	if want := "--proxy-protocol-timeout 0s is not valid"; code != exitcode.Usage || !strings.Contains(stderr.String(), want) {
-		t.Errorf("--proxy-protocol-timeout 0s: exit %d, stderr %q, want usage error %q", code, stderr.String(), want)
-	}
+	expectUsageError(t, []string{"run", "--database", "off", "--proxy-protocol-timeout", "0s"}, "--proxy-protocol-timeout 0s is not valid")
 
 	up := upstreamEcho(t)
-	file := filepath.Join(t.TempDir(), "kong.yaml")
-	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := apiConfigFile(t, "http://"+up)
 	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file,
 		"--proxy-listen", "127.0.0.1:0 proxy_protocol", "--trusted-ips", "127.0.0.1", "--real-ip-header", "proxy_protocol",
 		"--proxy-protocol-timeout", "300ms")

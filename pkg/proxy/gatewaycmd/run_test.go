@@ -73,6 +73,28 @@ func upstreamEcho(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// apiConfigFile writes a DB-less file routing /api to a service at url and
+// returns its path.
+func apiConfigFile(t *testing.T, url string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "kong.yaml")
+	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: " + url + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// expectUsageError runs the gateway program with args and fails the test
+// unless it exits with the usage code and says want.
+func expectUsageError(t *testing.T, args []string, want string) {
+	t.Helper()
+	var stderr strings.Builder
+	if code := runProgram(context.Background(), args, io.Discard, &stderr); code != exitcode.Usage || !strings.Contains(stderr.String(), want) {
+		t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", args, code, stderr.String(), exitcode.Usage, want)
+	}
+}
+
 func TestGatewayRunSeedExample(t *testing.T) {
 	up := upstreamEcho(t)
 	proxy, admin, status := startGatewayCLI(t, "--database", "sqlite", "--sqlite-path", filepath.Join(t.TempDir(), "gw.db"))
@@ -159,11 +181,7 @@ func TestGatewayRunSeedExample(t *testing.T) {
 
 func TestGatewayRunDeclarative(t *testing.T) {
 	up := upstreamEcho(t)
-	file := filepath.Join(t.TempDir(), "kong.yaml")
-	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "/base\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := apiConfigFile(t, "http://"+up+"/base")
 	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file)
 	resp, err := http.Get(proxy + "/api/items")
 	if err != nil {
@@ -183,13 +201,9 @@ func TestGatewayRunDeclarative(t *testing.T) {
 }
 
 func TestGatewayRunUsageErrors(t *testing.T) {
+	expectUsageError(t, []string{"run", "--database", "sqlite", "--declarative-config", "x.yaml"}, "--declarative-config needs --database off")
 	var stderr strings.Builder
-	code := runProgram(context.Background(), []string{"run", "--database", "sqlite", "--declarative-config", "x.yaml"}, io.Discard, &stderr)
-	if code != exitcode.Usage || !strings.Contains(stderr.String(), "--declarative-config needs --database off") {
-		t.Fatalf("exit %d: %s", code, stderr.String())
-	}
-	stderr.Reset()
-	code = runProgram(context.Background(), []string{"run", "--database", "mysql"}, io.Discard, &stderr)
+	code := runProgram(context.Background(), []string{"run", "--database", "mysql"}, io.Discard, &stderr)
 	if code == exitcode.OK || !strings.Contains(stderr.String(), "mysql") {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
@@ -256,22 +270,13 @@ func TestGatewayRunTrustedIPs(t *testing.T) {
 		{[]string{"--real-ip-header", "proxy_protocol"}, "--real-ip-header proxy_protocol needs at least one --proxy-listen entry with the proxy_protocol flag"},
 		{[]string{"--real-ip-recursive=maybe"}, `"maybe": use on or off`},
 	} {
-		var stderr strings.Builder
-		args := append([]string{"run", "--database", "off"}, tc.args...)
-		code := runProgram(context.Background(), args, io.Discard, &stderr)
-		if code != exitcode.Usage || !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), exitcode.Usage, tc.want)
-		}
+		expectUsageError(t, append([]string{"run", "--database", "off"}, tc.args...), tc.want)
 	}
 
 	// The flags (and their KILN_* variables, with Kong's on/off) reach the
 	// proxy: this test's client, on 127.0.0.1, is a trusted peer.
 	up := upstreamEcho(t)
-	file := filepath.Join(t.TempDir(), "kong.yaml")
-	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := apiConfigFile(t, "http://"+up)
 	t.Setenv("KILN_REAL_IP_RECURSIVE", "on")
 	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file,
 		"--trusted-ips", "10.0.0.0/8,127.0.0.1,::1", "--real-ip-header", "X-Forwarded-For")
@@ -319,19 +324,11 @@ func TestGatewayRunTrustedIPs(t *testing.T) {
 }
 
 func TestGatewayRunEventLoops(t *testing.T) {
-	var stderr strings.Builder
-	code := runProgram(context.Background(), []string{"run", "--database", "off", "--event-loops", "-2"}, io.Discard, &stderr)
-	if want := "--event-loops -2 is not valid"; code != exitcode.Usage || !strings.Contains(stderr.String(), want) {
-		t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), exitcode.Usage, want)
-	}
+	expectUsageError(t, []string{"run", "--database", "off", "--event-loops", "-2"}, "--event-loops -2 is not valid")
 	// Without loops (the variable), and with more loops than CPUs: the
 	// proxy serves the same way.
 	up := upstreamEcho(t)
-	file := filepath.Join(t.TempDir(), "kong.yaml")
-	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := apiConfigFile(t, "http://"+up)
 	for _, loops := range []string{"-1", "3"} {
 		t.Run(loops, func(t *testing.T) {
 			t.Setenv("KILN_EVENT_LOOPS", loops)
@@ -360,20 +357,12 @@ func TestGatewayRunHeaders(t *testing.T) {
 		{[]string{"--headers", "Via, X-Kong-Latency"}, `--headers: invalid entry "X-Kong-Latency": use off or a comma-separated list of Server, Via`},
 		{[]string{"--headers-upstream", "Via"}, `--headers-upstream: invalid entry "Via": use off or a comma-separated list of X-Kong-Request-Id`},
 	} {
-		var stderr strings.Builder
-		code := runProgram(context.Background(), append([]string{"run", "--database", "off"}, tc.args...), io.Discard, &stderr)
-		if code != exitcode.Usage || !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), exitcode.Usage, tc.want)
-		}
+		expectUsageError(t, append([]string{"run", "--database", "off"}, tc.args...), tc.want)
 	}
 
 	// The flag and the KILN_* variable reach the proxy and the Admin API.
 	up := upstreamEcho(t)
-	file := filepath.Join(t.TempDir(), "kong.yaml")
-	doc := "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://" + up + "\n  routes:\n  - name: r\n    paths: [\"/api\"]\n"
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := apiConfigFile(t, "http://"+up)
 	t.Setenv("KILN_HEADERS_UPSTREAM", "off")
 	proxy, admin, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file, "--headers", "X-Kong-Upstream-Status")
 	resp, err := http.Get(admin + "/")
