@@ -91,16 +91,17 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		// Reading 4 MiB every 100 ms: the whole body takes about 1.3 s,
-		// twice the send timeout.
+		// Reading 2 MiB every 50 ms: the whole body takes about 1.2 s,
+		// twice the send timeout, and no write waits much longer than
+		// 50 ms.
 		var n int64
 		for {
-			m, err := io.CopyN(io.Discard, resp.Body, 4<<20)
+			m, err := io.CopyN(io.Discard, resp.Body, 2<<20)
 			n += m
 			if err != nil {
 				break
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
 		}
 		if n != size {
 			t.Fatalf("a download read steadily got %d of %d bytes", n, size)
