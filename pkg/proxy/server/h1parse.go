@@ -283,6 +283,7 @@ type upResponse struct {
 	contentLength int64      // -1 when unknown
 	chunked       bool
 	close         bool
+	http10        bool // an HTTP/1.0 response
 	body          io.Reader
 	lr            lengthReader
 }
@@ -400,7 +401,8 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 				}
 			}
 		}
-		resp.close = start[7] == '0' && !keepAlive || closeConn
+		resp.http10 = start[7] == '0'
+		resp.close = resp.http10 && !keepAlive || closeConn
 		if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 			continue
 		}
@@ -422,7 +424,9 @@ func (uc *upConn) readResponse(method string) (*upResponse, error) {
 		return resp, nil
 	}
 	if teSeen {
-		if !teChunked {
+		// HTTP/1.0 has no transfer codings: such a response's framing is
+		// faulty (RFC 9112 §6.1), as is any coding but chunked.
+		if !teChunked || resp.http10 {
 			return nil, errMalformed
 		}
 		resp.chunked = true

@@ -69,7 +69,8 @@ func TestReadResponseFraming(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"} {
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"} {
 		uc := &upConn{br: bufio.NewReader(strings.NewReader(bad))}
 		if _, err := uc.readResponse("GET"); err == nil {
 			t.Errorf("accepted %q", bad)
@@ -130,4 +131,60 @@ func TestValidHost(t *testing.T) {
 			t.Errorf("validHost(%q) = %v, want %v", h, got, want)
 		}
 	}
+}
+
+// FuzzReadResponse compares kiln's reading of upstream responses with
+// net/http's: where both accept a response, they must agree on the status,
+// the framing and the body, and kiln must not keep a connection net/http
+// would close. A proxy and its upstream that disagree on where a response
+// ends put every later request on that pooled connection out of step.
+func FuzzReadResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nuntil close",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+		"HTTP/1.1 304 Not Modified\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
+	} {
+		f.Add(s, false)
+	}
+	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
+	f.Fuzz(func(t *testing.T, in string, head bool) {
+		method := http.MethodGet
+		if head {
+			method = http.MethodHead
+		}
+		uc := &upConn{br: bufio.NewReader(strings.NewReader(in))}
+		resp, err := uc.readResponse(method)
+		if err != nil {
+			return
+		}
+		std, err := http.ReadResponse(bufio.NewReader(strings.NewReader(in)), &http.Request{Method: method})
+		if err != nil || (std.StatusCode >= 100 && std.StatusCode < 200) {
+			return // kiln skips interim responses; net/http returns them
+		}
+		if std.StatusCode != resp.status {
+			t.Fatalf("status: net/http %d, kiln %d", std.StatusCode, resp.status)
+		}
+		// A response to HEAD, a 204 or a 304 has no body whatever its
+		// framing headers say (kiln keeps Content-Length to pass it on).
+		bodiless := head || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
+		if stdChunked := len(std.TransferEncoding) > 0; !bodiless && stdChunked != resp.chunked {
+			t.Fatalf("chunked: net/http %v, kiln %v", stdChunked, resp.chunked)
+		}
+		if !resp.chunked && !bodiless && std.ContentLength != resp.contentLength {
+			t.Fatalf("Content-Length: net/http %d, kiln %d", std.ContentLength, resp.contentLength)
+		}
+		if std.Close && !resp.close {
+			t.Fatal("kiln would reuse a connection net/http closes")
+		}
+		kb, kerr := io.ReadAll(io.LimitReader(resp.body, 1<<20))
+		sb, serr := io.ReadAll(io.LimitReader(std.Body, 1<<20))
+		if kerr == nil && serr == nil && string(kb) != string(sb) {
+			t.Fatalf("body: net/http %q, kiln %q", sb, kb)
+		}
+	})
 }
