@@ -85,6 +85,10 @@ type Options struct {
 	// LogLevel is the node's log level, reported and changed through
 	// /debug/node/log-level (nil: those endpoints answer 404).
 	LogLevel *loglevel.Level
+	// ClusterLogLevel, on a node with a database, carries
+	// /debug/cluster/log-level to the other nodes sharing it (nil: that
+	// endpoint answers 404).
+	ClusterLogLevel store.ClusterLogLevelStore
 }
 
 // Server is the Admin API handler.
@@ -316,5 +320,5 @@ func endpointList() []string {
 	}
 	return append(out, "/", "/status", "/status/ready", "/config", "/tags", "/tags/{tags}", "/schemas/{db_entity_name}",
 		"/schemas/plugins/{name}", "/plugins/enabled", "/clustering/data-planes", "/clustering/status", "/upstreams/{upstreams}/health", "/upstreams/{upstreams}/targets",
-		"/oauth2_tokens", "/oauth2_tokens/{oauth2_tokens}", "/debug/node/log-level", "/debug/node/log-level/{log_level}")
+		"/oauth2_tokens", "/oauth2_tokens/{oauth2_tokens}", "/debug/node/log-level", "/debug/node/log-level/{log_level}", "/debug/cluster/log-level/{log_level}")
 }

@@ -14,20 +14,30 @@ import (
 // lasts unless the request says otherwise (Kong's 60 s).
 const defaultLogLevelTimeout = 60
 
-// debug serves Kong's /debug/node/log-level: GET reports the node's log
-// level, PUT /debug/node/log-level/{level}[?timeout=seconds] changes it
-// for timeout seconds (60 by default, 0 until changed again). As in Kong,
-// a node without a database refuses the change.
+// debug serves Kong's log level endpoints:
+//   - GET /debug/node/log-level reports the node's level;
+//   - PUT /debug/node/log-level/{level}[?timeout=seconds] changes it for
+//     timeout seconds (60 by default, 0 until changed again);
+//   - PUT /debug/cluster/log-level/{level} does the same on every node
+//     sharing the database (each applies it when it next polls).
+//
+// As in Kong, a node without a database refuses the change.
 func (s *Server) debug(r *http.Request, segs []string) (int, any, error) {
 	lv := s.opt.LogLevel
-	if lv == nil || len(segs) < 3 || len(segs) > 4 || segs[1] != "node" || segs[2] != "log-level" {
+	if lv == nil || len(segs) < 3 || len(segs) > 4 || segs[2] != "log-level" {
 		return 0, nil, errNotFound
 	}
-	if len(segs) == 3 {
+	cluster := segs[1] == "cluster"
+	switch {
+	case segs[1] == "node" && len(segs) == 3:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return 0, nil, errMethodNotAllowed
 		}
 		return http.StatusOK, map[string]any{"message": "log level: " + loglevel.Name(lv.Level())}, nil
+	case segs[1] == "node" && len(segs) == 4:
+	case cluster && len(segs) == 4 && s.opt.ClusterLogLevel != nil:
+	default:
+		return 0, nil, errNotFound
 	}
 	if r.Method != http.MethodPut {
 		return 0, nil, errMethodNotAllowed
@@ -47,8 +57,18 @@ func (s *Server) debug(r *http.Request, segs []string) (int, any, error) {
 	if lv.Level() == level {
 		return http.StatusOK, map[string]any{"message": "log level is already " + name}, nil
 	}
-	lv.Set(level, time.Duration(timeout)*time.Second)
-	s.log.Info("log level changed through the Admin API", "level", name, "timeout_seconds", timeout)
+	d := time.Duration(timeout) * time.Second
+	if cluster {
+		var until time.Time
+		if d > 0 {
+			until = s.now().Add(d)
+		}
+		if _, err := s.opt.ClusterLogLevel.SetClusterLogLevel(r.Context(), name, until); err != nil {
+			return 0, nil, err
+		}
+	}
+	lv.Set(level, d)
+	s.log.Info("log level changed through the Admin API", "level", name, "timeout_seconds", timeout, "cluster", cluster)
 	return http.StatusOK, map[string]any{"message": "log level changed"}, nil
 }
 

@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -79,4 +80,55 @@ func TestDebugNodeLogLevel(t *testing.T) {
 	// Without a level (a bare Admin API), the endpoints do not exist.
 	bare, _ := admintest.NewClient(t, store.NewMemory())
 	bare.Expect(bare.JSON("GET", "/debug/node/log-level", ""), 404)
+}
+
+// clusterLevels is a store.ClusterLogLevelStore in memory.
+type clusterLevels struct{ last store.ClusterLogLevel }
+
+func (c *clusterLevels) SetClusterLogLevel(_ context.Context, level string, until time.Time) (store.ClusterLogLevel, error) {
+	c.last = store.ClusterLogLevel{Level: level, Until: until, Serial: c.last.Serial + 1}
+	return c.last, nil
+}
+
+func (c *clusterLevels) ClusterLogLevel(context.Context) (store.ClusterLogLevel, error) {
+	return c.last, nil
+}
+
+func TestDebugClusterLogLevel(t *testing.T) {
+	lv := loglevel.New(slog.LevelWarn)
+	t.Cleanup(lv.Close)
+	cluster := &clusterLevels{}
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	c, _ := admintest.NewClientOptions(t, admin.Options{Store: &notOff{store.NewMemory()}, LogLevel: lv, ClusterLogLevel: cluster,
+		Now: func() time.Time { return now }})
+	r := c.Expect(c.JSON("PUT", "/debug/cluster/log-level/debug?timeout=90", ""), 200)
+	if r.Body["message"] != "log level changed" || lv.Level() != slog.LevelDebug {
+		t.Fatalf("PUT: %v, local level %v", r.Body, lv.Level())
+	}
+	if want := (store.ClusterLogLevel{Level: "debug", Until: now.Add(90 * time.Second), Serial: 1}); cluster.last != want {
+		t.Fatalf("recorded for the cluster %+v, want %+v", cluster.last, want)
+	}
+	c.Expect(c.JSON("PUT", "/debug/cluster/log-level/info?timeout=0", ""), 200)
+	if !cluster.last.Until.IsZero() || cluster.last.Serial != 2 {
+		t.Fatalf("timeout 0 recorded as %+v, want no end", cluster.last)
+	}
+	for _, tt := range []struct {
+		method, path string
+		status       int
+	}{
+		{"PUT", "/debug/cluster/log-level/verbose", 400},
+		{"GET", "/debug/cluster/log-level/debug", 405},
+		{"GET", "/debug/cluster/log-level", 404},
+	} {
+		if r := c.JSON(tt.method, tt.path, ""); r.Status != tt.status {
+			t.Errorf("%s %s: %d, want %d", tt.method, tt.path, r.Status, tt.status)
+		}
+	}
+	if cluster.last.Serial != 2 {
+		t.Fatalf("a refused change reached the cluster: %+v", cluster.last)
+	}
+	dbless, _ := admintest.NewClientOptions(t, admin.Options{Store: store.NewMemory(), LogLevel: lv, ClusterLogLevel: cluster})
+	if r := dbless.JSON("PUT", "/debug/cluster/log-level/debug", ""); r.Status != 405 {
+		t.Fatalf("DB-less cluster PUT: %d %s", r.Status, r.Raw)
+	}
 }

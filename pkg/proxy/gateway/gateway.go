@@ -8,6 +8,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,6 +74,9 @@ type Options struct {
 	// LogLevel is Log's level, which the Admin API's
 	// /debug/node/log-level reports and changes (nil: no such endpoint).
 	LogLevel *loglevel.Level
+	// LogLevelPoll is how often a node with a database checks for a level
+	// set through /debug/cluster/log-level (0: 2 s).
+	LogLevelPoll time.Duration
 }
 
 // Kong's roles.
@@ -285,9 +289,13 @@ func Run(ctx context.Context, o Options) error {
 	if cp != nil {
 		dpLister = cp
 	}
+	var clusterLevel store.ClusterLogLevelStore
+	if cl, ok := st.(store.ClusterLogLevelStore); ok && st.Database() != "off" && o.LogLevel != nil {
+		clusterLevel = cl
+	}
 	adm := admin.New(admin.Options{
 		Store: st, NodeID: e.NodeID(), Logger: log, Health: healthReporter{e}, Clustering: dpLister,
-		Configuration: conf, Headers: headers, LogLevel: o.LogLevel,
+		Configuration: conf, Headers: headers, LogLevel: o.LogLevel, ClusterLogLevel: clusterLevel,
 		Ready: func() error {
 			if e.Config().Version == 0 {
 				if v, err := st.Version(context.Background()); err == nil && v > 0 {
@@ -374,6 +382,13 @@ func Run(ctx context.Context, o Options) error {
 			purgeOAuth2(ctx, tokens, log)
 		}()
 	}
+	if clusterLevel != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			followClusterLogLevel(ctx, clusterLevel, o.LogLevel, cmp.Or(o.LogLevelPoll, 2*time.Second), log)
+		}()
+	}
 	if clusterLn != nil && o.Cluster.Ready != nil {
 		o.Cluster.Ready(clusterLn.Addr().String())
 	}
@@ -408,6 +423,43 @@ func Run(ctx context.Context, o Options) error {
 	cancel()
 	wg.Wait()
 	return runErr
+}
+
+// followClusterLogLevel applies the log levels set for the whole cluster
+// (/debug/cluster/log-level, on this node or another sharing the database)
+// as it finds them, checking every poll, for what is left of their time. A
+// level set before the node started is applied only while its time runs.
+func followClusterLogLevel(ctx context.Context, st store.ClusterLogLevelStore, lv *loglevel.Level, poll time.Duration, log *slog.Logger) {
+	var seen int64 = -1
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		cur, err := st.ClusterLogLevel(ctx)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				log.Warn("cluster log level: cannot read it from the database; checking again later", "error", err)
+			}
+		case cur.Serial != seen:
+			first := seen < 0
+			seen = cur.Serial
+			left := time.Until(cur.Until)
+			level, ok := loglevel.Parse(cur.Level)
+			if cur.Serial == 0 || !ok || (first && cur.Until.IsZero()) || (!cur.Until.IsZero() && left <= 0) {
+				break
+			}
+			if cur.Until.IsZero() {
+				left = 0 // until the next change
+			}
+			lv.Set(level, left)
+			log.Info("log level set for the cluster", "level", cur.Level, "until", cur.Until)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // sync1 applies the store's configuration when its version differs from

@@ -2,6 +2,7 @@ package gatewaycmd
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -65,5 +66,42 @@ func TestGatewayRunPostgresTwoNodes(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(body), `"reachable":true`) {
 		t.Fatalf("node B /status: %s", body)
+	}
+}
+
+// TestGatewayRunClusterLogLevel runs two gateway nodes on one PostgreSQL
+// database: a level set through node A's /debug/cluster/log-level reaches
+// node B, which reports it on /debug/node/log-level.
+func TestGatewayRunClusterLogLevel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg := pgtest.StartT(t)
+	if _, err := pg.CreateDB(ctx, "gwlog"); err != nil {
+		t.Fatal(err)
+	}
+	pgFlags := []string{"--database", "postgres", "--pg-host", pg.SocketDir(), "--pg-user", "postgres", "--pg-database", "gwlog", "--pg-poll", "100ms"}
+	_, adminA, _ := startGatewayCLI(t, pgFlags...)
+	_, adminB, _ := startGatewayCLI(t, pgFlags...)
+	message := func(method, url string) string {
+		t.Helper()
+		code, msg := adminMessage(t, method, url)
+		return fmt.Sprintf("%d %s", code, msg)
+	}
+	if got := message("PUT", adminA+"/debug/cluster/log-level/debug?timeout=30"); got != "200 log level changed" {
+		t.Fatalf("PUT /debug/cluster/log-level on node A: %s", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := message("GET", adminB+"/debug/node/log-level")
+		if got == "200 log level: debug" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node B never took the cluster's level: %s", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := message("GET", adminA+"/debug/node/log-level"); got != "200 log level: debug" {
+		t.Fatalf("node A after its own cluster PUT: %s", got)
 	}
 }

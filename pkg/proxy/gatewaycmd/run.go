@@ -271,7 +271,7 @@ func runGateway(ctx context.Context, streams Streams, o *gatewayRunOptions) erro
 	cliout.Progress(streams.Err, "open "+st.Database()+" store", "", time.Since(start), nil)
 	opts := gateway.Options{
 		ProxyListen: o.proxyListen, AdminListen: o.adminListen, StatusListen: o.statusListen,
-		Store: st, AccessLog: accessLog, Log: log, LogLevel: o.logLevel, DeclarativeConfig: o.declarative,
+		Store: st, AccessLog: accessLog, Log: log, LogLevel: o.logLevel, LogLevelPoll: o.pgPoll, DeclarativeConfig: o.declarative,
 		Ready: func(proxy, admin, status []string) {
 			fmt.Fprintf(streams.Err, "✓ gateway ready (%s): proxy %s, admin %s, status %s\n", time.Since(start).Round(time.Millisecond),
 				listOrOff(proxy), listOrOff(admin), listOrOff(status))

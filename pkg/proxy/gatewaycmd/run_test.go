@@ -410,32 +410,35 @@ func TestGatewayRunHeaders(t *testing.T) {
 // /debug/node/log-level starts at -v's level and changes the node's.
 func TestGatewayRunLogLevel(t *testing.T) {
 	_, admin, _ := startGatewayCLI(t, "-v", "1", "--database", "sqlite", "--sqlite-path", filepath.Join(t.TempDir(), "kg.db"))
-	get := func(method, path string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, admin+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body struct {
-			Message string `json:"message"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body.Message
-	}
 	for _, step := range []struct{ method, path, want string }{
 		{"GET", "/debug/node/log-level", "log level: info"},
 		{"PUT", "/debug/node/log-level/debug?timeout=30", "log level changed"},
 		{"GET", "/debug/node/log-level", "log level: debug"},
 	} {
-		if code, msg := get(step.method, step.path); code != http.StatusOK || msg != step.want {
+		if code, msg := adminMessage(t, step.method, admin+step.path); code != http.StatusOK || msg != step.want {
 			t.Fatalf("%s %s: %d %q, want 200 %q", step.method, step.path, code, msg, step.want)
 		}
 	}
+}
+
+// adminMessage sends a bodiless request to an Admin API URL and returns
+// the status and the answer's "message".
+func adminMessage(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Message string `json:"message"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body.Message
 }

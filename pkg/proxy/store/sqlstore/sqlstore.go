@@ -147,7 +147,7 @@ func openSQL(ctx context.Context, db *sql.DB, dialect string, pollEvery time.Dur
 		_ = db.Close()
 		return nil, fmt.Errorf("connect to %s: %w", dialect, err)
 	}
-	for _, stmt := range slices.Concat(schemaDDL, dataPlanesDDL, oauth2DDL) {
+	for _, stmt := range slices.Concat(schemaDDL, dataPlanesDDL, oauth2DDL, logLevelDDL) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("create %s schema: %w", dialect, err)

@@ -84,3 +84,12 @@ func TestPostgresListenSeesOtherNode(t *testing.T) {
 	}
 	t.Fatal("node A was never notified of node B's writes")
 }
+
+func TestSQLiteClusterLogLevel(t *testing.T) {
+	storetest.RunClusterLogLevel(t, storetest.OpenSQLite(t))
+}
+
+func TestPostgresClusterLogLevel(t *testing.T) {
+	s, _ := storetest.OpenPostgres(t, pg, 0)
+	storetest.RunClusterLogLevel(t, s)
+}
