@@ -100,6 +100,10 @@ func TestRefusedRequests(t *testing.T) {
 	if !slices.Equal(logged, want) {
 		t.Errorf("access log statuses %v, want %v", logged, want)
 	}
+	// And counted, as nginx counts them (/status total_requests).
+	if n := e.Metrics().TotalRequests.Load(); n != int64(len(cases)) {
+		t.Errorf("total_requests %d after %d refused requests", n, len(cases))
+	}
 
 	// The same framings that are well-formed pass.
 	out := raw(t, addr, head+"Content-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")

@@ -952,12 +952,15 @@ func headComplete(b []byte) bool {
 // that does not fit its buffers.
 const statusHeaderTooLarge = 494
 
-// writeSimple answers a request that could not be parsed, and logs it.
+// writeSimple answers a request that could not be parsed, counts it and
+// logs it.
 func (c *h1Conn) writeSimple(status int, msg string) {
 	body := msg + "\n"
 	n, _ := fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(body), body)
 	_ = c.bw.Flush()
+	// Counted and logged as nginx does (Kong's /status total_requests).
+	c.s.e.state.Metrics.TotalRequests.Add(1)
 	c.s.e.accessLogRefused(c.remoteAddr, c.x.hb.buf, status, int64(n))
 }
 
