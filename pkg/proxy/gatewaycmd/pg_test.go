@@ -17,13 +17,7 @@ import (
 // database: a route created through node A's Admin API starts working on
 // node B's proxy without a restart.
 func TestGatewayRunPostgresTwoNodes(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pg := pgtest.StartT(t)
-	if _, err := pg.CreateDB(ctx, "gw"); err != nil {
-		t.Fatal(err)
-	}
-	pgFlags := []string{"--database", "postgres", "--pg-host", pg.SocketDir(), "--pg-user", "postgres", "--pg-database", "gw", "--pg-poll", "100ms"}
+	pgFlags := postgresNodeFlags(t, "gw")
 	_, adminA, _ := startGatewayCLI(t, pgFlags...)
 	proxyB, _, statusB := startGatewayCLI(t, pgFlags...)
 
@@ -73,13 +67,7 @@ func TestGatewayRunPostgresTwoNodes(t *testing.T) {
 // database: a level set through node A's /debug/cluster/log-level reaches
 // node B, which reports it on /debug/node/log-level.
 func TestGatewayRunClusterLogLevel(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pg := pgtest.StartT(t)
-	if _, err := pg.CreateDB(ctx, "gwlog"); err != nil {
-		t.Fatal(err)
-	}
-	pgFlags := []string{"--database", "postgres", "--pg-host", pg.SocketDir(), "--pg-user", "postgres", "--pg-database", "gwlog", "--pg-poll", "100ms"}
+	pgFlags := postgresNodeFlags(t, "gwlog")
 	_, adminA, _ := startGatewayCLI(t, pgFlags...)
 	_, adminB, _ := startGatewayCLI(t, pgFlags...)
 	message := func(method, url string) string {
@@ -104,4 +92,18 @@ func TestGatewayRunClusterLogLevel(t *testing.T) {
 	if got := message("GET", adminA+"/debug/node/log-level"); got != "200 log level: debug" {
 		t.Fatalf("node A after its own cluster PUT: %s", got)
 	}
+}
+
+// postgresNodeFlags starts PostgreSQL, creates database db and returns the
+// flags of a gateway node using it, polling for other nodes' changes every
+// 100 ms.
+func postgresNodeFlags(t *testing.T, db string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg := pgtest.StartT(t)
+	if _, err := pg.CreateDB(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--database", "postgres", "--pg-host", pg.SocketDir(), "--pg-user", "postgres", "--pg-database", db, "--pg-poll", "100ms"}
 }

@@ -1344,27 +1344,7 @@ func (w *h1Writer) writeProxiedHead(resp *upResponse, c *plugin.Context) {
 		b = append(b, w.c.s.date()...)
 		b = append(b, "\r\n"...)
 	}
-	if kh == headerconf.Default {
-		// Kong's default headers, written in one go.
-		b = append(b, "Via: "...)
-		for _, v := range via {
-			b = append(b, v...)
-			b = append(b, ", "...)
-		}
-		b = append(b, viaValue...)
-		if !hasServer {
-			b = append(b, "\r\nServer: "+serverValue...)
-		}
-		b = append(b, "\r\nX-Kong-Upstream-Latency: "...)
-		b = strconv.AppendInt(b, max(c.UpstreamLatency.Milliseconds(), 0), 10)
-		b = append(b, "\r\nX-Kong-Proxy-Latency: "...)
-		b = strconv.AppendInt(b, max(c.ProxyLatency.Milliseconds(), 0), 10)
-		b = append(b, "\r\nX-Kong-Request-Id: "...)
-		b = append(b, c.RequestID...)
-		b = append(b, "\r\n"...)
-	} else {
-		b = appendProxiedKongHeaders(b, kh, via, hasServer, code, c)
-	}
+	b = appendProxiedKongHeaders(b, kh, via, hasServer, code, c)
 	if w.chunked {
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
