@@ -74,10 +74,10 @@ type Options struct {
 	// Zero: Kong's defaults.
 	Headers, HeadersUpstream headerconf.Set
 	// ClientBodyTimeout and SendTimeout bound the wait between two reads
-	// of an HTTP/1.x request body and between two writes of a response,
-	// as nginx's client_body_timeout and send_timeout: a transfer that
-	// keeps moving is never cut, a stalled one is. Zero: 60 s, the value
-	// Kong keeps.
+	// of a request body and between two writes of a response (on an
+	// HTTP/1.x connection or an HTTP/2 stream), as nginx's
+	// client_body_timeout and send_timeout: a transfer that keeps moving
+	// is never cut, a stalled one is. Zero: 60 s, the value Kong keeps.
 	ClientBodyTimeout, SendTimeout time.Duration
 }
 

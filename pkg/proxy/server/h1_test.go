@@ -388,7 +388,8 @@ func bulkBytes(n int) []byte {
 }
 
 // bulkUpstream starts an upstream that answers POST with the sha256 (hex)
-// of the request body and GET /bulk?n=N with bulkBytes(N).
+// of the request body and GET /bulk?n=N with bulkBytes(N) (with
+// pause=D, half of it, then the rest after D).
 func bulkUpstream(t *testing.T) (host string, port float64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -403,7 +404,16 @@ func bulkUpstream(t *testing.T) (host string, port float64) {
 			return
 		}
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		_, _ = w.Write(bulkBytes(n))
+		body := bulkBytes(n)
+		if pause, _ := time.ParseDuration(r.URL.Query().Get("pause")); pause > 0 {
+			// Half the body, then a pause (a slow upstream).
+			w.Header().Set("Content-Length", strconv.Itoa(n))
+			_, _ = w.Write(body[:n/2])
+			http.NewResponseController(w).Flush()
+			time.Sleep(pause)
+			body = body[n/2:]
+		}
+		_, _ = w.Write(body)
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

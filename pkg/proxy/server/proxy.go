@@ -89,6 +89,11 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := l.e
 	start := e.clock.Now()
 	e.state.Metrics.TotalRequests.Add(1)
+	if r.ProtoMajor == 2 {
+		st := e.newH2Stream(w, r)
+		defer st.end()
+		w = st
+	}
 	s := e.snap.Load()
 	reqID := newRequestID()
 	sni := ""

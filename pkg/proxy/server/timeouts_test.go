@@ -3,7 +3,9 @@ package server_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -151,9 +153,165 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(6 * timeout)
+		// The stream is reset or the connection closed by now: what
+		// is left arrives at once.
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		n, _ := io.Copy(io.Discard, c)
 		if n >= size {
 			t.Fatalf("an HTTP/2 client that stopped reading for %v still got %d bytes for a %d-byte body", 6*timeout, n, size)
+		}
+	})
+
+	h2Request := func(t *testing.T, c net.Conn, method, path string, endStream bool, fields ...[2]string) *http2.Framer {
+		t.Helper()
+		fr := http2.NewFramer(c, c)
+		_, _ = io.WriteString(c, http2.ClientPreface)
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		fields = append([][2]string{{":method", method}, {":scheme", "http"}, {":authority", "x"}, {":path", path}}, fields...)
+		for _, f := range fields {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: endStream, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		return fr
+	}
+	// h2StreamEnd reads frames until stream 1 is reset or answered with
+	// a status, acknowledging the server's settings and never opening a
+	// flow-control window.
+	h2StreamEnd := func(t *testing.T, fr *http2.Framer) (status string, reset http2.ErrCode) {
+		t.Helper()
+		dec := hpack.NewDecoder(4096, nil)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("before stream 1 ended: %v", err)
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.RSTStreamFrame:
+				if f.StreamID == 1 {
+					return "", f.ErrCode
+				}
+			case *http2.HeadersFrame:
+				fields, err := dec.DecodeFull(f.HeaderBlockFragment())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, hf := range fields {
+					if hf.Name == ":status" && f.StreamID == 1 {
+						return hf.Value, 0
+					}
+				}
+			case *http2.GoAwayFrame:
+				t.Fatalf("the connection was closed (GOAWAY %v) before stream 1 ended", f.ErrCode)
+			}
+		}
+	}
+
+	t.Run("HTTP/2 stream stalled by its window", func(t *testing.T) {
+		t.Parallel()
+		// The client reads its socket but never opens the stream's
+		// window beyond the initial 64 KiB: the connection has nothing
+		// to write, the stream waits. It is reset, as nginx's
+		// send_timeout ends such a stream.
+		c := dial(t)
+		fr := h2Request(t, c, "GET", fmt.Sprintf("/down?n=%d", 4<<20), true)
+		start := time.Now()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("a stream stalled by its window was not reset after %v: %v", time.Since(start), err)
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+			if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+				break
+			}
+		}
+		if took := time.Since(start); took < timeout || took > 10*timeout {
+			t.Fatalf("a stream stalled by its window was reset after %v (timeout %v)", took, timeout)
+		}
+		// The connection and its other streams go on.
+		if err := fr.WritePing(false, [8]byte{'k', 'i', 'l', 'n'}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("the connection did not outlive the reset stream: %v", err)
+			}
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+				break
+			}
+		}
+	})
+
+	t.Run("HTTP/2 stalled upload", func(t *testing.T) {
+		t.Parallel()
+		c := dial(t)
+		fr := h2Request(t, c, "POST", "/up", false, [2]string{"content-length", "1000"})
+		if err := fr.WriteData(1, false, []byte("only a part")); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		status, reset := h2StreamEnd(t, fr)
+		if status != "408" {
+			t.Fatalf("a stalled HTTP/2 upload: status %q, reset %v; want 408", status, reset)
+		}
+		if took := time.Since(start); took < timeout || took > 10*timeout {
+			t.Fatalf("a stalled HTTP/2 upload was answered after %v (timeout %v)", took, timeout)
+		}
+	})
+
+	t.Run("HTTP/2 slow upstream and steady upload", func(t *testing.T) {
+		t.Parallel()
+		// Only waits on the client count: an upstream that pauses for
+		// longer than the send timeout between two writes, and an upload
+		// that keeps moving for longer than the body timeout, complete.
+		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return new(net.Dialer).DialContext(ctx, network, addr)
+		}}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+		resp, err := client.Get(fmt.Sprintf("http://%s/down?n=%d&pause=%v", addr, 256<<10, 3*timeout))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, bulkBytes(256<<10)) {
+			t.Fatalf("an HTTP/2 response whose upstream paused %v: %d of %d bytes, %v", 3*timeout, len(got), 256<<10, err)
+		}
+
+		body := bulkBytes(30 << 10)
+		pr, pw := io.Pipe()
+		go func() {
+			for off := 0; off < len(body); off += 1 << 10 { // 1.5 s in all
+				if _, err := pw.Write(body[off : off+1<<10]); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			_ = pw.Close()
+		}()
+		resp, err = client.Post(fmt.Sprintf("http://%s/up", addr), "application/octet-stream", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		sum := sha256.Sum256(body)
+		if resp.StatusCode != http.StatusOK || string(got) != hex.EncodeToString(sum[:]) {
+			t.Fatalf("an HTTP/2 upload that kept moving for 1.5 s: %d %q", resp.StatusCode, got)
 		}
 	})
 
