@@ -272,7 +272,7 @@ var (
 				Values: &schema.Field{Type: schema.Array, Elements: &schema.Field{Type: schema.String}}},
 			{Name: "https_redirect_status_code", Type: schema.Integer, Required: true, Default: 426, OneOf: []any{426, 301, 302, 307, 308}},
 			{Name: "regex_priority", Type: schema.Integer, Default: 0},
-			boolean("strip_path", true),
+			{Name: "strip_path", Type: schema.Boolean, Required: true, Default: true, DefaultFor: stripPathDefault},
 			oneOf("path_handling", "v0", "v0", "v1"),
 			boolean("preserve_host", false),
 			boolean("request_buffering", true),
@@ -283,7 +283,8 @@ var (
 			tagsField,
 			foreign("service", "services", false),
 		},
-		Checks: []schema.Check{checkRouteMatch},
+		Checks:      []schema.Check{checkRouteMatch},
+		FieldChecks: []schema.FieldCheck{checkGRPCStripPath, checkGRPCMethods},
 	}
 
 	ConsumerSchema = &schema.Schema{
@@ -595,6 +596,49 @@ func checkServiceProtocol(rec map[string]any) []string {
 	return errs
 }
 
+// grpcOnly reports whether a route's protocols are gRPC's (grpc, grpcs):
+// Kong's grpc subschema applies then (protocols of two families are
+// refused).
+func grpcOnly(protocols any) bool {
+	var first string
+	switch p := protocols.(type) {
+	case []any:
+		if len(p) > 0 {
+			first, _ = p[0].(string)
+		}
+	case []string:
+		if len(p) > 0 {
+			first = p[0]
+		}
+	case string:
+		first = p
+	}
+	return first == "grpc" || first == "grpcs"
+}
+
+// stripPathDefault is strip_path's default: false on a gRPC route (a gRPC
+// method's path is the whole path), true otherwise.
+func stripPathDefault(input map[string]any) any {
+	return !grpcOnly(input["protocols"])
+}
+
+// checkGRPCStripPath refuses strip_path on a gRPC route, as Kong does.
+func checkGRPCStripPath(rec map[string]any) (string, string) {
+	if strip, _ := rec["strip_path"].(bool); strip && grpcOnly(rec["protocols"]) {
+		return "strip_path", "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'"
+	}
+	return "", ""
+}
+
+// checkGRPCMethods refuses methods on a gRPC route, as Kong does (every
+// gRPC call is a POST).
+func checkGRPCMethods(rec map[string]any) (string, string) {
+	if !isEmpty(rec["methods"]) && grpcOnly(rec["protocols"]) {
+		return "methods", "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'"
+	}
+	return "", ""
+}
+
 func checkRouteMatch(rec map[string]any) []string {
 	protos := listOf(rec["protocols"])
 	has := func(f string) bool { return !isEmpty(rec[f]) }
@@ -639,9 +683,6 @@ func checkRouteMatch(rec map[string]any) []string {
 			} else {
 				errs = append(errs, fmt.Sprintf("must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is '%s'", p))
 			}
-		}
-		if isGRPC && has("methods") {
-			errs = append(errs, "'methods' cannot be set when 'protocols' is 'grpc' or 'grpcs'")
 		}
 	case isStream:
 		if !(has("sources") || has("destinations") || has("snis")) {

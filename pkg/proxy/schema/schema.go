@@ -67,8 +67,13 @@ type Field struct {
 	Values    *Field
 	Fields    []Field
 	Reference string
-	// EntityChecks run on a record value once its fields are valid.
+	// EntityChecks run on a record value once its fields are valid;
+	// FieldChecks too, for rules Kong reports under one field.
 	EntityChecks []Check
+	FieldChecks  []FieldCheck
+	// DefaultFor, when set, gives the default from the record's other
+	// input fields (a Kong subschema's default), instead of Default.
+	DefaultFor func(input map[string]any) any
 	// Shorthands are deprecated input aliases of a record's nested fields
 	// (Kong's shorthand_fields), e.g. redis_host → redis.host.
 	Shorthands []Shorthand
@@ -124,12 +129,17 @@ func applyShorthands(f *Field, input map[string]any) map[string]any {
 // Check validates a whole record and returns entity-level messages.
 type Check func(rec map[string]any) []string
 
+// FieldCheck validates a whole record and returns a violation to report
+// under one field (field is "" when there is none).
+type FieldCheck func(rec map[string]any) (field, msg string)
+
 // Schema is an entity's schema.
 type Schema struct {
 	Name        string // table name, e.g. "services"
 	EndpointKey string // secondary key usable in URLs, e.g. "name"
 	Fields      []Field
 	Checks      []Check
+	FieldChecks []FieldCheck
 }
 
 // Errors is Kong's "fields" object: field → message, nested Errors for
@@ -223,7 +233,7 @@ type Options struct {
 // Process validates input against the schema and returns a new map with
 // defaults filled in for absent fields. input is not modified.
 func (s *Schema) Process(input map[string]any, opt Options) (map[string]any, Errors) {
-	rec := Field{Name: s.Name, Type: Record, Fields: s.Fields, EntityChecks: s.Checks}
+	rec := Field{Name: s.Name, Type: Record, Fields: s.Fields, EntityChecks: s.Checks, FieldChecks: s.FieldChecks}
 	out, errs := processRecord(&rec, input, opt)
 	if len(errs) == 0 {
 		return out, nil
@@ -247,7 +257,11 @@ func processRecord(f *Field, input map[string]any, opt Options) (map[string]any,
 			if opt.Partial {
 				continue
 			}
-			v = defaultValue(sub)
+			if sub.DefaultFor != nil {
+				v = sub.DefaultFor(input)
+			} else {
+				v = defaultValue(sub)
+			}
 		}
 		nv, ferr := processValue(sub, v, opt)
 		if ferr != nil {
@@ -260,6 +274,11 @@ func processRecord(f *Field, input map[string]any, opt Options) (map[string]any,
 		for _, c := range f.EntityChecks {
 			for _, m := range c(out) {
 				errs.Add(m)
+			}
+		}
+		for _, c := range f.FieldChecks {
+			if field, m := c(out); field != "" {
+				errs[field] = m
 			}
 		}
 	}

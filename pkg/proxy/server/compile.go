@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/kiln-dev/kiln/pkg/proxy/balancer"
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugin"
@@ -22,6 +24,17 @@ type snapshot struct {
 	plugins   *plugin.Set
 	balancers *balancer.Set
 	certs     *certIndex
+	// grpc holds the HTTP/2 clients of the grpc and grpcs services.
+	grpc []*http2.Transport
+}
+
+// closeIdle closes the snapshot's idle gRPC upstream connections (it is
+// no longer served; calls in flight finish on theirs, which close when
+// idle).
+func (s *snapshot) closeIdle() {
+	for _, t := range s.grpc {
+		t.CloseIdleConnections()
+	}
 }
 
 type routeInfo struct {
@@ -45,6 +58,9 @@ type serviceInfo struct {
 	retries    int
 	tls        *tls.Config
 	path       string
+	// h2 is the HTTP/2 client of a grpc or grpcs service (nil for
+	// http and https, spoken to in HTTP/1.1).
+	h2 *http2.Transport
 }
 
 func strOr(p *string, def string) string {
@@ -125,6 +141,9 @@ func compile(cfg *entity.Config, reg plugin.Registry, st *plugin.State, bals *ba
 			}
 			si.tls = tc
 		}
+		if grpcService(s.Protocol) {
+			si.h2 = newGRPCTransport(si)
+		}
 		services[s.ID] = si
 	}
 	var routes []*router.Route
@@ -152,7 +171,13 @@ func compile(cfg *entity.Config, reg plugin.Registry, st *plugin.State, bals *ba
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{cfg: cfg, router: rt, plugins: ps, balancers: bals, certs: certs}, nil
+	snap := &snapshot{cfg: cfg, router: rt, plugins: ps, balancers: bals, certs: certs}
+	for _, si := range services {
+		if si.h2 != nil {
+			snap.grpc = append(snap.grpc, si.h2)
+		}
+	}
+	return snap, nil
 }
 
 func hasHTTP(protocols []string) bool {

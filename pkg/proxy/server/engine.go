@@ -176,7 +176,7 @@ func (e *Engine) Update(cfg *entity.Config) error {
 	if err != nil {
 		return fmt.Errorf("configuration version %d was not applied: %w", cfg.Version, err)
 	}
-	e.snap.Store(s)
+	e.snap.Swap(s).closeIdle()
 	for _, p := range s.plugins.Problems {
 		e.log.Error("plugin not applied", "version", cfg.Version, "error", p)
 	}

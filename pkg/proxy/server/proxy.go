@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -153,13 +154,11 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"):
 			e.writeError(w, r, http.StatusUnsupportedMediaType, "Non-gRPC request matched gRPC route", reqID, start, true)
+			return
 		case r.ProtoMajor != 2:
 			e.writeError(w, r, http.StatusUpgradeRequired, "Please use HTTP2 protocol", reqID, start, true)
-		default:
-			// kiln speaks HTTP/1.1 to upstreams; gRPC needs HTTP/2.
-			e.writeError(w, r, http.StatusNotImplemented, "gRPC proxying is not supported by kiln", reqID, start, true)
+			return
 		}
-		return
 	}
 	c := e.ctxPool.Get().(*plugin.Context)
 	c.Reset()
@@ -185,6 +184,10 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if ri.svc == nil {
 		e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: "no Service found with those values"})
+		return
+	}
+	if ri.svc.h2 != nil {
+		e.proxyGRPC(w, r, c, ri, &m, l.portStr)
 		return
 	}
 	e.proxy(w, r, c, ri, &m, l.portStr)
@@ -260,9 +263,15 @@ func (e *Engine) writeError(w http.ResponseWriter, r *http.Request, status int, 
 			accept = "text/plain"
 		}
 	}
-	ct, body := plugin.ErrorBody(accept, msg, reqID)
 	h := w.Header()
-	h["Content-Type"] = []string{ct}
+	var body []byte
+	if grpcRequest(r) {
+		grpcAnswer(h, status, "")
+	} else {
+		var ct string
+		ct, body = plugin.ErrorBody(accept, msg, reqID)
+		h["Content-Type"] = []string{ct}
+	}
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	e.producedHeaders(h, reqID, start)
 	w.WriteHeader(status)
@@ -301,13 +310,13 @@ func (e *Engine) finishExit(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	}
 	var ct string
 	var body []byte
-	if ex.Body != nil || ex.ContentType != "" {
+	switch {
+	case ex.Body != nil || ex.ContentType != "":
 		ct, body = ex.ContentType, ex.Body
-	} else {
-		msg := ex.Message
-		if msg == "" {
-			msg = plugin.DefaultMessage(ex.Status)
-		}
+	case grpcRequest(r):
+		grpcAnswer(h, ex.Status, cmp.Or(ex.Message, plugin.DefaultMessage(ex.Status)))
+	default:
+		msg := cmp.Or(ex.Message, plugin.DefaultMessage(ex.Status))
 		ct, body = plugin.ErrorBody(r.Header.Get("Accept"), msg, c.RequestID)
 	}
 	if ct != "" {
@@ -345,8 +354,16 @@ func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	if accept == "" {
 		accept = "text/plain"
 	}
-	ct, body := plugin.ErrorBody(accept, msg, c.RequestID)
-	h["Content-Type"] = []string{ct}
+	var body []byte
+	if grpcRequest(r) {
+		// Kong's error handler answers a gRPC call with its message in
+		// grpc-message (kong.response.exit).
+		grpcAnswer(h, status, msg)
+	} else {
+		var ct string
+		ct, body = plugin.ErrorBody(accept, msg, c.RequestID)
+		h["Content-Type"] = []string{ct}
+	}
 	if e.headers.Has(headerconf.Server) {
 		h["Server"] = []string{serverValue}
 	}
@@ -464,6 +481,42 @@ type upstreamTry struct {
 	host   string
 }
 
+// balancerHashKey is the consistent-hashing key of r for si's upstream
+// ("" without one); a hash_on cookie the client did not send is set on
+// the response.
+func balancerHashKey(si *serviceInfo, r *http.Request, c *plugin.Context, m *router.Match) string {
+	if si.bal == nil {
+		return ""
+	}
+	key, cookie := si.bal.HashKey(&balancer.HashInput{
+		ConsumerID: c.ConsumerID(), ClientIP: c.ClientIP, Path: m.Path, RawQuery: r.URL.RawQuery,
+		Header: r.Header, Captures: m.Captures, Names: m.Names,
+	}, newRequestID)
+	if cookie != nil {
+		c.RespHeader.Add("Set-Cookie", cookie.String())
+	}
+	return key
+}
+
+// pick chooses the address to send an attempt to (a target of si's
+// upstream other than prev when it can, or the service's host) and the
+// Host the upstream is sent.
+func (si *serviceInfo) pick(hashKey string, prev *balancer.Target) (upstreamTry, error) {
+	try := upstreamTry{addr: si.addr, host: si.host}
+	if si.bal != nil {
+		t, err := si.bal.Pick(hashKey, prev)
+		if err != nil {
+			return try, err
+		}
+		try.target, try.addr = t, t.Addr()
+		try.host = hostHeader(t.Host, t.Port, si.https)
+	}
+	if si.hostHeader != "" {
+		try.host = si.hostHeader
+	}
+	return try, nil
+}
+
 func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context, ri *routeInfo, m *router.Match, port string) {
 	si := ri.svc
 	upgrade := isUpgrade(r)
@@ -476,17 +529,7 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	if hw, ok := w.(*h1Writer); ok && hw.c.sc != nil && hw.c.sc.lp != nil {
 		pool = hw.c.sc.lp.pool
 	}
-	var hashKey string
-	if si.bal != nil {
-		key, cookie := si.bal.HashKey(&balancer.HashInput{
-			ConsumerID: c.ConsumerID(), ClientIP: c.ClientIP, Path: m.Path, RawQuery: r.URL.RawQuery,
-			Header: r.Header, Captures: m.Captures, Names: m.Names,
-		}, newRequestID)
-		hashKey = key
-		if cookie != nil {
-			c.RespHeader.Add("Set-Cookie", cookie.String())
-		}
-	}
+	hashKey := balancerHashKey(si, r, c, m)
 	var (
 		uc      *upConn
 		resp    *upResponse
@@ -503,20 +546,12 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 			try.target.Release()
 			try.target = nil
 		}
-		try = upstreamTry{addr: si.addr, host: si.host}
-		if si.bal != nil {
-			t, err := si.bal.Pick(hashKey, prev)
-			if err != nil {
-				e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: err.Error()})
-				return
-			}
-			prev = t
-			try.target, try.addr = t, t.Addr()
-			try.host = hostHeader(t.Host, t.Port, si.https)
+		var perr error
+		if try, perr = si.pick(hashKey, prev); perr != nil {
+			e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: perr.Error()})
+			return
 		}
-		if si.hostHeader != "" {
-			try.host = si.hostHeader
-		}
+		prev = try.target
 		c.Upstream = try.addr
 		poolKey := try.addr
 		if si.https {
@@ -631,6 +666,55 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 		b = append(b, host...)
 	}
 	b = append(b, "\r\n"...)
+	b = appendUpstreamHeaders(b, r, c, ri, port, upHeaders)
+	h := r.Header
+	if upgrade {
+		b = append(b, "Connection: keep-alive, Upgrade\r\n"...)
+		b = appendHeader(b, "Upgrade", h.Get("Upgrade"))
+	}
+	chunked := false
+	switch {
+	case body == nil:
+		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+			b = append(b, "Content-Length: 0\r\n"...)
+		}
+	case r.ContentLength >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, r.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	default:
+		chunked = true
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if body == nil && !upgrade && sc != nil && bw.Buffered() == 0 {
+		sc.pending = b
+		return nil
+	}
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	if body == nil {
+		return bw.Flush()
+	}
+	if !chunked {
+		if _, err := io.Copy(bw, body); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	cw := newChunkedWriter(bw)
+	if _, err := io.Copy(cw, body); err != nil {
+		return err
+	}
+	bw.WriteString("0\r\n\r\n")
+	return bw.Flush()
+}
+
+// appendUpstreamHeaders appends the request's end-to-end header fields
+// (except Host and the framing) and the ones Kong adds upstream
+// (X-Forwarded-*, X-Real-IP, Via, X-Kong-Request-Id) as header lines.
+func appendUpstreamHeaders(b []byte, r *http.Request, c *plugin.Context, ri *routeInfo, port string, upHeaders headerconf.Set) []byte {
 	h := r.Header
 	// Fields the Connection header names are hop-by-hop too; its tokens
 	// are matched in place (most requests name none or only close or
@@ -701,47 +785,7 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 	if upHeaders.Has(headerconf.RequestIDUpstream) {
 		b = appendHeader(b, "X-Kong-Request-Id", c.RequestID)
 	}
-	if upgrade {
-		b = append(b, "Connection: keep-alive, Upgrade\r\n"...)
-		b = appendHeader(b, "Upgrade", h.Get("Upgrade"))
-	}
-	chunked := false
-	switch {
-	case body == nil:
-		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
-			b = append(b, "Content-Length: 0\r\n"...)
-		}
-	case r.ContentLength >= 0:
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, r.ContentLength, 10)
-		b = append(b, "\r\n"...)
-	default:
-		chunked = true
-		b = append(b, "Transfer-Encoding: chunked\r\n"...)
-	}
-	b = append(b, "\r\n"...)
-	if body == nil && !upgrade && sc != nil && bw.Buffered() == 0 {
-		sc.pending = b
-		return nil
-	}
-	if _, err := bw.Write(b); err != nil {
-		return err
-	}
-	if body == nil {
-		return bw.Flush()
-	}
-	if !chunked {
-		if _, err := io.Copy(bw, body); err != nil {
-			return err
-		}
-		return bw.Flush()
-	}
-	cw := newChunkedWriter(bw)
-	if _, err := io.Copy(cw, body); err != nil {
-		return err
-	}
-	bw.WriteString("0\r\n\r\n")
-	return bw.Flush()
+	return b
 }
 
 func viaProto(r *http.Request) string {
@@ -821,15 +865,21 @@ func (e *Engine) respond(w http.ResponseWriter, r *http.Request, c *plugin.Conte
 // responseHead builds the client response head in the header map, where
 // plugins' header filters can change it.
 func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *upResponse) {
-	h := w.Header()
-	for k, vs := range resp.header() {
+	e.proxiedHead(w.Header(), resp.header(), resp.status, c)
+}
+
+// proxiedHead sets h to the upstream's response fields, what access
+// plugins set and the headers Kong adds to proxied responses, then runs
+// the plugins' header filters.
+func (e *Engine) proxiedHead(h, upstream http.Header, status int, c *plugin.Context) {
+	for k, vs := range upstream {
 		h[k] = vs
 	}
 	for k, v := range c.RespHeader {
 		h[k] = v
 	}
 	if e.headers.Has(headerconf.UpstreamStatus) {
-		h["X-Kong-Upstream-Status"] = []string{strconv.Itoa(resp.status)}
+		h["X-Kong-Upstream-Status"] = []string{strconv.Itoa(status)}
 	}
 	if e.headers.Has(headerconf.Via) {
 		if via := h["Via"]; len(via) > 0 {
@@ -850,7 +900,7 @@ func (e *Engine) responseHead(w http.ResponseWriter, c *plugin.Context, resp *up
 	if e.headers.Has(headerconf.RequestID) {
 		h["X-Kong-Request-Id"] = []string{c.RequestID}
 	}
-	c.Status, c.ResponseHeader, c.Proxied = resp.status, h, true
+	c.Status, c.ResponseHeader, c.Proxied = status, h, true
 	c.RunHeaderFilter()
 }
 

@@ -1,0 +1,313 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/kiln-dev/kiln/pkg/pki"
+	"github.com/kiln-dev/kiln/pkg/proxy/plugins"
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
+	"github.com/kiln-dev/kiln/pkg/proxy/server"
+)
+
+// echoService is a gRPC service for the tests: Say answers "hello <name>"
+// followed by the request metadata the test asks about (the name "fail"
+// gets NotFound), with a header and a trailer of its own; Chat echoes
+// every message of a bidirectional stream as it arrives.
+var echoService = grpc.ServiceDesc{
+	ServiceName: "kiln.test.Echo",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{MethodName: "Say", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		in := new(wrapperspb.StringValue)
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		if in.Value == "fail" {
+			return nil, status.Error(codes.NotFound, "no greeting for fail")
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		_ = grpc.SetHeader(ctx, metadata.Pairs("x-upstream-header", "h"))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("x-upstream-trailer", "t"))
+		out := "hello " + in.Value
+		for _, k := range md.Get("x-echo") {
+			out += fmt.Sprintf(" %s=%s", k, strings.Join(md.Get(k), ","))
+		}
+		return wrapperspb.String(out), nil
+	}}},
+	Streams: []grpc.StreamDesc{{StreamName: "Chat", ServerStreams: true, ClientStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {
+		for {
+			in := new(wrapperspb.StringValue)
+			if err := stream.RecvMsg(in); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+			if err := stream.SendMsg(wrapperspb.String("echo " + in.Value)); err != nil {
+				return err
+			}
+		}
+	}}},
+}
+
+// startGRPCUpstream serves echoService on loopback (over TLS with creds).
+func startGRPCUpstream(t *testing.T, creds credentials.TransportCredentials) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []grpc.ServerOption
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	srv := grpc.NewServer(opts...)
+	srv.RegisterService(&echoService, struct{}{})
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
+
+// grpcGateway starts a gateway whose gRPC route /kiln.test.Echo/ goes to a
+// service of protocol at upstream, with extra records (and extra["service"]
+// fields of the service; a plugin's "route": "echo" is that route), and
+// returns a
+// gRPC client connection to it (h2c) and its address.
+func grpcGateway(t *testing.T, protocol, upstream string, extra map[string][]map[string]any) (*grpc.ClientConn, string) {
+	t.Helper()
+	e, gw := proxytest.StartGatewayOptions(t, server.Options{Plugins: plugins.Registry()})
+	host, port := proxytest.HostPort(t, upstream)
+	const svcID, routeID = "cccccccc-0000-4000-8000-000000000001", "cccccccc-0000-4000-8000-000000000002"
+	recs := map[string][]map[string]any{
+		"services": {{"id": svcID, "protocol": protocol, "host": host, "port": port}},
+		"routes":   {{"id": routeID, "protocols": []any{"grpc"}, "paths": []any{"/kiln.test.Echo/"}, "service": map[string]any{"id": svcID}}},
+	}
+	for k, v := range extra {
+		if k == "service" { // fields of the service
+			for f, fv := range v[0] {
+				recs["services"][0][f] = fv
+			}
+			continue
+		}
+		for _, rec := range v {
+			if rec["route"] == "echo" {
+				rec["route"] = map[string]any{"id": routeID}
+			}
+		}
+		recs[k] = v
+	}
+	if err := e.Update(proxytest.BuildConfig(t, 1, recs)); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(gw, "http://")
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn, addr
+}
+
+func say(ctx context.Context, conn *grpc.ClientConn, name string, opts ...grpc.CallOption) (string, error) {
+	out := new(wrapperspb.StringValue)
+	err := conn.Invoke(ctx, "/kiln.test.Echo/Say", wrapperspb.String(name), out, opts...)
+	return out.GetValue(), err
+}
+
+// TestGRPCProxy calls a gRPC service through the gateway, over h2c and
+// over TLS to the upstream: unary calls with headers, trailers and error
+// statuses passed through, the headers Kong adds upstream, and a
+// bidirectional stream whose messages cross one at a time.
+func TestGRPCProxy(t *testing.T) {
+	kp, err := pki.SelfSigned(pki.Options{CommonName: "localhost", Hosts: []string{"127.0.0.1"}, Usage: pki.ServerAuth, Validity: pki.DefaultValidity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := kp.TLS()
+	for _, tc := range []struct {
+		protocol string
+		creds    credentials.TransportCredentials
+	}{
+		{"grpc", nil},
+		{"grpcs", credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			conn, _ := grpcGateway(t, tc.protocol, startGRPCUpstream(t, tc.creds), nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+
+			ctx2 := metadata.AppendToOutgoingContext(ctx, "x-echo", "x-real-ip", "x-echo", "via", "x-echo", "x-forwarded-proto", "x-echo", "x-forwarded-path")
+			var header, trailer metadata.MD
+			got, err := say(ctx2, conn, "kiln", grpc.Header(&header), grpc.Trailer(&trailer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "hello kiln x-real-ip=127.0.0.1 via=2 kong/3.10.0 x-forwarded-proto=http x-forwarded-path=/kiln.test.Echo/Say"
+			if got != want {
+				t.Errorf("Say answered %q, want %q", got, want)
+			}
+			if header.Get("x-upstream-header")[0] != "h" || len(header.Get("x-kong-upstream-latency")) != 1 || header.Get("via")[0] != "1.1 kong/3.10.0" {
+				t.Errorf("response header %v: want the upstream's and Kong's", header)
+			}
+			if v := trailer.Get("x-upstream-trailer"); len(v) != 1 || v[0] != "t" {
+				t.Errorf("trailer %v: want the upstream's x-upstream-trailer", trailer)
+			}
+
+			_, err = say(ctx, conn, "fail")
+			if st, _ := status.FromError(err); st.Code() != codes.NotFound || st.Message() != "no greeting for fail" {
+				t.Errorf("an upstream NotFound reached the client as %v", err)
+			}
+
+			stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/kiln.test.Echo/Chat")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				// One message at a time: the next is sent only after
+				// the echo of this one came back through the gateway.
+				msg := fmt.Sprintf("m%d", i)
+				if err := stream.SendMsg(wrapperspb.String(msg)); err != nil {
+					t.Fatal(err)
+				}
+				in := new(wrapperspb.StringValue)
+				if err := stream.RecvMsg(in); err != nil || in.Value != "echo "+msg {
+					t.Fatalf("stream message %d: %q %v", i, in.GetValue(), err)
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.RecvMsg(new(wrapperspb.StringValue)); !errors.Is(err, io.EOF) {
+				t.Fatalf("after CloseSend the stream ended with %v, want io.EOF", err)
+			}
+		})
+	}
+}
+
+// rawGRPC makes a gRPC-looking POST over h2c and returns the response's
+// status, headers and trailers, as a client that is not grpc-go sees them.
+func rawGRPC(t *testing.T, addr, path string, hdr map[string]string) (int, http.Header) {
+	t.Helper()
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return new(net.Dialer).DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); len(b) != 0 {
+		t.Errorf("%s: a gRPC answer of kiln's own had a body: %q", path, b)
+	}
+	return resp.StatusCode, resp.Header
+}
+
+// TestGRPCAnswers checks the answers kiln produces itself for gRPC calls,
+// as Kong's kong.response.exit and kong.response.error shape them: the
+// HTTP status, grpc-status and grpc-message (a plugin's message, or the
+// status's name), no body.
+func TestGRPCAnswers(t *testing.T) {
+	up := startGRPCUpstream(t, nil)
+	conn, addr := grpcGateway(t, "grpc", up, map[string][]map[string]any{
+		"consumers":           {{"id": "cccccccc-0000-4000-8000-000000000003", "username": "u"}},
+		"keyauth_credentials": {{"consumer": map[string]any{"id": "cccccccc-0000-4000-8000-000000000003"}, "key": "k"}},
+		"plugins":             {{"name": "key-auth", "route": "echo", "config": map[string]any{}}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if _, err := say(ctx, conn, "nokey"); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a call without a key: %v, want Unauthenticated", err)
+	}
+	if got, err := say(metadata.AppendToOutgoingContext(ctx, "apikey", "k"), conn, "key"); err != nil || got != "hello key" {
+		t.Errorf("a call with the key: %q %v", got, err)
+	}
+
+	for _, tc := range []struct {
+		path        string
+		hdr         map[string]string
+		status      int
+		grpcStatus  string
+		grpcMessage string
+		contentType string
+	}{
+		{"/kiln.test.Echo/Say", nil, 401, "16", "No API key found in request", ""},
+		{"/kiln.test.Echo/Say", map[string]string{"apikey": "wrong"}, 401, "16", "Unauthorized", ""},
+		{"/other.Service/Call", nil, 404, "5", "NotFound", "application/grpc"},
+	} {
+		st, h := rawGRPC(t, addr, tc.path, tc.hdr)
+		if st != tc.status || h.Get("Grpc-Status") != tc.grpcStatus || h.Get("Grpc-Message") != tc.grpcMessage || h.Get("Content-Type") != tc.contentType {
+			t.Errorf("%s %v: %d grpc-status %q grpc-message %q content-type %q; want %d %q %q %q", tc.path, tc.hdr,
+				st, h.Get("Grpc-Status"), h.Get("Grpc-Message"), h.Get("Content-Type"), tc.status, tc.grpcStatus, tc.grpcMessage, tc.contentType)
+		}
+	}
+
+	// An upstream that cannot be reached: Kong's 502 with its message in
+	// grpc-message (grpc-go reads the HTTP status: Unavailable).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+	down, downAddr := grpcGateway(t, "grpc", closed, nil)
+	if _, err := say(ctx, down, "x"); status.Code(err) != codes.Unavailable {
+		t.Errorf("an unreachable upstream: %v, want Unavailable", err)
+	}
+	st, h := rawGRPC(t, downAddr, "/kiln.test.Echo/Say", nil)
+	if st != http.StatusBadGateway || h.Get("Grpc-Status") != "13" || h.Get("Grpc-Message") != "An invalid response was received from the upstream server" {
+		t.Errorf("an unreachable upstream, raw: %d %v", st, h)
+	}
+
+	// A call that moves in neither direction for the service's
+	// read_timeout is ended: Kong's 504, grpc-status 4.
+	slow, _ := grpcGateway(t, "grpc", up, map[string][]map[string]any{"service": {{"read_timeout": 300}}})
+	stream, err := slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/kiln.test.Echo/Chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = stream.RecvMsg(new(wrapperspb.StringValue))
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "504") || time.Since(start) > 5*time.Second {
+		t.Errorf("a silent stream with read_timeout 300 ms ended after %v with %v; want Kong's 504", time.Since(start), err)
+	}
+	// Messages that keep moving keep it alive for longer.
+	stream, err = slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/kiln.test.Echo/Chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 { // 8 × 100 ms: more than the read_timeout in all
+		if err := stream.SendMsg(wrapperspb.String("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.RecvMsg(new(wrapperspb.StringValue)); err != nil {
+			t.Fatalf("message %d of a stream that kept moving: %v", i, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = stream.CloseSend()
+}
