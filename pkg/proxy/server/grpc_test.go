@@ -90,14 +90,14 @@ func startGRPCUpstream(t *testing.T, creds credentials.TransportCredentials) str
 // fields of the service; a plugin's "route": "echo" is that route), and
 // returns a
 // gRPC client connection to it (h2c) and its address.
-func grpcGateway(t *testing.T, protocol, upstream string, extra map[string][]map[string]any) (*grpc.ClientConn, string) {
+func grpcGateway(t *testing.T, protocol, upstream string, extra map[string][]map[string]any) (*grpc.ClientConn, string, *server.Engine) {
 	t.Helper()
 	e, gw := proxytest.StartGatewayOptions(t, server.Options{Plugins: plugins.Registry()})
 	host, port := proxytest.HostPort(t, upstream)
 	const svcID, routeID = "cccccccc-0000-4000-8000-000000000001", "cccccccc-0000-4000-8000-000000000002"
 	recs := map[string][]map[string]any{
 		"services": {{"id": svcID, "protocol": protocol, "host": host, "port": port}},
-		"routes":   {{"id": routeID, "protocols": []any{"grpc"}, "paths": []any{"/kiln.test.Echo/"}, "service": map[string]any{"id": svcID}}},
+		"routes":   {{"id": routeID, "protocols": []any{"grpc", "grpcs"}, "paths": []any{"/kiln.test.Echo/"}, "service": map[string]any{"id": svcID}}},
 	}
 	for k, v := range extra {
 		if k == "service" { // fields of the service
@@ -122,7 +122,7 @@ func grpcGateway(t *testing.T, protocol, upstream string, extra map[string][]map
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return conn, addr
+	return conn, addr, e
 }
 
 func say(ctx context.Context, conn *grpc.ClientConn, name string, opts ...grpc.CallOption) (string, error) {
@@ -149,7 +149,7 @@ func TestGRPCProxy(t *testing.T) {
 		{"grpcs", credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})},
 	} {
 		t.Run(tc.protocol, func(t *testing.T) {
-			conn, _ := grpcGateway(t, tc.protocol, startGRPCUpstream(t, tc.creds), nil)
+			conn, _, e := grpcGateway(t, tc.protocol, startGRPCUpstream(t, tc.creds), nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 
@@ -197,6 +197,17 @@ func TestGRPCProxy(t *testing.T) {
 			if err := stream.RecvMsg(new(wrapperspb.StringValue)); !errors.Is(err, io.EOF) {
 				t.Fatalf("after CloseSend the stream ended with %v, want io.EOF", err)
 			}
+
+			// The client over TLS (h2 by ALPN on an http2 ssl listener).
+			tlsAddr, _ := proxytest.ServeProxy(t, e, server.ListenSpec{SSL: true, HTTP2: true})
+			tconn, err := grpc.NewClient("passthrough:///"+tlsAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))) //nolint:gosec // the gateway's self-signed default certificate
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tconn.Close()
+			if got, err := say(ctx, tconn, "tls"); err != nil || got != "hello tls" {
+				t.Fatalf("Say over TLS: %q %v", got, err)
+			}
 		})
 	}
 }
@@ -232,7 +243,7 @@ func rawGRPC(t *testing.T, addr, path string, hdr map[string]string) (int, http.
 // status's name), no body.
 func TestGRPCAnswers(t *testing.T) {
 	up := startGRPCUpstream(t, nil)
-	conn, addr := grpcGateway(t, "grpc", up, map[string][]map[string]any{
+	conn, addr, _ := grpcGateway(t, "grpc", up, map[string][]map[string]any{
 		"consumers":           {{"id": "cccccccc-0000-4000-8000-000000000003", "username": "u"}},
 		"keyauth_credentials": {{"consumer": map[string]any{"id": "cccccccc-0000-4000-8000-000000000003"}, "key": "k"}},
 		"plugins":             {{"name": "key-auth", "route": "echo", "config": map[string]any{}}},
@@ -274,7 +285,7 @@ func TestGRPCAnswers(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	_ = ln.Close()
-	down, downAddr := grpcGateway(t, "grpc", closed, nil)
+	down, downAddr, _ := grpcGateway(t, "grpc", closed, nil)
 	if _, err := say(ctx, down, "x"); status.Code(err) != codes.Unavailable {
 		t.Errorf("an unreachable upstream: %v, want Unavailable", err)
 	}
@@ -285,7 +296,7 @@ func TestGRPCAnswers(t *testing.T) {
 
 	// A call that moves in neither direction for the service's
 	// read_timeout is ended: Kong's 504, grpc-status 4.
-	slow, _ := grpcGateway(t, "grpc", up, map[string][]map[string]any{"service": {{"read_timeout": 300}}})
+	slow, _, _ := grpcGateway(t, "grpc", up, map[string][]map[string]any{"service": {{"read_timeout": 300}}})
 	stream, err := slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/kiln.test.Echo/Chat")
 	if err != nil {
 		t.Fatal(err)
