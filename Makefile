@@ -13,7 +13,7 @@ TEST_TIMEOUT ?= 20m
 # Kubernetes dependency tree once per run; goreleaser adds -trimpath for releases.
 export CGO_ENABLED := 0
 
-.PHONY: all build agent gateway test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot hook lab-image test-compat bench-proxy bench-image2disk crds bootstrap-smoke
+.PHONY: all build agent gateway test lint fuzz-smoke release-snapshot clean generate e2e bench-netboot hook lab-image test-compat bench-proxy bench-grpc bench-image2disk crds bootstrap-smoke
 
 all: lint build test
 
@@ -128,6 +128,13 @@ bench-proxy: gateway
 	$(GO) build -o bin/fixedrate ./bench/fixedrate
 	$(GO) build -o bin/idleconns ./bench/idleconns
 	KILN=$(GATEWAY_BIN) FIXEDRATE=bin/fixedrate IDLECONNS=bin/idleconns bench/bench-proxy.sh
+
+# gRPC through kiln and nginx's grpc_pass to one grpc-go upstream (h2load;
+# apt-get install nghttp2-client nginx-light). Knobs: DURATION CONNS
+# STREAMS ROUNDS (see bench/bench-grpc.sh).
+bench-grpc: gateway
+	$(GO) build -o bin/grpcecho ./bench/grpcecho
+	KILN=$(GATEWAY_BIN) GRPCECHO=bin/grpcecho bench/bench-grpc.sh
 
 # image2disk throughput against a bare decoder+io.Copy peer in the same run
 # (3 rounds, best of each, to damp a shared machine's noise); prints MB/s for

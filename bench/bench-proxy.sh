@@ -75,22 +75,8 @@ done
 
 TMP=$(mktemp -d /tmp/kiln-bench-proxy.XXXXXX)
 chmod 755 "$TMP" # nginx workers run unprivileged and must read the upstream file
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# free_port prints a loopback TCP port nobody listens on.
-free_port() {
-  local p
-  while :; do
-    p=$(( 10000 + RANDOM % 20000 )) # below the ephemeral range (32768+)
-    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
-  done
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 wait_http() { # url [header]
   for _ in $(seq 1 100); do
@@ -243,22 +229,6 @@ start_kiln() {
     --proxy-listen "$listen" --admin-listen off --status-listen off --proxy-access-log off \
     >"$d/log" 2>&1 & PIDS+=($!)
 }
-
-# proc_sum pid file program: the sum over pid and its child processes
-# (nginx workers) of what the awk program prints from /proc/<pid>/<file>.
-proc_sum() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    if [ -r "/proc/$p/$2" ]; then
-      total=$(( total + $(awk "$3" "/proc/$p/$2") ))
-    fi
-  done
-  echo "$total"
-}
-
-# cpu_ticks pid: user+system clock ticks used by pid and its child
-# processes, for CPU time per request.
-cpu_ticks() { proc_sum "$1" stat '{print $14 + $15}'; }
 
 # rss_kb pid: resident memory (KiB) of pid and its child processes.
 rss_kb() { proc_sum "$1" status '/^VmRSS:/ {print $2}'; }

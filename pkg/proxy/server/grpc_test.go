@@ -24,50 +24,11 @@ import (
 	"github.com/kiln-dev/kiln/pkg/pki"
 	"github.com/kiln-dev/kiln/pkg/proxy/plugins"
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest/grpcecho"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
 )
 
-// echoService is a gRPC service for the tests: Say answers "hello <name>"
-// followed by the request metadata the test asks about (the name "fail"
-// gets NotFound), with a header and a trailer of its own; Chat echoes
-// every message of a bidirectional stream as it arrives.
-var echoService = grpc.ServiceDesc{
-	ServiceName: "kiln.test.Echo",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{MethodName: "Say", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-		in := new(wrapperspb.StringValue)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		if in.Value == "fail" {
-			return nil, status.Error(codes.NotFound, "no greeting for fail")
-		}
-		md, _ := metadata.FromIncomingContext(ctx)
-		_ = grpc.SetHeader(ctx, metadata.Pairs("x-upstream-header", "h"))
-		_ = grpc.SetTrailer(ctx, metadata.Pairs("x-upstream-trailer", "t"))
-		out := "hello " + in.Value
-		for _, k := range md.Get("x-echo") {
-			out += fmt.Sprintf(" %s=%s", k, strings.Join(md.Get(k), ","))
-		}
-		return wrapperspb.String(out), nil
-	}}},
-	Streams: []grpc.StreamDesc{{StreamName: "Chat", ServerStreams: true, ClientStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {
-		for {
-			in := new(wrapperspb.StringValue)
-			if err := stream.RecvMsg(in); err != nil {
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				return err
-			}
-			if err := stream.SendMsg(wrapperspb.String("echo " + in.Value)); err != nil {
-				return err
-			}
-		}
-	}}},
-}
-
-// startGRPCUpstream serves echoService on loopback (over TLS with creds).
+// startGRPCUpstream serves grpcecho on loopback (over TLS with creds).
 func startGRPCUpstream(t *testing.T, creds credentials.TransportCredentials) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -78,8 +39,7 @@ func startGRPCUpstream(t *testing.T, creds credentials.TransportCredentials) str
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
 	}
-	srv := grpc.NewServer(opts...)
-	srv.RegisterService(&echoService, struct{}{})
+	srv := grpcecho.NewServer(opts...)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	return ln.Addr().String()
@@ -127,7 +87,7 @@ func grpcGateway(t *testing.T, protocol, upstream string, extra map[string][]map
 
 func say(ctx context.Context, conn *grpc.ClientConn, name string, opts ...grpc.CallOption) (string, error) {
 	out := new(wrapperspb.StringValue)
-	err := conn.Invoke(ctx, "/kiln.test.Echo/Say", wrapperspb.String(name), out, opts...)
+	err := conn.Invoke(ctx, grpcecho.SayPath, wrapperspb.String(name), out, opts...)
 	return out.GetValue(), err
 }
 
@@ -175,7 +135,7 @@ func TestGRPCProxy(t *testing.T) {
 				t.Errorf("an upstream NotFound reached the client as %v", err)
 			}
 
-			stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/kiln.test.Echo/Chat")
+			stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, grpcecho.ChatPath)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -297,7 +257,7 @@ func TestGRPCAnswers(t *testing.T) {
 	// A call that moves in neither direction for the service's
 	// read_timeout is ended: Kong's 504, grpc-status 4.
 	slow, _, _ := grpcGateway(t, "grpc", up, map[string][]map[string]any{"service": {{"read_timeout": 300}}})
-	stream, err := slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/kiln.test.Echo/Chat")
+	stream, err := slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, grpcecho.ChatPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +267,7 @@ func TestGRPCAnswers(t *testing.T) {
 		t.Errorf("a silent stream with read_timeout 300 ms ended after %v with %v; want Kong's 504", time.Since(start), err)
 	}
 	// Messages that keep moving keep it alive for longer.
-	stream, err = slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/kiln.test.Echo/Chat")
+	stream, err = slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, grpcecho.ChatPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,37 @@
+# Shared by the bench scripts (sourced): the processes they start (PIDS,
+# killed and waited for on exit, when $TMP is removed), free loopback
+# ports and CPU time from /proc. The script sets TMP first.
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# free_port prints a loopback TCP port nobody listens on.
+free_port() {
+  local p
+  while :; do
+    p=$(( 10000 + RANDOM % 20000 )) # below the ephemeral range (32768+)
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+
+# proc_sum pid file program: the sum over pid and its child processes
+# (nginx workers) of what the awk program prints from /proc/<pid>/<file>.
+proc_sum() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    if [ -r "/proc/$p/$2" ]; then
+      total=$(( total + $(awk "$3" "/proc/$p/$2") ))
+    fi
+  done
+  echo "$total"
+}
+
+# cpu_ticks pid: user+system clock ticks used by pid and its child
+# processes, for CPU time per request.
+cpu_ticks() { proc_sum "$1" stat '{print $14 + $15}'; }
+
