@@ -55,22 +55,8 @@ NAMES=(direct)
 PORT[direct]=$UP PID[direct]=${PIDS[-1]}
 
 NG=$(free_port)
-mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
-cat > "$TMP/nginx/nginx.conf" <<EOF
-worker_processes auto;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $TMP/nginx/tmp; proxy_temp_path $TMP/nginx/tmp; fastcgi_temp_path $TMP/nginx/tmp;
-  uwsgi_temp_path $TMP/nginx/tmp; scgi_temp_path $TMP/nginx/tmp;
-  upstream echo { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$NG http2; location / { grpc_pass grpc://echo; } }
-}
-EOF
-nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+run_nginx "$TMP/nginx" auto 4096 "  upstream echo { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NG http2; location / { grpc_pass grpc://echo; } }"
 wait_grpc "$NG"
 NAMES+=(nginx); PORT[nginx]=$NG PID[nginx]=${PIDS[-1]}
 

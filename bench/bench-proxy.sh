@@ -87,22 +87,9 @@ wait_http() { # url [header]
 }
 
 UP=$(free_port)
-mkdir -p "$TMP/up/www" "$TMP/up/logs"
+mkdir -p "$TMP/up/www"
 head -c 1024 /dev/zero | tr '\0' 'k' > "$TMP/up/www/1k"
-cat > "$TMP/up/nginx.conf" <<EOF
-worker_processes 1;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $TMP/up/tmp; proxy_temp_path $TMP/up/tmp; fastcgi_temp_path $TMP/up/tmp;
-  uwsgi_temp_path $TMP/up/tmp; scgi_temp_path $TMP/up/tmp;
-  server { listen 127.0.0.1:$UP; root $TMP/up/www; location / { default_type text/plain; } }
-}
-EOF
-nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+run_nginx "$TMP/up" 1 4096 "  server { listen 127.0.0.1:$UP; root $TMP/up/www; location / { default_type text/plain; } }"
 wait_http "http://127.0.0.1:$UP/1k"
 
 # The TLS part's certificate: ECDSA P-256 for localhost, self-signed.
@@ -130,24 +117,11 @@ start_nginx() {
       add_header Via "1.1 kong/3.9.0"; add_header X-Kong-Upstream-Latency $upstream_response_time;
       add_header X-Kong-Proxy-Latency 0; add_header X-Kong-Request-Id $request_id;'
   fi
-  mkdir -p "$d/logs" "$d/tmp"
-  cat > "$d/nginx.conf" <<EOF
-worker_processes auto;
-pid $d/nginx.pid;
-error_log $d/logs/error.log;
-events { worker_connections 10240; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
-  upstream up { server 127.0.0.1:$UP; keepalive 512; }
+  run_nginx "$d" auto 10240 "  upstream up { server 127.0.0.1:$UP; keepalive 512; }
   server {
     listen $listen;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; $extra }
-  }
-}
-EOF
-  nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; $extra }
+  }"
 }
 
 # start_haproxy port [tls]

@@ -35,3 +35,25 @@ proc_sum() {
 # processes, for CPU time per request.
 cpu_ticks() { proc_sum "$1" stat '{print $14 + $15}'; }
 
+
+# run_nginx dir workers connections http-body: writes dir/nginx.conf (pid,
+# logs and temporary files under dir, no access log, keep-alive without a
+# request limit) around the http block's body and starts nginx in the
+# foreground, as one of PIDS.
+run_nginx() {
+  local d=$1
+  mkdir -p "$d/logs" "$d/tmp"
+  cat > "$d/nginx.conf" <<EOF
+worker_processes $2;
+pid $d/nginx.pid;
+error_log $d/logs/error.log;
+events { worker_connections $3; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+$4
+}
+EOF
+  nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+}
