@@ -181,17 +181,10 @@ func (e *Engine) proxyGRPC(w http.ResponseWriter, r *http.Request, c *plugin.Con
 		prev    *balancer.Target
 	)
 	for attempt := 0; attempt <= si.retries; attempt++ {
-		if try.target != nil {
-			try.target.Release()
-			try.target = nil
-		}
-		var err error
-		if try, err = si.pick(hashKey, prev); err != nil {
-			e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: err.Error()})
+		if !e.nextTry(w, r, c, si, hashKey, &try, prev) {
 			return
 		}
 		prev = try.target
-		c.Upstream = try.addr
 		authority := try.host
 		if ri.route.PreserveHost && r.Host != "" {
 			authority = r.Host
@@ -214,6 +207,7 @@ func (e *Engine) proxyGRPC(w http.ResponseWriter, r *http.Request, c *plugin.Con
 		out = out.WithContext(ctx)
 		sent := e.clock.Now()
 		c.ProxyLatency = sent.Sub(c.Start)
+		var err error
 		resp, err = si.h2.RoundTrip(out)
 		if err == nil {
 			c.UpstreamLatency = e.clock.Now().Sub(sent)

@@ -498,6 +498,24 @@ func balancerHashKey(si *serviceInfo, r *http.Request, c *plugin.Context, m *rou
 	return key
 }
 
+// nextTry releases the previous attempt's target and picks the next
+// attempt's (another than prev when it can) into try; when no target is
+// left it answers Kong's 503 and returns false.
+func (e *Engine) nextTry(w http.ResponseWriter, r *http.Request, c *plugin.Context, si *serviceInfo, hashKey string, try *upstreamTry, prev *balancer.Target) bool {
+	if try.target != nil {
+		try.target.Release()
+		try.target = nil
+	}
+	next, err := si.pick(hashKey, prev)
+	if err != nil {
+		e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: err.Error()})
+		return false
+	}
+	*try = next
+	c.Upstream = next.addr
+	return true
+}
+
 // pick chooses the address to send an attempt to (a target of si's
 // upstream other than prev when it can, or the service's host) and the
 // Host the upstream is sent.
@@ -542,17 +560,10 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	stale := 0
 	var prev *balancer.Target
 	for attempt := 0; attempt < tries; attempt++ {
-		if try.target != nil {
-			try.target.Release()
-			try.target = nil
-		}
-		var perr error
-		if try, perr = si.pick(hashKey, prev); perr != nil {
-			e.finishExit(w, r, c, &plugin.Exit{Status: http.StatusServiceUnavailable, Message: perr.Error()})
+		if !e.nextTry(w, r, c, si, hashKey, &try, prev) {
 			return
 		}
 		prev = try.target
-		c.Upstream = try.addr
 		poolKey := try.addr
 		if si.https {
 			poolKey = "tls|" + try.addr + "|" + si.tls.ServerName
