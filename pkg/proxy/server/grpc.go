@@ -214,13 +214,17 @@ func (e *Engine) proxyGRPC(w http.ResponseWriter, r *http.Request, c *plugin.Con
 			break
 		}
 		lastErr = err
-		var dialErr *grpcDialError
-		connectFailed := errors.As(err, &dialErr)
+		var bodyErr *clientBodyError
+		if errors.As(err, &bodyErr) || r.Context().Err() != nil {
+			break // the client's failure, not held against the target
+		}
+		timeout := isTimeout(err) || context.Cause(ctx) == errUpstreamStalled
 		if try.target != nil {
-			si.bal.Report(try.target, 0, connectFailed, isTimeout(err))
+			si.bal.Report(try.target, 0, !timeout, timeout)
 		}
 		e.log.Debug("gRPC upstream request failed", "service", si.name, "target", try.addr, "error", err, "try", attempt+1)
-		if !connectFailed || (body != nil && body.n > 0) {
+		var dialErr *grpcDialError
+		if !errors.As(err, &dialErr) || (body != nil && body.n > 0) {
 			break
 		}
 	}

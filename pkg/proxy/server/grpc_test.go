@@ -282,3 +282,39 @@ func TestGRPCAnswers(t *testing.T) {
 	}
 	_ = stream.CloseSend()
 }
+
+// TestGRPCBalancing sends calls to an upstream entity with a live and a
+// dead gRPC target: every call succeeds, the dead target's failed connects
+// being retried on the live one, and the passive health check then takes
+// the dead target out.
+func TestGRPCBalancing(t *testing.T) {
+	live := startGRPCUpstream(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	_ = ln.Close()
+	const grpcUpID = "cccccccc-0000-4000-8000-000000000009"
+	conn, _, e := grpcGateway(t, "grpc", live, map[string][]map[string]any{
+		"upstreams": {{"id": grpcUpID, "name": "echo-targets", "healthchecks": map[string]any{
+			"passive": map[string]any{"unhealthy": map[string]any{"tcp_failures": 1}},
+		}}},
+		"targets": {
+			{"upstream": map[string]any{"id": grpcUpID}, "target": live},
+			{"upstream": map[string]any{"id": grpcUpID}, "target": dead},
+		},
+		"service": {{"host": "echo-targets", "port": 80}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if got, err := say(ctx, conn, fmt.Sprint(i)); err != nil || got != fmt.Sprintf("hello %d", i) {
+			t.Fatalf("call %d through an upstream with a dead target: %q %v", i, got, err)
+		}
+	}
+	health, overall := e.Balancers().UpstreamHealth(grpcUpID)
+	if health[dead] != "UNHEALTHY" || health[live] != "HEALTHY" || overall != "HEALTHY" {
+		t.Fatalf("target health after the calls: %v %s; want the dead one UNHEALTHY", health, overall)
+	}
+}
