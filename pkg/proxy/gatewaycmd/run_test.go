@@ -16,7 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
 	"github.com/kiln-dev/kiln/pkg/exitcode"
+	"github.com/kiln-dev/kiln/pkg/proxy/proxytest/grpcecho"
 )
 
 // runProgram runs the gateway program with args (after the program's
@@ -441,4 +446,35 @@ func adminMessage(t *testing.T, method, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, body.Message
+}
+
+// TestGatewayRunGRPC serves a gRPC service from a declarative file (the
+// service given as a grpc:// url, the route with Kong's grpc defaults) and
+// calls it through the gateway with a grpc-go client.
+func TestGatewayRunGRPC(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpcecho.NewServer()
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	file := filepath.Join(t.TempDir(), "kong.yaml")
+	doc := "_format_version: \"3.0\"\nservices:\n- name: echo\n  url: grpc://" + ln.Addr().String() +
+		"\n  routes:\n  - name: echo\n    protocols: [grpc]\n    paths: [/kiln.test.Echo/]\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proxy, _, _ := startGatewayCLI(t, "--database", "off", "--declarative-config", file)
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(proxy, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := new(wrapperspb.StringValue)
+	if err := conn.Invoke(ctx, grpcecho.SayPath, wrapperspb.String("gateway"), out); err != nil || out.Value != "hello gateway" {
+		t.Fatalf("a gRPC call through kiln gateway run: %q %v", out.GetValue(), err)
+	}
 }
