@@ -185,10 +185,7 @@ func (e *Engine) proxyGRPC(w http.ResponseWriter, r *http.Request, c *plugin.Con
 			return
 		}
 		prev = try.target
-		authority := try.host
-		if ri.route.PreserveHost && r.Host != "" {
-			authority = r.Host
-		}
+		authority := upstreamHost(ri, r, try.host)
 		scheme, path := "http", c.UpstreamPath
 		if si.tls != nil {
 			scheme = "https"
@@ -253,7 +250,8 @@ func (e *Engine) proxyGRPC(w http.ResponseWriter, r *http.Request, c *plugin.Con
 }
 
 // relayGRPC streams a gRPC response to the client, flushing each piece as
-// it arrives, then sends the upstream's trailers. A response that breaks
+// it arrives (every piece moves the call's stall timer), then sends the
+// upstream's trailers. A response that breaks
 // off resets the client's stream, so the client sees the call fail rather
 // than end without a status.
 func (e *Engine) relayGRPC(ctx context.Context, w http.ResponseWriter, r *http.Request, c *plugin.Context, resp *http.Response, stall *time.Timer, readTimeout time.Duration) {
@@ -270,33 +268,7 @@ func (e *Engine) relayGRPC(ctx context.Context, w http.ResponseWriter, r *http.R
 		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
 	w.WriteHeader(c.Status)
-	bufp := e.bufPool.Get().(*[]byte)
-	defer e.bufPool.Put(bufp)
-	buf := *bufp
-	rc := http.NewResponseController(w)
-	var sent int64
-	var copyErr error
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			stall.Reset(readTimeout)
-			wn, werr := w.Write(buf[:n])
-			sent += int64(wn)
-			if werr == nil {
-				werr = rc.Flush()
-			}
-			if werr != nil {
-				copyErr = werr
-				break
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				copyErr = err
-			}
-			break
-		}
-	}
+	sent, copyErr := e.relayBody(w, progressReader{resp.Body, stall, readTimeout}, true)
 	c.BytesSent = sent
 	if copyErr == nil {
 		for k, vs := range resp.Trailer {

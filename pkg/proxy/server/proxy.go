@@ -257,21 +257,11 @@ func requestHostNoPort(h string) string {
 // error page negotiation (text/plain unless Accept/Content-Type say JSON...).
 func (e *Engine) writeError(w http.ResponseWriter, r *http.Request, status int, msg, reqID string, start time.Time, kongJSON bool) {
 	accept := r.Header.Get("Accept")
-	if !kongJSON && accept == "" {
-		accept = r.Header.Get("Content-Type")
-		if accept == "" {
-			accept = "text/plain"
-		}
+	if !kongJSON {
+		accept = nginxAccept(r)
 	}
 	h := w.Header()
-	var body []byte
-	if grpcRequest(r) {
-		grpcAnswer(h, status, "")
-	} else {
-		var ct string
-		ct, body = plugin.ErrorBody(accept, msg, reqID)
-		h["Content-Type"] = []string{ct}
-	}
+	body := errorAnswer(h, r, status, accept, msg, "", reqID)
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	e.producedHeaders(h, reqID, start)
 	w.WriteHeader(status)
@@ -279,6 +269,26 @@ func (e *Engine) writeError(w http.ResponseWriter, r *http.Request, status int, 
 		_, _ = w.Write(body)
 	}
 	e.accessLog(r, reqID, status, int64(len(body)), start, nil, "")
+}
+
+// errorAnswer sets h's Content-Type and returns the body of an error
+// answer negotiated with accept (plugin.ErrorBody). A gRPC call gets Kong's
+// grpc-status and grpc-message instead, and no body: grpcMsg, or without
+// one the status's name (grpcAnswer).
+func errorAnswer(h http.Header, r *http.Request, status int, accept, msg, grpcMsg, reqID string) []byte {
+	if grpcRequest(r) {
+		grpcAnswer(h, status, grpcMsg)
+		return nil
+	}
+	ct, body := plugin.ErrorBody(accept, msg, reqID)
+	h["Content-Type"] = []string{ct}
+	return body
+}
+
+// nginxAccept is what nginx's error pages are negotiated with: Accept,
+// else the request's Content-Type, else text/plain.
+func nginxAccept(r *http.Request) string {
+	return cmp.Or(r.Header.Get("Accept"), r.Header.Get("Content-Type"), "text/plain")
 }
 
 // producedHeaders sets the headers Kong adds to a response it produces
@@ -308,19 +318,17 @@ func (e *Engine) finishExit(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	for k, v := range c.RespHeader {
 		h[k] = v
 	}
-	var ct string
 	var body []byte
-	switch {
-	case ex.Body != nil || ex.ContentType != "":
-		ct, body = ex.ContentType, ex.Body
-	case grpcRequest(r):
-		grpcAnswer(h, ex.Status, cmp.Or(ex.Message, plugin.DefaultMessage(ex.Status)))
-	default:
+	if ex.Body != nil || ex.ContentType != "" {
+		body = ex.Body
+		if ex.ContentType != "" {
+			h["Content-Type"] = []string{ex.ContentType}
+		}
+	} else {
+		// A gRPC call gets the plugin's message in grpc-message, as
+		// kong.response.exit sends it.
 		msg := cmp.Or(ex.Message, plugin.DefaultMessage(ex.Status))
-		ct, body = plugin.ErrorBody(r.Header.Get("Accept"), msg, c.RequestID)
-	}
-	if ct != "" {
-		h["Content-Type"] = []string{ct}
+		body = errorAnswer(h, r, ex.Status, r.Header.Get("Accept"), msg, msg, c.RequestID)
 	}
 	e.producedHeaders(h, c.RequestID, c.Start)
 	c.Status, c.ResponseHeader = ex.Status, h
@@ -347,23 +355,9 @@ func (e *Engine) proxyError(w http.ResponseWriter, r *http.Request, c *plugin.Co
 	if e.headers.Has(headerconf.RequestID) {
 		h["X-Kong-Request-Id"] = []string{c.RequestID}
 	}
-	accept := r.Header.Get("Accept")
-	if accept == "" {
-		accept = r.Header.Get("Content-Type")
-	}
-	if accept == "" {
-		accept = "text/plain"
-	}
-	var body []byte
-	if grpcRequest(r) {
-		// Kong's error handler answers a gRPC call with its message in
-		// grpc-message (kong.response.exit).
-		grpcAnswer(h, status, msg)
-	} else {
-		var ct string
-		ct, body = plugin.ErrorBody(accept, msg, c.RequestID)
-		h["Content-Type"] = []string{ct}
-	}
+	// Kong's error handler answers a gRPC call with its message in
+	// grpc-message (kong.response.exit).
+	body := errorAnswer(h, r, status, nginxAccept(r), msg, msg, c.RequestID)
 	if e.headers.Has(headerconf.Server) {
 		h["Server"] = []string{serverValue}
 	}
@@ -671,11 +665,7 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 		b = append(b, c.UpstreamQuery...)
 	}
 	b = append(b, " HTTP/1.1\r\nHost: "...)
-	if ri.route.PreserveHost && r.Host != "" {
-		b = append(b, r.Host...)
-	} else {
-		b = append(b, host...)
-	}
+	b = append(b, upstreamHost(ri, r, host)...)
 	b = append(b, "\r\n"...)
 	b = appendUpstreamHeaders(b, r, c, ri, port, upHeaders)
 	h := r.Header
@@ -720,6 +710,15 @@ func writeRequest(bw *bufio.Writer, sc *sysConn, r *http.Request, c *plugin.Cont
 	}
 	bw.WriteString("0\r\n\r\n")
 	return bw.Flush()
+}
+
+// upstreamHost is the Host (or HTTP/2 :authority) an attempt sends: the
+// client's with preserve_host, else the target's host.
+func upstreamHost(ri *routeInfo, r *http.Request, host string) string {
+	if ri.route.PreserveHost && r.Host != "" {
+		return r.Host
+	}
+	return host
 }
 
 // appendUpstreamHeaders appends the request's end-to-end header fields
@@ -938,32 +937,8 @@ func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Cont
 		hw.WriteHeader(c.Status)
 		sent, copyErr = copyFixed(hw, uc.br, &resp.lr)
 	default:
-		bufp := e.bufPool.Get().(*[]byte)
-		defer e.bufPool.Put(bufp)
-		buf := *bufp
 		w.WriteHeader(c.Status)
-		flush := resp.contentLength < 0
-		fl, _ := w.(http.Flusher)
-		for {
-			n, err := resp.body.Read(buf)
-			if n > 0 {
-				wn, werr := w.Write(buf[:n])
-				sent += int64(wn)
-				if werr != nil {
-					copyErr = werr
-					break
-				}
-				if flush && fl != nil {
-					fl.Flush()
-				}
-			}
-			if err != nil {
-				if err != io.EOF {
-					copyErr = err
-				}
-				break
-			}
-		}
+		sent, copyErr = e.relayBody(w, resp.body, resp.contentLength < 0)
 	}
 	c.BytesSent = sent
 	if copyErr == nil && !resp.close {
@@ -978,6 +953,37 @@ func (e *Engine) copyBody(w http.ResponseWriter, r *http.Request, c *plugin.Cont
 	}
 	c.RunLog()
 	e.accessLog(r, c.RequestID, c.Status, sent, c.Start, c, c.Upstream)
+}
+
+// relayBody copies src to w through one of the engine's buffers, flushing
+// after every write when flush is set (a body of unknown length, a gRPC
+// stream: each piece goes out as it arrives). It returns the bytes written
+// and the first error other than src's io.EOF.
+func (e *Engine) relayBody(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
+	bufp := e.bufPool.Get().(*[]byte)
+	defer e.bufPool.Put(bufp)
+	buf := *bufp
+	fl, _ := w.(http.Flusher)
+	var sent int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			wn, werr := w.Write(buf[:n])
+			sent += int64(wn)
+			if werr != nil {
+				return sent, werr
+			}
+			if flush && fl != nil {
+				fl.Flush()
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				return sent, err
+			}
+			return sent, nil
+		}
+	}
 }
 
 // copyFixed copies the rest of a fixed-length upstream body from br to w
