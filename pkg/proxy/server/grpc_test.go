@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -176,9 +175,7 @@ func TestGRPCProxy(t *testing.T) {
 // status, headers and trailers, as a client that is not grpc-go sees them.
 func rawGRPC(t *testing.T, addr, path string, hdr map[string]string) (int, http.Header) {
 	t.Helper()
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		return new(net.Dialer).DialContext(ctx, network, addr)
-	}}
+	tr := h2cTransport()
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader("\x00\x00\x00\x00\x00"))
 	req.Header.Set("Content-Type", "application/grpc")

@@ -136,20 +136,8 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 		// body, asks for it and then does not read its socket: only the
 		// socket holds the gateway up, which the send timeout covers.
 		c := dial(t)
-		fr := http2.NewFramer(c, c)
-		_, _ = io.WriteString(c, http2.ClientPreface)
-		if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}); err != nil {
-			t.Fatal(err)
-		}
+		fr := h2Request(t, c, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}}, "GET", fmt.Sprintf("/down?n=%d", size), true)
 		if err := fr.WriteWindowUpdate(0, 1<<31-1-65535); err != nil {
-			t.Fatal(err)
-		}
-		var block bytes.Buffer
-		enc := hpack.NewEncoder(&block)
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", fmt.Sprintf("/down?n=%d", size)}} {
-			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(6 * timeout)
@@ -162,24 +150,6 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 		}
 	})
 
-	h2Request := func(t *testing.T, c net.Conn, method, path string, endStream bool, fields ...[2]string) *http2.Framer {
-		t.Helper()
-		fr := http2.NewFramer(c, c)
-		_, _ = io.WriteString(c, http2.ClientPreface)
-		if err := fr.WriteSettings(); err != nil {
-			t.Fatal(err)
-		}
-		var block bytes.Buffer
-		enc := hpack.NewEncoder(&block)
-		fields = append([][2]string{{":method", method}, {":scheme", "http"}, {":authority", "x"}, {":path", path}}, fields...)
-		for _, f := range fields {
-			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: endStream, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-		return fr
-	}
 	// h2StreamEnd reads frames until stream 1 is reset or answered with
 	// a status, acknowledging the server's settings and never opening a
 	// flow-control window.
@@ -223,7 +193,7 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 		// to write, the stream waits. It is reset, as nginx's
 		// send_timeout ends such a stream.
 		c := dial(t)
-		fr := h2Request(t, c, "GET", fmt.Sprintf("/down?n=%d", 4<<20), true)
+		fr := h2Request(t, c, nil, "GET", fmt.Sprintf("/down?n=%d", 4<<20), true)
 		start := time.Now()
 		for {
 			f, err := fr.ReadFrame()
@@ -258,7 +228,7 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 	t.Run("HTTP/2 stalled upload", func(t *testing.T) {
 		t.Parallel()
 		c := dial(t)
-		fr := h2Request(t, c, "POST", "/up", false, [2]string{"content-length", "1000"})
+		fr := h2Request(t, c, nil, "POST", "/up", false, [2]string{"content-length", "1000"})
 		if err := fr.WriteData(1, false, []byte("only a part")); err != nil {
 			t.Fatal(err)
 		}
@@ -277,9 +247,7 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 		// Only waits on the client count: an upstream that pauses for
 		// longer than the send timeout between two writes, and an upload
 		// that keeps moving for longer than the body timeout, complete.
-		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, addr)
-		}}
+		tr := h2cTransport()
 		defer tr.CloseIdleConnections()
 		client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
 		resp, err := client.Get(fmt.Sprintf("http://%s/down?n=%d&pause=%v", addr, 256<<10, 3*timeout))
@@ -325,4 +293,34 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 			t.Fatalf("a client that stopped reading for %v still got the whole body (%d bytes)", 6*timeout, n)
 		}
 	})
+}
+
+// h2Request opens an HTTP/2 connection on c (the preface, a SETTINGS frame
+// with settings) and sends stream 1's request headers (the pseudo-headers
+// for method and path, then fields), ending the stream when endStream is
+// set; it returns the connection's framer.
+func h2Request(t *testing.T, c net.Conn, settings []http2.Setting, method, path string, endStream bool, fields ...[2]string) *http2.Framer {
+	t.Helper()
+	fr := http2.NewFramer(c, c)
+	_, _ = io.WriteString(c, http2.ClientPreface)
+	if err := fr.WriteSettings(settings...); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	fields = append([][2]string{{":method", method}, {":scheme", "http"}, {":authority", "x"}, {":path", path}}, fields...)
+	for _, f := range fields {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: endStream, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	return fr
+}
+
+// h2cTransport is an HTTP/2 client over cleartext TCP (prior knowledge).
+func h2cTransport() *http2.Transport {
+	return &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return new(net.Dialer).DialContext(ctx, network, addr)
+	}}
 }
