@@ -87,16 +87,15 @@ run() {
   t0=$(cpu_ticks "${PID[$name]}")
   out=$(h2load "${args[@]}" -D "$DURATION" "$url")
   t1=$(cpu_ticks "${PID[$name]}")
-  awk -v name="$name" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
+  awk -v name="$name" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" "$AWK_FUNCS"'
     # finished in 2.00s, 27617.00 req/s, 1.72MB/s
     /^finished in/ { rps = $4 + 0 }
     # requests: N total, N started, N done, N succeeded, N failed, ...
     /^requests:/ { done = $6 + 0; ok = $8 + 0 }
     # time for request: min max mean sd +/-sd
-    /^time for request:/ { mean = $6 }
+    /^time for request:/ { mean = ms($6) }
     END {
       if (ok == 0 || ok < done) { printf "bench-grpc: %s: %d of %d calls succeeded\n", name, ok, done > "/dev/stderr"; exit 1 }
-      if (mean ~ /us$/) mean = (mean + 0) / 1000; else if (mean ~ /ms$/) mean = mean + 0; else mean = (mean + 0) * 1000
       printf "%s %.0f %.2f %.1f\n", name, rps, mean, ticks / hz * 1e6 / ok
     }' <<<"$out"
 }
@@ -115,9 +114,7 @@ echo
 echo "| target | calls/s (median) | mean latency ms | CPU µs per call | calls/s / nginx | CPU / nginx |"
 echo "|---|---|---|---|---|---|"
 for name in "${NAMES[@]}"; do
-  awk -v name="$name" '
-    function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  awk -v name="$name" "$AWK_FUNCS"'
     $2 == "nginx" { nr[$1] = $3; nc[$1] = $5 }
     $2 == name { n++; rps[n] = $3; lat[n] = $4; cpu[n] = $5; round[n] = $1 }
     END {

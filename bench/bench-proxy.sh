@@ -292,11 +292,7 @@ fi
 # table file base: the per-proxy table of run's results in file, with
 # ratios to the base proxy's run of the same round.
 table() {
-  awk -v base_name="$2" '
-function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
-# median of the n values a[1..n] (sorted in place)
-function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
-  return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+  awk -v base_name="$2" "$AWK_FUNCS"'
 { n[$1]++; rps[$1]+=$2; p50[$1]+=ms($3); p99[$1]+=ms($4); bad[$1]+=$5; cpu[$1]+=$6; req[$1]+=$7; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 }
   r_rps[$1, $8] = $2; r_cpu[$1, $8] = $6 / $7; if ($8 > rounds) rounds = $8; if ($9 == "yes") sockerr[$1] = 1 }
 END {
@@ -347,10 +343,7 @@ if [ "$PAIRED" -gt 0 ]; then
   [ -z "$KILN_BASE" ] || paired kiln-base kiln
   echo
   echo "side by side: both loaded at the same moment, wrk -t1 -c$(( CONNS / 2 )) -d$DURATION each, $PAIRED rounds"
-  awk '
-function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
-function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
-  return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+  awk "$AWK_FUNCS"'
 { k = $1 " / " $2; if (!(k in n)) order[++m] = k; i = ++n[k]; ratio[k, i] = $3 / $4; p99r[k, i] = ms($5) / ms($6); cpur[k, i] = $7 / $8
   list[k] = list[k] sprintf(" %.2f", $3 / $4) }
 END {

@@ -57,3 +57,13 @@ $4
 EOF
   nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 }
+
+# AWK_FUNCS are awk functions the bench tables share, put before a
+# program: ms(v), a latency as wrk and h2load print it ("812.00us",
+# "1.20ms", "2.1s") in milliseconds; median(a, n), the median of
+# a[1..n] (sorted in place).
+AWK_FUNCS='
+function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms$/) return substr(v,1,length(v)-2)+0; if (v ~ /s$/) return substr(v,1,length(v)-1)*1000; return v+0 }
+function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
+  return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+'
