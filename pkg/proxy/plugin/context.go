@@ -87,6 +87,11 @@ type Context struct {
 	Env  *Env
 	exit *Exit
 
+	// Offload, when set (by the gateway, for a request served by an
+	// event loop), runs fn in a goroutine of its own and returns when fn
+	// has: see Blocking.
+	Offload func(fn func())
+
 	resolved    [24]*Instance
 	nResolved   int
 	vars        map[string]any
@@ -109,6 +114,21 @@ func (c *Context) Reset() {
 	clear(c.vals)
 	*c = Context{respHdrBase: h, vars: vars, vals: c.vals[:0]}
 	c.RespHeader = h
+}
+
+// Blocking runs fn, which waits on something other than the request's own
+// connection (a database query, a call to another server). The gateway
+// serves many connections from each event loop thread; there fn runs in a
+// goroutine of its own while the loop goes on serving the others, instead
+// of holding all of them up for as long as fn waits. fn must not read the
+// request body or write the response (both belong to the loop); it may
+// set the Context's fields, which the request sees once Blocking returns.
+func (c *Context) Blocking(fn func()) {
+	if c.Offload != nil {
+		c.Offload(fn)
+		return
+	}
+	fn()
 }
 
 // Value returns v as a one-element header value slice backed by the

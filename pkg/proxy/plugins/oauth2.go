@@ -111,11 +111,16 @@ func (o *oauth2Auth) Access(c *plugin.Context) {
 		ctx, cancel := context.WithTimeout(context.Background(), oauth2StoreTimeout)
 		defer cancel()
 		var err error
-		if ep == "token" {
-			err = o.issueToken(ctx, c, params)
-		} else {
-			err = o.authorize(ctx, c, params)
-		}
+		// Issuing a token or a code queries and writes the database:
+		// run so that the requests sharing this one's event loop go on
+		// meanwhile (the parameters, read from the body, are in hand).
+		c.Blocking(func() {
+			if ep == "token" {
+				err = o.issueToken(ctx, c, params)
+			} else {
+				err = o.authorize(ctx, c, params)
+			}
+		})
 		if err != nil {
 			c.Error(http.StatusInternalServerError, "An unexpected error occurred")
 		}
@@ -731,7 +736,8 @@ func (o *oauth2Auth) authenticate(ctx context.Context, c *plugin.Context) (statu
 		return http.StatusUnauthorized, oauth2Error("invalid_request", "The access token is missing"), `Bearer realm="service"`, nil
 	}
 	now := o.env.Now()
-	tok, err := o.tokens.OAuth2TokenByAccess(ctx, access, now)
+	var tok store.OAuth2Token
+	c.Blocking(func() { tok, err = o.tokens.OAuth2TokenByAccess(ctx, access, now) })
 	if errors.Is(err, store.ErrNotFound) {
 		return http.StatusUnauthorized, invalid, invalidTokenWWW, nil
 	}

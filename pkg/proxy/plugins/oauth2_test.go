@@ -1,14 +1,17 @@
 package plugins_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -565,5 +568,82 @@ func TestOAuth2Schema(t *testing.T) {
 	if _, errs = entity.Validate(cred, map[string]any{"id": entity.NewID(), "name": "x", "consumer": fk(aliceID),
 		"redirect_uris": []any{"http://a.example/#frag"}}); errs == nil {
 		t.Fatal("a redirect URI with a fragment was accepted")
+	}
+}
+
+// heldTokens is a token store whose lookup of heldToken waits for release
+// (a slow or unreachable database).
+type heldTokens struct {
+	store.OAuth2Store
+	held    chan struct{} // closed when the held lookup started
+	release chan struct{}
+}
+
+const heldToken = "held-token"
+
+func (h *heldTokens) OAuth2TokenByAccess(ctx context.Context, access string, now time.Time) (store.OAuth2Token, error) {
+	if access == heldToken {
+		close(h.held)
+		<-h.release
+	}
+	return h.OAuth2Store.OAuth2TokenByAccess(ctx, access, now)
+}
+
+// TestOAuth2StoreWaitsOffTheLoop: while a token lookup waits on the
+// database, the gateway's event loops go on serving their other
+// connections (each loop serves many; the lookup runs off it).
+func TestOAuth2StoreWaitsOffTheLoop(t *testing.T) {
+	ts := &heldTokens{OAuth2Store: storetest.OpenSQLite(t), held: make(chan struct{}), release: make(chan struct{})}
+	g := startOAuth2(t, ts, nil)
+	released := false
+	defer func() {
+		if !released {
+			close(ts.release)
+		}
+	}()
+	done := make(chan int, 1)
+	go func() {
+		client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
+		req, _ := http.NewRequest("GET", g.http+"/r", nil)
+		req.Header.Set("Authorization", "Bearer "+heldToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		_ = resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	<-ts.held
+	// New connections go to the loop serving the fewest: with several
+	// open at once, some share the held request's loop.
+	addr := strings.TrimPrefix(g.http, "http://")
+	conns := make([]net.Conn, 4*runtime.GOMAXPROCS(0))
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	for i, c := range conns {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /r HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d, while a token lookup waits: %v", i, err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("connection %d, no token: %d, want 401", i, resp.StatusCode)
+		}
+	}
+	close(ts.release)
+	released = true
+	if code := <-done; code != http.StatusUnauthorized {
+		t.Fatalf("the held request (an unknown token): %d, want 401", code)
 	}
 }

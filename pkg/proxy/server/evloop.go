@@ -60,6 +60,8 @@ type eventLoop struct {
 	offloads int
 	// pool keeps this loop's idle upstream connections.
 	pool *pool
+	// offloadFn is offload, made once for plugin.Context.Offload.
+	offloadFn func(func())
 	// now is when the last wait for events returned: the clock for
 	// deadlines (a loop iteration is short).
 	now time.Time
@@ -104,6 +106,7 @@ const maxIdleCoros = 256
 
 func newEventLoop(clock *coarseClock, holds *holdSlots) (_ *eventLoop, err error) {
 	l := &eventLoop{epfd: -1, evfd: -1, yfd: -1, lfd: -1, holds: holds, done: make(chan struct{})}
+	l.offloadFn = l.offload
 	defer func() {
 		if err != nil {
 			l.closeDescriptors()

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -314,4 +316,109 @@ func TestGRPCBalancing(t *testing.T) {
 	if health[dead] != "UNHEALTHY" || health[live] != "HEALTHY" || overall != "HEALTHY" {
 		t.Fatalf("target health after the calls: %v %s; want the dead one UNHEALTHY", health, overall)
 	}
+}
+
+// TestGRPCFromHTTP1OffTheLoop: an HTTP/1.1 client's call to a gRPC service
+// (a route open to http) goes through net/http's HTTP/2 client, which
+// waits on goroutines of its own. The call must not hold up the event
+// loop serving the client's connection: with one loop, a request on
+// another connection is answered while the call is still open, whether
+// the call has a streamed body or none. Afterwards the connection is
+// served by its loop again.
+func TestGRPCFromHTTP1OffTheLoop(t *testing.T) {
+	release := make(chan struct{})
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = up.Close() })
+	h2 := &http2.Server{}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			<-release
+			_, _ = io.WriteString(w, "released")
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		_, _ = fmt.Fprintf(w, "got %q", b)
+	})
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go h2.ServeConn(c, &http2.ServeConnOpts{Handler: handler})
+		}
+	}()
+	echo := proxytest.StartEcho(t, "fast")
+	e, gw := proxytest.StartGatewayOptions(t, server.Options{Plugins: plugins.Registry(), EventLoops: 1})
+	gh, gp := proxytest.HostPort(t, up.Addr().String())
+	eh, ep := proxytest.HostPort(t, strings.TrimPrefix(echo, "http://"))
+	const grpcSvc, fastSvc = "cccccccc-0000-4000-8000-000000000011", "cccccccc-0000-4000-8000-000000000012"
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": grpcSvc, "protocol": "grpc", "host": gh, "port": gp}, {"id": fastSvc, "host": eh, "port": ep}},
+		"routes": {
+			{"id": "cccccccc-0000-4000-8000-000000000013", "paths": []any{"/slow"}, "service": map[string]any{"id": grpcSvc}},
+			{"id": "cccccccc-0000-4000-8000-000000000014", "paths": []any{"/fast"}, "service": map[string]any{"id": fastSvc}},
+		},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(gw, "http://")
+	fast := func() {
+		t.Helper()
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get(gw + "/fast")
+		if err != nil {
+			t.Fatalf("a request on another connection, while the gRPC call is open: %v", err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("fast request: %d", resp.StatusCode)
+		}
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	read := func(want string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
+			t.Fatalf("got %d %q, want 200 with %q", resp.StatusCode, b, want)
+		}
+	}
+	// A call with a body, still being sent.
+	if _, err := io.WriteString(conn, "POST /slow/Call HTTP/1.1\r\nHost: gw\r\nContent-Type: application/grpc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the call reaches the upstream
+	fast()
+	if _, err := io.WriteString(conn, "3\r\ndef\r\n0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	read(`got "abcdef"`)
+	// A call without a body (served inside the loop's read callback),
+	// released by the upstream only after the other request.
+	if _, err := io.WriteString(conn, "GET /slow/Wait HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	fast()
+	close(release)
+	read("released")
+	// The connection is the loop's again.
+	if _, err := io.WriteString(conn, "GET /fast HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	read("fast")
 }

@@ -716,6 +716,34 @@ func (c *h1Conn) upgradeOutsideLoop(next func() (hijacked, handedOff bool)) (hij
 	return false, true
 }
 
+// outsideLoop runs fn, which waits on goroutines of its own and uses the
+// connection from them (a gRPC call through net/http's HTTP/2 client reads
+// the request body in one), with the socket out of its event loop: fn runs
+// in a goroutine while the loop serves its other connections, and the
+// socket rejoins the loop afterwards. Run in the loop, fn would hold every
+// connection of the loop up for as long as the call lasts. A socket that
+// cannot leave the loop is lost (fn does not run; the connection closes);
+// one that cannot rejoin it closes after this response.
+func (c *h1Conn) outsideLoop(w *h1Writer, fn func()) {
+	s, l := c.sc, c.sc.lp
+	inCB := s.inCB // a request without a body is served inside sysConn.loop
+	s.inCB = false
+	if err := s.toPoller(); err != nil {
+		c.s.e.log.Warn("proxy: taking a connection out of its event loop failed", "remote", c.remoteAddr, "error", err)
+		w.closeAfter = true
+		return
+	}
+	s.keepDeadlines = true
+	l.offload(fn)
+	s.keepDeadlines = false
+	if err := s.toLoop(l); err != nil {
+		c.s.e.log.Warn("proxy: returning a connection to its event loop failed; closing it after this response", "remote", c.remoteAddr, "error", err)
+		w.closeAfter = true
+		return
+	}
+	s.inCB, s.cbFD = inCB, uintptr(s.fd)
+}
+
 // handshake completes a TLS connection's handshake (within the deadline
 // serveFirst set) and reports whether the client chose HTTP/2; false ok
 // when the handshake failed or the server is closing.

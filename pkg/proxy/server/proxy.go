@@ -164,6 +164,10 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.Reset()
 	defer e.ctxPool.Put(c)
 	c.Req, c.ClientIP, c.PeerIP, c.Trusted, c.Scheme, c.RequestID, c.Start = r, client, peer, trusted, l.scheme, reqID, start
+	hw, _ := w.(*h1Writer)
+	if hw != nil && hw.c.inLoop() {
+		c.Offload = hw.c.sc.lp.offloadFn
+	}
 	c.Route, c.Captures, c.Names = ri.route, m.Captures, m.Names
 	if ri.svc != nil {
 		c.Service = ri.svc.svc
@@ -187,6 +191,13 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ri.svc.h2 != nil {
+		if hw != nil && hw.c.inLoop() {
+			// An HTTP/1.x client's call to a gRPC service, whose
+			// plugins then run off the loop too.
+			c.Offload = nil
+			hw.c.outsideLoop(hw, func() { e.proxyGRPC(w, r, c, ri, &m, l.portStr) })
+			return
+		}
 		e.proxyGRPC(w, r, c, ri, &m, l.portStr)
 		return
 	}

@@ -85,6 +85,12 @@ type sysConn struct {
 	// waiting (the caller returns to the poller to wait).
 	inCB bool
 	cbFD uintptr
+	// keepDeadlines is set while a loop's socket is in Go's poller for a
+	// while (h1Conn.outsideLoop): the deadlines set meanwhile are kept
+	// in rdl and wdl, which toLoop carries over. (Otherwise poller mode
+	// leaves them to the poller: net/http's HTTP/2 goroutines set them
+	// concurrently.)
+	keepDeadlines bool
 }
 
 // errWouldBlock is what Read returns inside loop when no data is there.
@@ -390,7 +396,8 @@ func (s *sysConn) loopWrite(p []byte) (int, error) {
 
 // toLoop moves the socket from Go's poller into loop l: the descriptor is
 // duplicated and the poller's connection closed, which takes it out of
-// the poller's epoll set. It runs on l's goroutine.
+// the poller's epoll set; rdl and wdl are its deadlines there (see
+// keepDeadlines). It runs on l's goroutine.
 func (s *sysConn) toLoop(l *eventLoop) error {
 	fd, err := dupSocket(s.rc)
 	if err != nil {
@@ -590,6 +597,9 @@ func (s *sysConn) SetReadDeadline(t time.Time) error {
 		if s.nc == nil {
 			return net.ErrClosed
 		}
+		if s.keepDeadlines {
+			s.rdl = t
+		}
 		return s.nc.SetReadDeadline(t)
 	}
 	s.rdl = t
@@ -602,6 +612,9 @@ func (s *sysConn) SetWriteDeadline(t time.Time) error {
 	if s.lp == nil {
 		if s.nc == nil {
 			return net.ErrClosed
+		}
+		if s.keepDeadlines {
+			s.wdl = t
 		}
 		return s.nc.SetWriteDeadline(t)
 	}
