@@ -509,8 +509,23 @@ func TestManyShortConnections(t *testing.T) {
 // request give their coroutines (and buffers) back to the event loop, so
 // many idle connections do not hold a goroutine each; one that has sent
 // part of a request head keeps them (and the bytes). All still serve
-// their next request, and shutting down closes them at once.
+// their next request, and shutting down closes them at once. Over TLS too.
 func TestIdleConnectionsShed(t *testing.T) {
+	for _, ssl := range []bool{false, true} {
+		t.Run(map[bool]string{false: "cleartext", true: "tls"}[ssl], func(t *testing.T) { testIdleConnectionsShed(t, ssl) })
+	}
+}
+
+// dialProxy connects to a proxy listener (over TLS, trusting any
+// certificate, when ssl).
+func dialProxy(addr string, ssl bool) (net.Conn, error) {
+	if ssl {
+		return tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the gateway's self-signed default certificate
+	}
+	return net.Dial("tcp", addr)
+}
+
+func testIdleConnectionsShed(t *testing.T, ssl bool) {
 	up := proxytest.StartEcho(t, "up")
 	e, err := server.New(server.Options{EventLoops: 1})
 	if err != nil {
@@ -518,7 +533,7 @@ func TestIdleConnectionsShed(t *testing.T) {
 	}
 	defer e.Close()
 	routeAllTo(t, e, up)
-	addr, stop := proxytest.ServeProxy(t, e, server.ListenSpec{})
+	addr, stop := proxytest.ServeProxy(t, e, server.ListenSpec{SSL: ssl})
 	defer stop() // before e.Close
 
 	type conn struct {
@@ -546,7 +561,7 @@ func TestIdleConnectionsShed(t *testing.T) {
 	const n = 400 // more than a loop keeps idle coroutines for (256)
 	conns := make([]conn, n)
 	for i := range conns {
-		nc, err := net.Dial("tcp", addr)
+		nc, err := dialProxy(addr, ssl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -607,16 +622,25 @@ func TestIdleConnectionsShed(t *testing.T) {
 
 // TestShedChurn: connections whose pauses straddle the shedding threshold,
 // some pausing in the middle of a request head, are shed and woken over
-// and over; every request gets its own response.
+// and over; every request gets its own response. Over TLS too.
 func TestShedChurn(t *testing.T) {
-	_, gw, _ := echoGatewayOptions(t, server.Options{EventLoops: 1})
+	for _, ssl := range []bool{false, true} {
+		t.Run(map[bool]string{false: "cleartext", true: "tls"}[ssl], func(t *testing.T) { testShedChurn(t, ssl) })
+	}
+}
+
+func testShedChurn(t *testing.T, ssl bool) {
+	e, gw, _ := echoGatewayOptions(t, server.Options{EventLoops: 1})
 	addr := strings.TrimPrefix(gw, "http://")
+	if ssl {
+		addr, _ = proxytest.ServeProxy(t, e, server.ListenSpec{SSL: true})
+	}
 	const conns = 40
 	end := time.Now().Add(1500 * time.Millisecond)
 	errs := make(chan error, conns)
 	for i := range conns {
 		go func() {
-			c, err := net.Dial("tcp", addr)
+			c, err := dialProxy(addr, ssl)
 			if err != nil {
 				errs <- err
 				return

@@ -639,7 +639,11 @@ func (c *h1Conn) serveRequests() (hijacked, handedOff bool) {
 			return false, false
 		}
 		c.refreshIdleDeadline()
-		if err := c.awaitRequest(); err != nil {
+		shed, err := c.awaitRequest()
+		if shed {
+			return false, true // the loop serves it again when it is readable
+		}
+		if err != nil {
 			return false, false
 		}
 		c.idle.Store(false)
@@ -663,21 +667,49 @@ func (c *h1Conn) serveRequests() (hijacked, handedOff bool) {
 // awaitRequest waits until the next request's first byte is there. A TLS
 // connection with nothing buffered waits without its buffers (16 KiB):
 // it reads one byte through TLS, then takes buffers again and reads the
-// rest after that byte (lead). Its TLS state and coroutine (or goroutine)
-// stay: unlike a cleartext socket's, TLS state may hold data the socket
-// no longer signals, so the connection is not shed.
-func (c *h1Conn) awaitRequest() error {
-	if c.tc == nil || c.br.Buffered() > 0 {
+// rest after that byte (lead). On an event loop, one that waits longer
+// than shedAfter is shed as a cleartext connection is (shed is true; the
+// loop owns the connection then): its coroutine and request state go
+// back for reuse too, and it waits in the loop's epoll set with only its
+// socket, TLS state and records.
+//
+// crypto/tls may hold data its socket no longer signals (records read
+// ahead), so a TLS connection cannot wait for readiness right away: the
+// first wait is a read through TLS bounded by shedAfter. It returns such
+// data at once; when it times out, TLS holds no request byte and keeps
+// no error (a timeout is temporary to crypto/tls; part of a record may
+// have been read, whose rest makes the socket readable again).
+func (c *h1Conn) awaitRequest() (shed bool, err error) {
+	if c.tc == nil || c.lead.has || c.br.Buffered() > 0 {
 		_, err := c.br.Peek(1)
-		return err
+		return false, err
 	}
 	c.putBuffers()
-	if _, err := io.ReadFull(c.tc, c.lead.b[:]); err != nil {
-		return err
+	idle := time.Time{}
+	grace := c.s.e.clock.Now().Add(shedAfter)
+	bounded := c.inLoop()
+	if bounded {
+		idle = c.sc.rdl
+		bounded = idle.IsZero() || grace.Before(idle)
+	}
+	if bounded {
+		_ = c.nc.SetReadDeadline(grace)
+	}
+	_, err = io.ReadFull(c.tc, c.lead.b[:])
+	// A deadline moved meanwhile (shutting down: drain) stays.
+	if bounded && c.sc.rdl.Equal(grace) {
+		_ = c.nc.SetReadDeadline(idle)
+		if errors.Is(err, os.ErrDeadlineExceeded) && (idle.IsZero() || time.Now().Before(idle)) {
+			c.shed()
+			return true, nil
+		}
+	}
+	if err != nil {
+		return false, err
 	}
 	c.lead.has = true
 	c.takeBuffers()
-	return nil
+	return false, nil
 }
 
 // leadReader gives the byte awaitRequest read first, then reads r.
@@ -902,7 +934,8 @@ func (c *h1Conn) serveEvents() (hijacked, handedOff bool) {
 // shed lets a connection idle for shedAfter wait for its next request
 // without a coroutine or buffers: they go back for reuse, and the loop
 // starts a coroutine again when the socket is readable, past its deadline
-// or aborted. The last request's state (h1Exchange) goes back too.
+// or aborted. The last request's state (h1Exchange) goes back too. A TLS
+// connection keeps its TLS state (see awaitRequest).
 func (c *h1Conn) shed() {
 	c.putBuffers()
 	c.putExchange()
@@ -912,15 +945,27 @@ func (c *h1Conn) shed() {
 	c.sc.lp.detach(c.sc, c.resumeFn)
 }
 
-// resume serves a shed connection again once its loop woke it.
+// resume serves a shed connection again once its loop woke it (a TLS one
+// reads through TLS first: the socket's data may be a record's rest or an
+// alert rather than a request).
 func (c *h1Conn) resume() (hijacked, handedOff bool) {
 	err := c.sc.wakeErr
 	c.sc.wakeErr = nil
 	if err != nil {
 		return false, false // past its deadline, or aborted
 	}
-	c.takeBuffers()
 	c.takeExchange()
+	if c.tc != nil {
+		// The socket is readable: the next request's first byte comes
+		// (or the rest of a record, or a TLS alert).
+		if _, err := io.ReadFull(c.tc, c.lead.b[:]); err != nil {
+			return false, false
+		}
+		c.lead.has = true
+		c.takeBuffers()
+		return c.serveRequests()
+	}
+	c.takeBuffers()
 	return c.serveEvents()
 }
 

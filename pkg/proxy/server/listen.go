@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -148,7 +149,10 @@ func (e *Engine) NewHTTPServer(ln net.Listener, spec ListenSpec) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ConnState:         e.handedOffConnState,
 		Protocols:         p,
-		ErrorLog:          nil,
+		// What net/http reports of its connections (an HTTP/2 client's
+		// protocol error, a failed handshake) goes to the structured log
+		// at debug level: a client can cause any amount of it.
+		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 		// send_timeout for HTTP/2 connections: closed when nothing
 		// could be written to them for that long.
 		HTTP2: &http.HTTP2Config{WriteByteTimeout: e.sendTimeout},

@@ -66,7 +66,7 @@ func TestIdleTLSConnectionHoldsNoBuffers(t *testing.T) {
 	sig.reading = make(chan struct{}, 1)
 	close(handshakeReads)
 	got := make(chan error, 1)
-	go func() { got <- c.awaitRequest() }()
+	go func() { _, err := c.awaitRequest(); got <- err }()
 	select {
 	case <-sig.reading:
 	case <-time.After(10 * time.Second):
