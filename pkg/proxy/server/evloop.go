@@ -44,6 +44,9 @@ type eventLoop struct {
 	cur *coro
 	// idle holds coroutines waiting for a connection to serve.
 	idle []*coro
+	// ready holds suspended coroutines that another one woke (schedule),
+	// resumed after the events at hand; spare is ready's other buffer.
+	ready, spare []*coro
 	// clients counts the client connections the loop serves (read by
 	// the other loops of its listener to spread new connections).
 	clients atomic.Int32
@@ -197,7 +200,15 @@ func (l *eventLoop) stop() {
 
 // spawn runs fn in a coroutine (an idle one when there is one) until its
 // first wait.
-func (l *eventLoop) spawn(fn func()) {
+func (l *eventLoop) spawn(fn func()) { l.resume(l.coroFor(fn)) }
+
+// spawnLater is spawn from a coroutine: the new one starts after the
+// events at hand (one coroutine cannot resume another).
+func (l *eventLoop) spawnLater(fn func()) { l.schedule(l.coroFor(fn)) }
+
+// coroFor returns a coroutine (an idle one when there is one) that runs
+// fn once resumed.
+func (l *eventLoop) coroFor(fn func()) *coro {
 	var co *coro
 	if n := len(l.idle); n > 0 {
 		co = l.idle[n-1]
@@ -223,7 +234,7 @@ func (l *eventLoop) spawn(fn func()) {
 		})
 	}
 	co.job = fn
-	l.resume(co)
+	return co
 }
 
 // stopIdle ends the idle coroutines (their goroutines exit).
@@ -248,6 +259,22 @@ func (l *eventLoop) park(s *sysConn, write bool, dl time.Time) error {
 	if co == nil {
 		return errOutsideLoop
 	}
+	if !write && s.waiter != nil && s.waitWrite {
+		// Another coroutine waits to write: it moves to the writer's
+		// place.
+		s.writer, s.writerErr, s.waiter = s.waiter, nil, nil
+	}
+	if write && s.waiter != nil && !s.waitWrite {
+		// Another coroutine waits to read.
+		s.writer, s.writerErr = co, nil
+		if !dl.IsZero() {
+			l.armTimer(s, dl)
+		}
+		co.yield(struct{}{})
+		err := s.writerErr
+		s.writerErr = nil
+		return err
+	}
 	s.waiter, s.waitWrite, s.wakeErr = co, write, nil
 	if !dl.IsZero() {
 		l.armTimer(s, dl)
@@ -258,9 +285,39 @@ func (l *eventLoop) park(s *sysConn, write bool, dl time.Time) error {
 	return err
 }
 
+// wakeWriter resumes s's writer, if any, with err.
+func (l *eventLoop) wakeWriter(s *sysConn, err error) {
+	if co := s.writer; co != nil {
+		s.writer, s.writerErr = nil, err
+		l.resume(co)
+	}
+}
+
+// suspend parks the running coroutine until schedule resumes it.
+func (l *eventLoop) suspend() { l.cur.yield(struct{}{}) }
+
+// schedule has the loop resume co, a suspended coroutine, after the
+// events at hand. Coroutines wake each other this way: one coroutine
+// cannot resume another directly.
+func (l *eventLoop) schedule(co *coro) { l.ready = append(l.ready, co) }
+
+// runReady resumes the scheduled coroutines, and those they schedule.
+func (l *eventLoop) runReady() {
+	for len(l.ready) > 0 {
+		batch := l.ready
+		l.ready = l.spare[:0]
+		for i, co := range batch {
+			batch[i] = nil
+			l.resume(co)
+		}
+		l.spare = batch[:0]
+	}
+}
+
 // offload runs fn in a goroutine while the running coroutine waits, for
 // work that blocks in Go's scheduler (dialing). Outside a coroutine fn
-// just runs.
+// just runs. A panic in fn is raised again in the coroutine (a handler's
+// http.ErrAbortHandler ends its request there).
 func (l *eventLoop) offload(fn func()) {
 	co := l.cur
 	if co == nil {
@@ -268,14 +325,21 @@ func (l *eventLoop) offload(fn func()) {
 		return
 	}
 	l.offloads++
+	var panicked any
 	go func() {
+		defer func() {
+			panicked = recover()
+			l.post(func() {
+				l.offloads--
+				l.resume(co)
+			})
+		}()
 		fn()
-		l.post(func() {
-			l.offloads--
-			l.resume(co)
-		})
 	}()
 	co.yield(struct{}{})
+	if panicked != nil {
+		panic(panicked)
+	}
 }
 
 // wake resumes s's waiter, if any, with err; a socket waiting with a
@@ -462,7 +526,10 @@ func (l *eventLoop) run() {
 		if l.now.Sub(l.polled) >= pollerEvery {
 			l.yieldToPoller()
 		}
-		if n, err = epollPoll(l.epfd, events); n == 0 && err == nil {
+		if len(l.ready) > 0 {
+			l.runReady()
+		}
+		if n, err = epollPoll(l.epfd, events); n == 0 && err == nil && len(l.ready) == 0 {
 			// Poll without blocking first: under load there are events.
 			n, err = l.wait(events)
 		}
@@ -490,6 +557,13 @@ func (l *eventLoop) run() {
 			}
 			readable := ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
 			writable := ev.Events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
+			if s.writer != nil && writable {
+				l.wakeWriter(s, nil)
+				if l.conns[fd] != s {
+					continue // closed meanwhile
+				}
+				writable = false
+			}
 			if s.waiter != nil && ((s.waitWrite && writable) || (!s.waitWrite && readable)) {
 				if s.waitWrite {
 					s.rready = s.rready || readable
@@ -727,7 +801,7 @@ func (l *eventLoop) expireTimers(now time.Time) {
 		if s.hdl.After(now) {
 			return
 		}
-		var dl time.Time
+		var dl, wdl time.Time
 		if s.waiter != nil {
 			dl = s.rdl
 			if s.waitWrite {
@@ -736,15 +810,28 @@ func (l *eventLoop) expireTimers(now time.Time) {
 		} else if s.cont != nil {
 			dl = s.rdl
 		}
-		switch {
-		case dl.IsZero():
+		if s.writer != nil {
+			wdl = s.wdl
+		}
+		switch next := earliest(dl, wdl); {
+		case next.IsZero():
 			l.removeTimer(s)
-		case dl.After(now):
-			s.hdl = dl
+		case next.After(now):
+			s.hdl = next
 			l.timerDown(0)
 		default:
 			l.removeTimer(s)
-			l.wake(s, os.ErrDeadlineExceeded)
+			if !wdl.IsZero() && !wdl.After(now) {
+				l.wakeWriter(s, os.ErrDeadlineExceeded)
+				wdl = time.Time{}
+			}
+			if !dl.IsZero() && !dl.After(now) {
+				l.wake(s, os.ErrDeadlineExceeded)
+				dl = time.Time{}
+			}
+			if rest := earliest(dl, wdl); !rest.IsZero() && s.fd >= 0 && s.fd < len(l.conns) && l.conns[s.fd] == s {
+				l.armTimer(s, rest)
+			}
 		}
 	}
 }

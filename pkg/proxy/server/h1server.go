@@ -379,6 +379,7 @@ type h1Conn struct {
 	// handshake's outcome, every request's TLS field; br reads tc
 	// through lead (see awaitRequest).
 	tc         *tls.Conn
+	tlsOut     tlsSocket // what tc writes to
 	tlsState   *tls.ConnectionState
 	lead       leadReader
 	br         *bufio.Reader
@@ -493,7 +494,8 @@ func newLoopH1Conn(s *h1Server, sc *sysConn, remoteAddr string) *h1Conn {
 // gives c its buffers and request state.
 func (c *h1Conn) init() {
 	if c.s.tls != nil {
-		c.tc = tls.Server(c.nc, c.s.tls)
+		c.tlsOut.Conn = c.nc
+		c.tc = tls.Server(&c.tlsOut, c.s.tls)
 		c.nc = c.tc
 		c.lead.r = c.tc
 	}
@@ -592,7 +594,8 @@ func (c *h1Conn) guarded(fn func() (hijacked, handedOff bool)) {
 }
 
 // serveFirst completes the TLS handshake or checks for the h2c preface,
-// hands HTTP/2 connections to net/http, then serves HTTP/1.x requests.
+// serves HTTP/2 connections (on the event loop, else handed to net/http),
+// then serves HTTP/1.x requests.
 func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1HeaderTimeout))
 	if c.tc != nil {
@@ -601,6 +604,10 @@ func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 			return false, false
 		}
 		if h2 {
+			if c.inLoop() {
+				c.serveH2(c.tc)
+				return false, false
+			}
 			if !c.toPoller() {
 				return false, false
 			}
@@ -610,6 +617,10 @@ func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 	}
 	if peek, err := c.br.Peek(3); err == nil && string(peek) == "PRI" {
 		if full, err := c.br.Peek(len(h2Preface)); err == nil && string(full) == h2Preface {
+			if c.inLoop() {
+				c.serveH2(c.nc)
+				return false, false
+			}
 			if !c.toPoller() {
 				return false, false
 			}

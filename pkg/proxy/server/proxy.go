@@ -90,7 +90,8 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := l.e
 	start := e.clock.Now()
 	e.state.Metrics.TotalRequests.Add(1)
-	if r.ProtoMajor == 2 {
+	if _, native := w.(*h2Req); r.ProtoMajor == 2 && !native {
+		// net/http's HTTP/2 server: kiln's own bounds its waits itself.
 		st := e.newH2Stream(w, r)
 		defer st.end()
 		w = st
@@ -164,9 +165,10 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.Reset()
 	defer e.ctxPool.Put(c)
 	c.Req, c.ClientIP, c.PeerIP, c.Trusted, c.Scheme, c.RequestID, c.Start = r, client, peer, trusted, l.scheme, reqID, start
-	hw, _ := w.(*h1Writer)
-	if hw != nil && hw.c.inLoop() {
-		c.Offload = hw.c.sc.lp.offloadFn
+	if lp := servingLoop(w); lp != nil {
+		// What plugins wait on (plugin.Context.Blocking) runs off the
+		// event loop serving the request.
+		c.Offload = lp.offloadFn
 	}
 	c.Route, c.Captures, c.Names = ri.route, m.Captures, m.Names
 	if ri.svc != nil {
@@ -191,17 +193,41 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ri.svc.h2 != nil {
-		if hw != nil && hw.c.inLoop() {
-			// An HTTP/1.x client's call to a gRPC service, whose
-			// plugins then run off the loop too.
+		// net/http's HTTP/2 client waits on goroutines of its own: on an
+		// event loop the call runs off it (its plugins too).
+		call := func() { e.proxyGRPC(w, r, c, ri, &m, l.portStr) }
+		switch w := w.(type) {
+		case *h1Writer:
+			if w.c.inLoop() {
+				c.Offload = nil
+				w.c.outsideLoop(w, call)
+				return
+			}
+		case *h2Req:
 			c.Offload = nil
-			hw.c.outsideLoop(hw, func() { e.proxyGRPC(w, r, c, ri, &m, l.portStr) })
+			w.offload(call)
 			return
 		}
-		e.proxyGRPC(w, r, c, ri, &m, l.portStr)
+		call()
 		return
 	}
 	e.proxy(w, r, c, ri, &m, l.portStr)
+}
+
+// servingLoop is the event loop serving w's request (nil: a goroutine
+// serves it).
+func servingLoop(w http.ResponseWriter) *eventLoop {
+	switch w := w.(type) {
+	case *h1Writer:
+		if w.c.inLoop() {
+			return w.c.sc.lp
+		}
+	case *h2Req:
+		if !w.offloaded {
+			return w.hc.l
+		}
+	}
+	return nil
 }
 
 // isGRPCRoute reports whether a route only accepts gRPC.
@@ -547,10 +573,10 @@ func (e *Engine) proxy(w http.ResponseWriter, r *http.Request, c *plugin.Context
 	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || r.ContentLength == -1) {
 		body = &countingReader{r: r.Body, keep: idempotent(r.Method)}
 	}
-	// A connection served by an event loop uses the loop's upstream pool.
+	// A request served by an event loop uses the loop's upstream pool.
 	pool := e.pool
-	if hw, ok := w.(*h1Writer); ok && hw.c.sc != nil && hw.c.sc.lp != nil {
-		pool = hw.c.sc.lp.pool
+	if lp := servingLoop(w); lp != nil {
+		pool = lp.pool
 	}
 	hashKey := balancerHashKey(si, r, c, m)
 	var (

@@ -42,6 +42,8 @@ func connProxyAddr(nc net.Conn) (string, bool) {
 			return ap.Addr().Unmap().String(), true
 		case *tls.Conn:
 			nc = c.NetConn()
+		case *tlsSocket:
+			nc = c.Conn
 		case *prefixConn:
 			nc = c.Conn
 		case *sysConn:

@@ -42,8 +42,13 @@ type sysConn struct {
 	waiter         *coro
 	waitWrite      bool
 	wakeErr        error
-	hdl            time.Time
-	hidx           int
+	// writer waits to write while waiter waits to read (an HTTP/2
+	// connection reads in one coroutine and writes from others);
+	// writerErr is what woke it.
+	writer    *coro
+	writerErr error
+	hdl       time.Time
+	hidx      int
 	// cont runs (in a new coroutine) when the socket, waiting to be read
 	// without a coroutine (eventLoop.detach), is readable, aborted or
 	// past its read deadline.
@@ -505,7 +510,7 @@ func (s *sysConn) toPoller() error {
 	f := os.NewFile(uintptr(s.fd), "")
 	nc, err := net.FileConn(f) // duplicates the descriptor
 	_ = f.Close()
-	s.lp, s.fd, s.waiter, s.cont = nil, -1, nil, nil
+	s.lp, s.fd, s.waiter, s.writer, s.cont = nil, -1, nil, nil, nil
 	if err != nil {
 		return err
 	}
@@ -555,6 +560,7 @@ func (s *sysConn) abort() {
 		return
 	}
 	_ = syscall.Shutdown(s.fd, syscall.SHUT_RDWR)
+	s.lp.wakeWriter(s, net.ErrClosed)
 	s.lp.wake(s, net.ErrClosed)
 }
 
@@ -626,7 +632,13 @@ func (s *sysConn) SetWriteDeadline(t time.Time) error {
 // deadlineSet wakes (loop mode) a wait in that direction whose new
 // deadline t has already passed, as Go's poller does.
 func (s *sysConn) deadlineSet(write bool, t time.Time) {
-	if (s.waiter != nil && s.waitWrite == write || s.cont != nil && !write) && !t.IsZero() && !time.Now().Before(t) {
+	if t.IsZero() || time.Now().Before(t) {
+		return
+	}
+	if write && s.writer != nil {
+		s.lp.wakeWriter(s, os.ErrDeadlineExceeded)
+	}
+	if s.waiter != nil && s.waitWrite == write || s.cont != nil && !write {
 		s.lp.wake(s, os.ErrDeadlineExceeded)
 	}
 }
