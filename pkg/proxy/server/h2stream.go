@@ -10,7 +10,10 @@ import (
 // h2Stream bounds an HTTP/2 stream's waits for its client as nginx does
 // (client_body_timeout, send_timeout): a read of the request body or a
 // write of the response that makes no progress for that long ends the
-// stream, as the same waits end an HTTP/1.x connection.
+// stream, as the same waits end an HTTP/1.x connection. It wraps the
+// streams net/http's server serves (connections not on an event loop:
+// --event-loops -1); kiln's own HTTP/2 server bounds its waits itself
+// (h2Req.wait).
 //
 // net/http's HTTP/2 server has per-stream deadlines, but a deadline runs
 // from when it is set whatever the handler does meanwhile, so a response
