@@ -79,25 +79,10 @@ EOF
 wait_grpc "$KP"
 NAMES+=(kiln); PORT[kiln]=$KP PID[kiln]=${PIDS[-1]}
 
-# run name: one measured h2load run; prints "name calls/s mean-ms cpu-us/call".
+# run name: one measured h2load run of a unary call.
 run() {
-  local name=$1 url="http://127.0.0.1:${PORT[$1]}/kiln.test.Echo/Say" out t0 t1
-  local args=(-c "$CONNS" -m "$STREAMS" -d "$TMP/call.bin" -H 'content-type: application/grpc' -H 'te: trailers')
-  h2load "${args[@]}" -D 2 "$url" >/dev/null
-  t0=$(cpu_ticks "${PID[$name]}")
-  out=$(h2load "${args[@]}" -D "$DURATION" "$url")
-  t1=$(cpu_ticks "${PID[$name]}")
-  awk -v name="$name" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" "$AWK_FUNCS"'
-    # finished in 2.00s, 27617.00 req/s, 1.72MB/s
-    /^finished in/ { rps = $4 + 0 }
-    # requests: N total, N started, N done, N succeeded, N failed, ...
-    /^requests:/ { done = $6 + 0; ok = $8 + 0 }
-    # time for request: min max mean sd +/-sd
-    /^time for request:/ { mean = ms($6) }
-    END {
-      if (ok == 0 || ok < done) { printf "bench-grpc: %s: %d of %d calls succeeded\n", name, ok, done > "/dev/stderr"; exit 1 }
-      printf "%s %.0f %.2f %.1f\n", name, rps, mean, ticks / hz * 1e6 / ok
-    }' <<<"$out"
+  h2load_run "$1" "http://127.0.0.1:${PORT[$1]}/kiln.test.Echo/Say" "${PID[$1]}" \
+    -c "$CONNS" -m "$STREAMS" -d "$TMP/call.bin" -H 'content-type: application/grpc' -H 'te: trailers'
 }
 
 echo "bench-grpc: $(nproc) CPUs, h2load -c$CONNS -m$STREAMS for ${DURATION}s, $ROUNDS rounds; $(nginx -v 2>&1)"
@@ -111,16 +96,5 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "| target | calls/s (median) | mean latency ms | CPU µs per call | calls/s / nginx | CPU / nginx |"
-echo "|---|---|---|---|---|---|"
-for name in "${NAMES[@]}"; do
-  awk -v name="$name" "$AWK_FUNCS"'
-    $2 == "nginx" { nr[$1] = $3; nc[$1] = $5 }
-    $2 == name { n++; rps[n] = $3; lat[n] = $4; cpu[n] = $5; round[n] = $1 }
-    END {
-      for (i = 1; i <= n; i++) { rr[i] = rps[i] / nr[round[i]]; cr[i] = cpu[i] / nc[round[i]] }
-      cpuRatio = name == "direct" ? "-" : sprintf("%.2f", median(cr, n))
-      printf "| %s | %.0f | %.2f | %.1f | %.2f | %s |\n", name, median(rps, n), median(lat, n), median(cpu, n), median(rr, n), cpuRatio
-    }' "$RES"
-done
+h2load_table "$RES" nginx "${NAMES[@]}" | sed 's/requests/calls/g; s/request |/call |/'
 echo "(direct: the upstream called without a proxy; its CPU column is the upstream's own)"

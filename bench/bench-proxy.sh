@@ -31,12 +31,19 @@
 # (wrk over https, same load as above), then a new TLS connection (full
 # handshake) per request.
 #
+# Then HTTP/2 (H2 rounds, default 1; 0 skips): h2load (STREAMS requests in
+# flight on each of H2_CONNS connections) against nginx and kiln over h2c
+# with prior knowledge (nginx: a "listen ... http2" server of its own), and
+# over TLS with h2 chosen by ALPN (the TLS part's proxies, whose listeners
+# offer h2).
+#
 # And the memory each proxy spends per idle keep-alive client connection:
 # IDLE connections (default 8000; 0 skips) opened by bench/idleconns, one
 # request each, then held open; the growth of the proxy's resident memory
 # (all its processes), measured on the fresh processes before any load.
 #
 # Knobs: DURATION (10s) CONNS (64) THREADS (2) WARMUP (3s) ROUNDS (3) PAIRED (3) NEWCONN (1) TLS (1)
+# H2 (1) H2_CONNS (32) STREAMS (10)
 # RATES ("200 2000 10000") RATE_DURATION (5s) FIXEDRATE (bin/fixedrate)
 # IDLE (8000) IDLECONNS (bin/idleconns)
 # (three interleaved rounds by default: one round on a shared virtual
@@ -56,6 +63,9 @@ ROUNDS=${ROUNDS:-3}
 PAIRED=${PAIRED:-3}
 NEWCONN=${NEWCONN:-1}
 TLS=${TLS:-1}
+H2=${H2:-1}
+H2_CONNS=${H2_CONNS:-32}
+STREAMS=${STREAMS:-10}
 RATES=${RATES-200 2000 10000}
 RATE_DURATION=${RATE_DURATION:-5s}
 FIXEDRATE=${FIXEDRATE:-bin/fixedrate}
@@ -65,6 +75,7 @@ IDLECONNS=${IDLECONNS:-bin/idleconns}
 for bin in wrk nginx haproxy caddy curl openssl; do
   command -v "$bin" >/dev/null || { echo "bench-proxy: $bin is not installed (apt-get install wrk nginx-light haproxy caddy curl openssl)" >&2; exit 1; }
 done
+[ "$H2" -eq 0 ] || command -v h2load >/dev/null || { echo "bench-proxy: h2load is not installed (apt-get install nghttp2-client) or set H2=0" >&2; exit 1; }
 [ -x "$KILN" ] || { echo "bench-proxy: $KILN not found; run make gateway or set KILN=" >&2; exit 1; }
 # The TLS part reaches the proxies as https://localhost (the certificate's name, sent as SNI).
 [ "$TLS" -eq 0 ] || getent ahostsv4 localhost | grep -q '^127\.0\.0\.1 ' || { echo "bench-proxy: localhost does not resolve to 127.0.0.1 here; fix /etc/hosts or set TLS=0" >&2; exit 1; }
@@ -104,11 +115,14 @@ fi
 # start_nginx port [kong|tls]: nginx as a plain reverse proxy; with "kong"
 # it also adds the request and response headers a Kong node (and kiln)
 # adds, so that row does the same header work as kiln (a reference row;
-# the ratios stay against plain nginx); with "tls" it terminates TLS.
+# the ratios stay against plain nginx); with "tls" it terminates TLS (and
+# offers h2); with "h2c" it speaks HTTP/2 with prior knowledge only.
 start_nginx() {
   local port=$1 kong=${2:-} d="$TMP/nginx-$1" extra="" listen="127.0.0.1:$1"
   if [ "$kong" = tls ]; then
-    listen="$listen ssl; ssl_certificate $TMP/tls/cert.pem; ssl_certificate_key $TMP/tls/key.pem"
+    listen="$listen ssl http2; ssl_certificate $TMP/tls/cert.pem; ssl_certificate_key $TMP/tls/key.pem"
+  elif [ "$kong" = h2c ]; then
+    listen="$listen http2"
   elif [ -n "$kong" ]; then
     extra='proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
@@ -167,7 +181,8 @@ EOF
 
 # start_kiln port [plugins [binary [tls]]]: kiln gateway, DB-less,
 # configured by a declarative file (the same way an operator would); with
-# tls it terminates TLS with the certificate (for SNI localhost).
+# tls it terminates TLS with the certificate (for SNI localhost) and offers
+# h2. Its cleartext listener takes h2c with prior knowledge as it is.
 start_kiln() {
   local port=$1 plugins=${2:-} bin=${3:-$KILN} tls=${4:-} d="$TMP/kiln-$1" listen="127.0.0.1:$1" run=(gateway run)
   # kiln-gateway serves with "run", a full kiln binary with "gateway run".
@@ -192,7 +207,7 @@ start_kiln() {
       echo '  config: {second: 1000000000, hour: 1000000000000, policy: local, limit_by: consumer}'
     fi
     if [ -n "$tls" ]; then
-      listen="$listen ssl"
+      listen="$listen http2 ssl"
       echo 'certificates:'
       echo '- cert: |'; sed 's/^/    /' "$TMP/tls/cert.pem"
       echo '  key: |'; sed 's/^/    /' "$TMP/tls/key.pem"
@@ -256,6 +271,9 @@ if [ "$TLS" -gt 0 ]; then
   P=$(free_port); start_haproxy "$P" tls; add_tls haproxy-tls "$P"
   P=$(free_port); start_kiln "$P" "" "$KILN" tls; add_tls kiln-tls "$P"
   [ -z "$KILN_BASE" ] || { P=$(free_port); start_kiln "$P" "" "$KILN_BASE" tls; add_tls kiln-base-tls "$P"; }
+fi
+if [ "$H2" -gt 0 ]; then
+  P=$(free_port); start_nginx "$P" h2c; H2_NGINX_PORT=$P H2_NGINX_PID=${PIDS[-1]}
 fi
 for n in "${NAMES[@]}" "${TLS_NAMES[@]}"; do
   if ! wait_http "${URL[$n]}" "${HDR[$n]}"; then
@@ -377,6 +395,29 @@ if [ "$TLS" -gt 0 ]; then
   echo
   echo "TLS with a new connection (a full handshake) per request (Connection: close): wrk -t$THREADS -c$CONNS -d$DURATION"
   table "$TMP/tls-newconn" nginx-tls
+fi
+
+if [ "$H2" -gt 0 ]; then
+  # h2c targets: name url pid; then TLS ones (h2 by ALPN).
+  h2c=("nginx http://127.0.0.1:$H2_NGINX_PORT/1k $H2_NGINX_PID" "kiln ${URL[kiln]} ${PID[kiln]}")
+  [ -z "$KILN_BASE" ] || h2c+=("kiln-base ${URL[kiln-base]} ${PID[kiln-base]}")
+  h2tls=()
+  if [ "$TLS" -gt 0 ]; then
+    for n in nginx-tls kiln-tls ${KILN_BASE:+kiln-base-tls}; do h2tls+=("$n ${URL[$n]} ${PID[$n]}"); done
+  fi
+  : > "$TMP/h2c"; : > "$TMP/h2tls"
+  for ROUND in $(seq 1 "$H2"); do
+    for t in "${h2c[@]}"; do echo "$ROUND $(h2load_run $t -c "$H2_CONNS" -m "$STREAMS")" >> "$TMP/h2c"; done
+    for t in "${h2tls[@]}"; do echo "$ROUND $(h2load_run $t -c "$H2_CONNS" -m "$STREAMS")" >> "$TMP/h2tls"; done
+  done
+  echo
+  echo "HTTP/2, h2c with prior knowledge: h2load -c$H2_CONNS -m$STREAMS -D ${DURATION%s} (x$H2; nginx: a listen ... http2 server)"
+  h2load_table "$TMP/h2c" nginx $(for t in "${h2c[@]}"; do echo "${t%% *}"; done)
+  if [ "${#h2tls[@]}" -gt 0 ]; then
+    echo
+    echo "HTTP/2 over TLS 1.3 (h2 by ALPN): h2load -c$H2_CONNS -m$STREAMS -D ${DURATION%s} (x$H2)"
+    h2load_table "$TMP/h2tls" nginx-tls $(for t in "${h2tls[@]}"; do echo "${t%% *}"; done)
+  fi
 fi
 
 if [ -n "$RATES" ]; then

@@ -67,3 +67,47 @@ function ms(v) { if (v ~ /us$/) return substr(v,1,length(v)-2)/1000; if (v ~ /ms
 function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
   return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
 '
+
+# h2load_run name url pid [h2load arguments...]: one measured h2load run
+# of DURATION seconds against url (after a 2 s warm-up), the CPU time of
+# pid (and its child processes) read around it; prints "name requests/s
+# mean-latency-ms cpu-us-per-request". Fails when a request failed.
+h2load_run() {
+  local name=$1 url=$2 pid=$3 out t0 t1
+  shift 3
+  h2load "$@" -D 2 "$url" >/dev/null
+  t0=$(cpu_ticks "$pid")
+  out=$(h2load "$@" -D "$DURATION" "$url")
+  t1=$(cpu_ticks "$pid")
+  awk -v name="$name" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" "$AWK_FUNCS"'
+    # finished in 2.00s, 27617.00 req/s, 1.72MB/s
+    /^finished in/ { rps = $4 + 0 }
+    # requests: N total, N started, N done, N succeeded, N failed, ...
+    /^requests:/ { done = $6 + 0; ok = $8 + 0 }
+    # time for request: min max mean sd +/-sd
+    /^time for request:/ { mean = ms($6) }
+    END {
+      if (ok == 0 || ok < done) { printf "%s: %d of %d requests succeeded\n", name, ok, done > "/dev/stderr"; exit 1 }
+      printf "%s %.0f %.2f %.1f\n", name, rps, mean, ticks / hz * 1e6 / ok
+    }' <<<"$out"
+}
+
+# h2load_table results base names...: a markdown table of the rounds in
+# results (lines "round name requests/s latency cpu", from h2load_run)
+# with each name's median and its ratios to base's run in the same round.
+h2load_table() {
+  local res=$1 base=$2 name
+  shift 2
+  echo "| target | requests/s (median) | mean latency ms | CPU µs per request | requests/s / $base | CPU / $base |"
+  echo "|---|---|---|---|---|---|"
+  for name in "$@"; do
+    awk -v name="$name" -v base="$base" "$AWK_FUNCS"'
+      $2 == base { nr[$1] = $3; nc[$1] = $5 }
+      $2 == name { n++; rps[n] = $3; lat[n] = $4; cpu[n] = $5; round[n] = $1 }
+      END {
+        for (i = 1; i <= n; i++) { rr[i] = rps[i] / nr[round[i]]; cr[i] = cpu[i] / nc[round[i]] }
+        cpuRatio = name == "direct" ? "-" : sprintf("%.2f", median(cr, n))
+        printf "| %s | %.0f | %.2f | %.1f | %.2f | %s |\n", name, median(rps, n), median(lat, n), median(cpu, n), median(rr, n), cpuRatio
+      }' "$res"
+  done
+}

@@ -264,24 +264,19 @@ func (l *eventLoop) park(s *sysConn, write bool, dl time.Time) error {
 		// place.
 		s.writer, s.writerErr, s.waiter = s.waiter, nil, nil
 	}
+	slot, woke := &s.waiter, &s.wakeErr
 	if write && s.waiter != nil && !s.waitWrite {
-		// Another coroutine waits to read.
-		s.writer, s.writerErr = co, nil
-		if !dl.IsZero() {
-			l.armTimer(s, dl)
-		}
-		co.yield(struct{}{})
-		err := s.writerErr
-		s.writerErr = nil
-		return err
+		slot, woke = &s.writer, &s.writerErr // another coroutine waits to read
+	} else {
+		s.waitWrite = write
 	}
-	s.waiter, s.waitWrite, s.wakeErr = co, write, nil
+	*slot, *woke = co, nil
 	if !dl.IsZero() {
 		l.armTimer(s, dl)
 	}
 	co.yield(struct{}{})
-	err := s.wakeErr
-	s.wakeErr = nil
+	err := *woke
+	*woke = nil
 	return err
 }
 

@@ -38,6 +38,10 @@ type h2Conn struct {
 	// socket meanwhile, while others append to out).
 	out, sending []byte
 	flushing     bool
+	// flushScheduled: a coroutine that flushes (flushFn) starts after the
+	// events at hand, for the frames of every stream they complete.
+	flushScheduled bool
+	flushFn        func()
 	// flushWaiters are streams waiting for a flush in progress to end
 	// (their output is over h2MaxOut).
 	flushWaiters []*h2Req
@@ -440,6 +444,23 @@ func (hc *h2Conn) streamDone(st *h2Req) {
 		hc.l.schedule(hc.reader)
 		hc.reader = nil
 	}
+}
+
+// flushSoon has the output written once the loop has handled the events
+// at hand: the responses several streams complete in one pass leave in
+// one system call.
+func (hc *h2Conn) flushSoon() {
+	if hc.flushScheduled || hc.werr != nil {
+		return
+	}
+	if hc.flushFn == nil {
+		hc.flushFn = func() {
+			hc.flushScheduled = false
+			hc.flush()
+		}
+	}
+	hc.flushScheduled = true
+	hc.l.spawnLater(hc.flushFn)
 }
 
 // flush writes the output. A coroutine that finds a flush in progress

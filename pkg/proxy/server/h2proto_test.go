@@ -762,10 +762,10 @@ func TestH2ProtoSettings(t *testing.T) {
 	c.ok(1)
 }
 
-// TestH2ProtoClientReset: RST_STREAM on a stream whose upstream is still
-// working ends that stream only: the next stream on the connection is
-// answered.
-func TestH2ProtoClientReset(t *testing.T) {
+// h2pBlockedStream opens stream 1 to the upstream's /h2p/block and waits
+// until the request is there (the upstream holds it).
+func h2pBlockedStream(t *testing.T) (*h2pClient, *h2pUp) {
+	t.Helper()
 	addr, up := h2pGateway(t)
 	c := h2pDial(t, addr)
 	c.request(1, "GET", "/h2p/block", true)
@@ -774,6 +774,14 @@ func TestH2ProtoClientReset(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("stream 1's request did not reach the upstream")
 	}
+	return c, up
+}
+
+// TestH2ProtoClientReset: RST_STREAM on a stream whose upstream is still
+// working ends that stream only: the next stream on the connection is
+// answered.
+func TestH2ProtoClientReset(t *testing.T) {
+	c, _ := h2pBlockedStream(t)
 	if err := c.w.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
 		t.Fatal(err)
 	}
@@ -963,14 +971,7 @@ func TestH2ProtoRequestTrailers(t *testing.T) {
 // TestH2ProtoClientGoAway: after the client's GOAWAY the server still
 // completes the stream in flight.
 func TestH2ProtoClientGoAway(t *testing.T) {
-	addr, up := h2pGateway(t)
-	c := h2pDial(t, addr)
-	c.request(1, "GET", "/h2p/block", true)
-	select {
-	case <-up.arrived:
-	case <-time.After(5 * time.Second):
-		t.Fatal("stream 1's request did not reach the upstream")
-	}
+	c, up := h2pBlockedStream(t)
 	if err := c.w.WriteGoAway(0, http2.ErrCodeNo, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -378,7 +378,7 @@ func (st *h2Req) flush() {
 		}
 		st.pending = st.pending[:0]
 	}
-	st.hc.flush()
+	st.hc.flushSoon()
 }
 
 // finish completes the response once the handler returned: the headers
@@ -415,7 +415,7 @@ func (st *h2Req) finish() {
 		hc.consumed(int32(unread))
 	}
 	st.body, st.pending = nil, nil
-	hc.flush()
+	hc.flushSoon()
 }
 
 // trailers are the response's trailer fields: headers set under
@@ -522,8 +522,12 @@ func (st *h2Req) sendData(p []byte, end bool) error {
 	}
 }
 
-// lowerHeaderName is a canonical header name in HTTP/2's lower case.
+// lowerHeaderName is a canonical header name in HTTP/2's lower case
+// (common names without allocating).
 func lowerHeaderName(k string) string {
+	if l, ok := lowerCommonHeaders[k]; ok {
+		return l
+	}
 	for i := 0; i < len(k); i++ {
 		if c := k[i]; c >= 'A' && c <= 'Z' {
 			return strings.ToLower(k)
@@ -531,3 +535,17 @@ func lowerHeaderName(k string) string {
 	}
 	return k
 }
+
+// lowerCommonHeaders maps response header names a proxy sends all the
+// time to their lower case (read-only).
+var lowerCommonHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Cache-Control", "Content-Encoding",
+		"Content-Language", "Content-Length", "Content-Type", "Date", "Etag", "Expires", "Last-Modified", "Location",
+		"Server", "Set-Cookie", "Vary", "Via", "Www-Authenticate", "X-Kong-Proxy-Latency", "X-Kong-Request-Id",
+		"X-Kong-Response-Latency", "X-Kong-Upstream-Latency", "X-Ratelimit-Limit-Second", "X-Ratelimit-Remaining-Second",
+		"Ratelimit-Limit", "Ratelimit-Remaining", "Ratelimit-Reset", "Grpc-Status", "Grpc-Message"} {
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()
