@@ -1,8 +1,8 @@
-// Command idleconns opens keep-alive connections to an HTTP/1.1 server,
-// sends one GET on each and then holds them all idle until it is
-// interrupted: bench-proxy's load for the memory a proxy spends per idle
-// client connection. It prints "ready N" once every connection has had
-// its response.
+// Command idleconns opens keep-alive connections to an HTTP/1.1 server
+// (or, with -h2c, an HTTP/2 one with prior knowledge), sends one GET on
+// each and then holds them all idle until it is interrupted: bench-proxy's
+// load for the memory a proxy spends per idle client connection. It
+// prints "ready N" once every connection has had its response.
 package main
 
 import (
@@ -28,10 +28,15 @@ func main() {
 	n := flag.Int("c", 1000, "connections to open and hold")
 	dialers := flag.Int("p", 16, "connections opened at once")
 	header := flag.String("H", "", `one extra request header, "Name: value"`)
+	h2c := flag.Bool("h2c", false, "speak HTTP/2 with prior knowledge (an http:// URL)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	conns, err := open(ctx, *target, *n, *dialers, *header)
+	fetch := fetchHTTP1
+	if *h2c {
+		fetch = fetchH2C
+	}
+	conns, err := open(ctx, *target, *n, *dialers, *header, fetch)
 	for _, c := range conns {
 		defer c.Close()
 	}
@@ -45,7 +50,7 @@ func main() {
 
 // open dials n connections (dialers at a time) and has each fetch target
 // once; on error it returns the connections opened so far.
-func open(ctx context.Context, target string, n, dialers int, header string) ([]net.Conn, error) {
+func open(ctx context.Context, target string, n, dialers int, header string, fetch fetcher) ([]net.Conn, error) {
 	to, req, err := getreq.Build(target, header)
 	if err != nil {
 		return nil, err
@@ -94,9 +99,12 @@ func open(ctx context.Context, target string, n, dialers int, header string) ([]
 	return conns, first
 }
 
-// fetch opens a connection to the target and reads one response to req;
-// the connection stays open (it is returned even on error, for closing).
-func fetch(ctx context.Context, to getreq.Target, req []byte) (net.Conn, error) {
+// fetcher opens a connection to the target and reads one response to req
+// (an HTTP/1.1 request); the connection stays open (it is returned even on
+// error, for closing).
+type fetcher func(ctx context.Context, to getreq.Target, req []byte) (net.Conn, error)
+
+func fetchHTTP1(ctx context.Context, to getreq.Target, req []byte) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := to.Dial(ctx, &d)
 	if err != nil {

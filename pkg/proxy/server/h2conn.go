@@ -87,6 +87,8 @@ const (
 	// h2MaxOut is how much output a writing stream lets build up before
 	// it waits for a flush.
 	h2MaxOut = 256 << 10
+	// h2KeepBuffer is the most output buffer an idle connection keeps.
+	h2KeepBuffer = 4 << 10
 )
 
 var (
@@ -109,6 +111,11 @@ func (c *h1Conn) serveH2(rw net.Conn) {
 		hc.ts, hc.sock = &c.tlsOut, c.tlsOut.Conn
 		hc.ts.hold = true
 		defer func() { hc.ts.hold = false }()
+	}
+	if c.bw != nil { // HTTP/1.x's response buffer: HTTP/2 has its own
+		c.bw.Reset(nil)
+		c.s.e.h1Writers.Put(c.bw)
+		c.bw = nil
 	}
 	var preface [len(h2Preface)]byte
 	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != h2Preface {
@@ -133,12 +140,18 @@ func (hc *h2Conn) Write(p []byte) (int, error) {
 // serve reads and handles frames until the connection fails or ends.
 func (hc *h2Conn) serve() {
 	for {
-		if hc.c.br.Buffered() == 0 {
+		switch {
+		case hc.c.br.Buffered() == 0:
 			hc.flush()
 			if hc.werr != nil {
 				return
 			}
 			hc.beforeWait()
+		case len(hc.out) >= h2MaxOut:
+			// A client that sends faster than it reads (a PING or
+			// SETTINGS flood) waits for the answers to go out; the
+			// output stays bounded.
+			hc.flush()
 		}
 		if hc.goAway && hc.active == 0 {
 			return
@@ -182,6 +195,9 @@ func (hc *h2Conn) beforeWait() {
 	c := hc.c
 	idle := hc.active == 0
 	c.idle.Store(idle)
+	if idle && len(hc.out) == 0 {
+		hc.dropBuffers()
+	}
 	switch {
 	case idle && !hc.idleWait:
 		c.deadlineSet = time.Time{}
@@ -197,6 +213,18 @@ func (hc *h2Conn) beforeWait() {
 		hc.goAway = true
 		_ = hc.fr.WriteGoAway(hc.maxID, http2.ErrCodeNo, nil)
 		hc.flush()
+	}
+}
+
+// dropBuffers lets an idle connection's output buffers go (they grow to
+// the largest flush; a connection that waits for its next request needs
+// none).
+func (hc *h2Conn) dropBuffers() {
+	if cap(hc.out) > h2KeepBuffer || cap(hc.sending) > h2KeepBuffer {
+		hc.out, hc.sending = nil, nil
+	}
+	if ts := hc.ts; ts != nil && len(ts.held) == 0 && (cap(ts.held) > h2KeepBuffer || cap(ts.sent) > h2KeepBuffer) {
+		ts.held, ts.sent = nil, nil
 	}
 }
 

@@ -80,9 +80,9 @@ func FuzzH2Frames(f *testing.F) {
 		}
 		ping := [8]byte{'k', 'i', 'l', 'n', 'f', 'u', 'z', 'z'}
 		_ = fr.WritePing(false, ping)
-		if _, err := c.Write(out.Bytes()); err != nil {
-			return // the server already ended the connection
-		}
+		// Written while the answers are read, as a client does: a
+		// server that answers as it reads can fill both directions.
+		go func() { _, _ = c.Write(out.Bytes()) }()
 		rf := http2.NewFramer(nil, bufio.NewReader(c))
 		for {
 			got, err := rf.ReadFrame()
@@ -98,7 +98,10 @@ func FuzzH2Frames(f *testing.F) {
 			}
 			if _, ok := got.(*http2.GoAwayFrame); ok {
 				// The connection ends: the server closes it.
-				_, _ = io.Copy(io.Discard, c)
+				var ne net.Error
+				if _, err := io.Copy(io.Discard, c); errors.As(err, &ne) && ne.Timeout() {
+					t.Fatalf("the server sent GOAWAY but kept the connection open for 10 s")
+				}
 				return
 			}
 		}
