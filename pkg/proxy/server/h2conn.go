@@ -42,9 +42,10 @@ type h2Conn struct {
 	// events at hand, for the frames of every stream they complete.
 	flushScheduled bool
 	flushFn        func()
-	// flushWaiters are streams waiting for a flush in progress to end
-	// (their output is over h2MaxOut).
+	// flushWaiters are streams, flushReader the reader, waiting for a
+	// flush in progress to end (the output is over h2MaxOut).
 	flushWaiters []*h2Req
+	flushReader  *coro
 	werr         error
 	hbuf         bytes.Buffer
 	henc         *hpack.Encoder
@@ -151,6 +152,10 @@ func (hc *h2Conn) serve() {
 			// A client that sends faster than it reads (a PING or
 			// SETTINGS flood) waits for the answers to go out; the
 			// output stays bounded.
+			if hc.flushing {
+				hc.flushReader = hc.l.cur
+				hc.l.suspend()
+			}
 			hc.flush()
 		}
 		if hc.goAway && hc.active == 0 {
@@ -522,6 +527,10 @@ func (hc *h2Conn) flush() {
 	hc.flushWaiters = nil
 	for _, st := range ws {
 		st.wake()
+	}
+	if r := hc.flushReader; r != nil {
+		hc.flushReader = nil
+		hc.l.schedule(r)
 	}
 	if hc.werr != nil {
 		hc.out = hc.out[:0]

@@ -9,6 +9,7 @@ package server_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -1051,5 +1052,57 @@ func TestH2ProtoContentLengthMismatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestH2ProtoPingFlood: a client that sends PINGs much faster than it
+// reads the answers (50,000 of them, reading nothing for a while) gets
+// every answer once it reads: the server stops reading while its answers
+// cannot go out rather than buffering them without bound, and does not
+// wedge.
+func TestH2ProtoPingFlood(t *testing.T) {
+	addr, _ := h2pGateway(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	const pings = 50000
+	var out bytes.Buffer
+	out.WriteString(http2.ClientPreface)
+	fw := http2.NewFramer(&out, nil)
+	_ = fw.WriteSettings()
+	for i := range pings {
+		var data [8]byte
+		binary.BigEndian.PutUint64(data[:], uint64(i))
+		_ = fw.WritePing(false, data)
+	}
+	wrote := make(chan error, 1)
+	go func() { _, err := c.Write(out.Bytes()); wrote <- err }()
+	time.Sleep(300 * time.Millisecond) // not reading: the answers back up
+	fr := http2.NewFramer(c, c)
+	next := uint64(0)
+	for next < pings {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d PING answers: %v", next, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if got := binary.BigEndian.Uint64(f.Data[:]); !f.IsAck() || got != next {
+				t.Fatalf("PING answer %d: ack %v, data %d", next, f.IsAck(), got)
+			}
+			next++
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after %d PING answers", f.ErrCode, next)
+		}
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
 	}
 }
