@@ -1106,3 +1106,49 @@ func TestH2ProtoPingFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestH2ProtoExpectContinue: a request with "expect: 100-continue" gets an
+// informational 100 before it sends its body (RFC 9110 §10.1.1; a client
+// waits for it, or for a timeout), then its response.
+func TestH2ProtoExpectContinue(t *testing.T) {
+	addr, _ := h2pGateway(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := h2Request(t, c, nil, "POST", "/continue", false, [2]string{"expect", "100-continue"}, [2]string{"content-length", "3"})
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	sentBody := false
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading (body sent: %v): %v", sentBody, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			status := f.PseudoValue("status")
+			if !sentBody {
+				if status != "100" || f.StreamEnded() {
+					t.Fatalf("before the body: status %q (end %v), want an informational 100", status, f.StreamEnded())
+				}
+				if err := fr.WriteData(1, true, []byte("abc")); err != nil {
+					t.Fatal(err)
+				}
+				sentBody = true
+				continue
+			}
+			if status != "200" {
+				t.Fatalf("after the body: status %q, want 200", status)
+			}
+			return
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			t.Fatalf("got %v", f)
+		}
+	}
+}

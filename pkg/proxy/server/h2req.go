@@ -45,6 +45,8 @@ type h2Req struct {
 	declared, received int64
 	recvWin, recvGrant int32
 	bodyReader         h2ReqBody
+	// expect: the client waits for 100 (Continue) before its body.
+	expect bool
 
 	// Response.
 	hdr                      http.Header
@@ -157,6 +159,7 @@ func newH2Req(hc *h2Conn, f *http2.MetaHeadersFrame) (*h2Req, int) {
 		r.ContentLength = 0
 	} else {
 		r.Body = &st.bodyReader
+		st.expect = hasToken(h["Expect"], "100-continue")
 	}
 	*r = *r.WithContext(ctx)
 	return st, 0
@@ -296,6 +299,16 @@ func (b *h2ReqBody) read(p []byte) (int, error) {
 		}
 		if st.err != nil {
 			return 0, st.err
+		}
+		if st.expect {
+			// The first read of a body the client holds back until
+			// it is asked for, as an HTTP/1.1 server sends 100.
+			st.expect = false
+			if !st.headersSent {
+				st.hc.hbuf.Reset()
+				_ = st.hc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+				st.hc.writeHeaders(st.id, false)
+			}
 		}
 		// Window updates go out before waiting for the client.
 		st.hc.flush()
