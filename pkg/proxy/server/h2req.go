@@ -472,8 +472,11 @@ func (st *h2Req) sendHeaders(end bool) {
 			continue
 		}
 		name := lowerHeaderName(k)
+		// Values new in every response are not added to the HPACK
+		// table: they would only push out ones that repeat.
+		unique := name == "x-kong-request-id" || strings.HasSuffix(name, "-latency")
 		for _, v := range vs {
-			_ = hc.henc.WriteField(hpack.HeaderField{Name: name, Value: v})
+			_ = hc.henc.WriteField(hpack.HeaderField{Name: name, Value: v, Sensitive: unique})
 		}
 	}
 	if _, ok := st.hdr["Date"]; !ok {
