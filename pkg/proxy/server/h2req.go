@@ -169,10 +169,10 @@ func newH2Req(hc *h2Conn, f *http2.MetaHeadersFrame) (*h2Req, int) {
 func (st *h2Req) run() {
 	hc := st.hc
 	defer func() {
-		if p := recover(); p != nil && p != http.ErrAbortHandler {
-			hc.c.s.e.log.Error("proxy handler panic", "panic", fmt.Sprint(p), "remote", hc.c.remoteAddr)
-			st.abort(errStreamReset, true)
-		} else if p != nil {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				hc.c.s.e.log.Error("proxy handler panic", "panic", fmt.Sprint(p), "remote", hc.c.remoteAddr)
+			}
 			st.abort(errStreamReset, true)
 		}
 		st.finish()
