@@ -412,6 +412,8 @@ type h1Conn struct {
 	loop *eventLoop
 	// resumeFn serves the connection again after shed (made once).
 	resumeFn func()
+	// h2 serves the connection when it speaks HTTP/2 on an event loop.
+	h2 *h2Conn
 }
 
 // h1Exchange is the state of one request and its response: the parsed
@@ -605,8 +607,7 @@ func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 		}
 		if h2 {
 			if c.inLoop() {
-				c.serveH2(c.tc)
-				return false, false
+				return false, c.serveH2(c.tc)
 			}
 			if !c.toPoller() {
 				return false, false
@@ -618,8 +619,7 @@ func (c *h1Conn) serveFirst() (hijacked, handedOff bool) {
 	if peek, err := c.br.Peek(3); err == nil && string(peek) == "PRI" {
 		if full, err := c.br.Peek(len(h2Preface)); err == nil && string(full) == h2Preface {
 			if c.inLoop() {
-				c.serveH2(c.nc)
-				return false, false
+				return false, c.serveH2(c.nc)
 			}
 			if !c.toPoller() {
 				return false, false
@@ -696,24 +696,16 @@ func (c *h1Conn) awaitRequest() (shed bool, err error) {
 		return false, err
 	}
 	c.putBuffers()
-	idle := time.Time{}
-	grace := c.s.e.clock.Now().Add(shedAfter)
-	bounded := c.inLoop()
-	if bounded {
-		idle = c.sc.rdl
-		bounded = idle.IsZero() || grace.Before(idle)
+	read := func() error {
+		_, err := io.ReadFull(c.tc, c.lead.b[:])
+		return err
 	}
-	if bounded {
-		_ = c.nc.SetReadDeadline(grace)
-	}
-	_, err = io.ReadFull(c.tc, c.lead.b[:])
-	// A deadline moved meanwhile (shutting down: drain) stays.
-	if bounded && c.sc.rdl.Equal(grace) {
-		_ = c.nc.SetReadDeadline(idle)
-		if errors.Is(err, os.ErrDeadlineExceeded) && (idle.IsZero() || time.Now().Before(idle)) {
-			c.shed()
+	if c.inLoop() {
+		if shed, err = c.shedAfterWaiting(read); shed {
 			return true, nil
 		}
+	} else {
+		err = read()
 	}
 	if err != nil {
 		return false, err
@@ -721,6 +713,42 @@ func (c *h1Conn) awaitRequest() (shed bool, err error) {
 	c.lead.has = true
 	c.takeBuffers()
 	return false, nil
+}
+
+// shedAfterWaiting runs wait, a read on the idle connection (on an event
+// loop), with its deadline brought forward to shedAfter from now; if that
+// passes, the connection is shed (true). The idle deadline comes back
+// unless it was moved meanwhile (shutting down: drain).
+func (c *h1Conn) shedAfterWaiting(wait func() error) (shed bool, err error) {
+	idle := c.sc.rdl
+	grace := c.s.e.clock.Now().Add(shedAfter)
+	if !idle.IsZero() && !grace.Before(idle) {
+		return false, wait()
+	}
+	_ = c.nc.SetReadDeadline(grace)
+	err = wait()
+	if c.sc.rdl.Equal(grace) {
+		_ = c.nc.SetReadDeadline(idle)
+		if errors.Is(err, os.ErrDeadlineExceeded) && (idle.IsZero() || time.Now().Before(idle)) {
+			c.shed()
+			return true, nil
+		}
+	}
+	return false, err
+}
+
+// awaitIdle waits for an idle HTTP/2 connection's next frame (on an event
+// loop), shedding it after shedAfter as an HTTP/1.x connection is.
+func (c *h1Conn) awaitIdle() (shed bool, err error) {
+	if c.tc != nil {
+		shed, err = c.awaitRequest()
+		c.dropWriter()
+		return shed, err
+	}
+	return c.shedAfterWaiting(func() error {
+		_, err := c.br.Peek(1)
+		return err
+	})
 }
 
 // leadReader gives the byte awaitRequest read first, then reads r.
@@ -973,10 +1001,14 @@ func (c *h1Conn) resume() (hijacked, handedOff bool) {
 			return false, false
 		}
 		c.lead.has = true
-		c.takeBuffers()
-		return c.serveRequests()
 	}
 	c.takeBuffers()
+	switch {
+	case c.h2 != nil:
+		return false, c.h2.resume()
+	case c.tc != nil:
+		return c.serveRequests()
+	}
 	return c.serveEvents()
 }
 

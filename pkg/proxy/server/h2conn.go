@@ -56,8 +56,10 @@ type h2Conn struct {
 	maxID  uint32
 	active int
 	// reader is the connection's coroutine while it waits for the
-	// streams' handlers to return (close).
-	reader *coro
+	// streams' handlers to return (close), or for the next frame while
+	// streams run (peeking).
+	reader  *coro
+	peeking bool
 
 	// What the client's settings allow, and the connection's windows.
 	peerMaxFrame uint32
@@ -97,13 +99,16 @@ var (
 	errConnGone    = errors.New("http2: connection closed")
 )
 
-// serveH2 serves the connection as HTTP/2 until it ends; the client's
-// preface is next in c.br and rw is what to write to.
-func (c *h1Conn) serveH2(rw net.Conn) {
+// serveH2 serves the connection as HTTP/2 until it ends, or until it is
+// shed while idle (true: the loop serves it again when it is readable);
+// the client's preface is next in c.br and rw is what to write to.
+func (c *h1Conn) serveH2(rw net.Conn) (shed bool) {
 	hc := &h2Conn{c: c, l: c.sc.lp, rw: rw, streams: map[uint32]*h2Req{},
 		peerMaxFrame: h2DefaultFrame, peerInitWin: h2DefaultWindow, sendWin: h2DefaultWindow,
 		recvInFlight: h2ConnWindow}
-	hc.fr = http2.NewFramer(hc, c.br)
+	// The Framer reads c.br through hc: c's buffers go back to their pool
+	// while the connection is idle and come back different.
+	hc.fr = http2.NewFramer(hc, h2Input{c})
 	hc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	hc.fr.MaxHeaderListSize = h2MaxHeaderList
 	hc.fr.SetReuseFrames()
@@ -113,14 +118,10 @@ func (c *h1Conn) serveH2(rw net.Conn) {
 		hc.ts.hold = true
 		defer func() { hc.ts.hold = false }()
 	}
-	if c.bw != nil { // HTTP/1.x's response buffer: HTTP/2 has its own
-		c.bw.Reset(nil)
-		c.s.e.h1Writers.Put(c.bw)
-		c.bw = nil
-	}
+	c.dropWriter()
 	var preface [len(h2Preface)]byte
 	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != h2Preface {
-		return
+		return false
 	}
 	_ = hc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
@@ -128,8 +129,38 @@ func (c *h1Conn) serveH2(rw net.Conn) {
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
 	)
 	_ = hc.fr.WriteWindowUpdate(0, h2ConnWindow-h2DefaultWindow)
-	hc.serve()
+	c.h2 = hc
+	return hc.run()
+}
+
+// run serves until the connection ends or is shed.
+func (hc *h2Conn) run() (shed bool) {
+	if hc.serve() {
+		return true
+	}
 	hc.close()
+	return false
+}
+
+// resume serves a shed connection again (its buffers are back).
+func (hc *h2Conn) resume() (shed bool) {
+	hc.c.dropWriter()
+	return hc.run()
+}
+
+// h2Input is what an HTTP/2 connection's Framer reads: c's read buffer
+// of the moment.
+type h2Input struct{ c *h1Conn }
+
+func (in h2Input) Read(p []byte) (int, error) { return in.c.br.Read(p) }
+
+// dropWriter gives HTTP/1.x's response buffer back (HTTP/2 has its own).
+func (c *h1Conn) dropWriter() {
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		c.s.e.h1Writers.Put(c.bw)
+		c.bw = nil
+	}
 }
 
 // Write appends a frame to the output (it is the Framer's writer).
@@ -138,16 +169,40 @@ func (hc *h2Conn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// serve reads and handles frames until the connection fails or ends.
-func (hc *h2Conn) serve() {
+// serve reads and handles frames until the connection fails or ends, or
+// is shed while idle (true).
+func (hc *h2Conn) serve() (shed bool) {
 	for {
 		switch {
 		case hc.c.br.Buffered() == 0:
 			hc.flush()
 			if hc.werr != nil {
-				return
+				return false
 			}
 			hc.beforeWait()
+			if hc.active == 0 && !hc.goAway && !hc.flushing && !hc.flushScheduled && len(hc.out) == 0 {
+				// Idle: the next frame, or shedding after shedAfter.
+				shed, err := hc.c.awaitIdle()
+				if shed {
+					return true
+				}
+				if err != nil {
+					return false
+				}
+			} else {
+				// Wait for the next frame between frames, where the
+				// wait can be ended safely when the last stream ends
+				// (idleCheck) to start the idle wait above.
+				hc.reader, hc.peeking = hc.l.cur, true
+				_, err := hc.c.br.Peek(1)
+				hc.reader, hc.peeking = nil, false
+				if errors.Is(err, errIdleCheck) {
+					continue
+				}
+				if err != nil {
+					return false
+				}
+			}
 		case len(hc.out) >= h2MaxOut:
 			// A client that sends faster than it reads (a PING or
 			// SETTINGS flood) waits for the answers to go out; the
@@ -159,7 +214,7 @@ func (hc *h2Conn) serve() {
 			hc.flush()
 		}
 		if hc.goAway && hc.active == 0 {
-			return
+			return false
 		}
 		f, err := hc.fr.ReadFrame()
 		if err != nil {
@@ -177,17 +232,17 @@ func (hc *h2Conn) serve() {
 			case errors.Is(err, http2.ErrFrameTooLarge):
 				hc.fail(http2.ErrCodeFrameSize)
 			}
-			return
+			return false
 		}
 		if !hc.sawSettings {
 			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
 				hc.fail(http2.ErrCodeProtocol)
-				return
+				return false
 			}
 		}
 		if code := hc.handle(f); code != http2.ErrCodeNo {
 			hc.fail(code)
-			return
+			return false
 		}
 	}
 }
@@ -473,11 +528,32 @@ func (hc *h2Conn) close() {
 func (hc *h2Conn) streamDone(st *h2Req) {
 	delete(hc.streams, st.id)
 	hc.active--
-	if hc.active == 0 && hc.reader != nil {
+	switch {
+	case hc.active > 0 || hc.reader == nil:
+	case hc.peeking:
+		// The reader waits for a frame: it starts the idle wait
+		// instead. The loop ends its wait (one coroutine cannot).
+		reader, s := hc.reader, hc.c.sc
+		hc.l.post(func() {
+			if hc.peeking && s.waiter == reader && !s.waitWrite {
+				hc.l.wake(s, errIdleCheck)
+			}
+		})
+	default: // close waits for the streams
 		hc.l.schedule(hc.reader)
 		hc.reader = nil
 	}
 }
+
+// errIdleCheck ends an HTTP/2 reader's wait for the next frame when its
+// last stream ended. It is temporary, so crypto/tls keeps no error.
+var errIdleCheck = idleCheckError{}
+
+type idleCheckError struct{}
+
+func (idleCheckError) Error() string   { return "http2: connection became idle" }
+func (idleCheckError) Timeout() bool   { return false }
+func (idleCheckError) Temporary() bool { return true }
 
 // flushSoon has the output written once the loop has handled the events
 // at hand: the responses several streams complete in one pass leave in

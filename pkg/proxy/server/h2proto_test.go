@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -1150,5 +1151,81 @@ func TestH2ProtoExpectContinue(t *testing.T) {
 		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
 			t.Fatalf("got %v", f)
 		}
+	}
+}
+
+// h2pExchange sends a GET for path on stream id of an open connection and
+// reads frames (acknowledging SETTINGS) until the response ends.
+func h2pExchange(t *testing.T, fr *http2.Framer, id uint32, path string) {
+	t.Helper()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range h2pRequestFields("GET", path) {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("stream %d: %v", id, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == id && f.StreamEnded() {
+				return
+			}
+		case *http2.DataFrame:
+			if f.StreamID == id && f.StreamEnded() {
+				return
+			}
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			t.Fatalf("stream %d: %v", id, f)
+		}
+	}
+}
+
+// TestH2IdleConnectionsShed: HTTP/2 connections that wait for their next
+// request give their coroutines (and read buffers) back to the event loop
+// after shedAfter, as HTTP/1.x ones do, and serve their next request.
+func TestH2IdleConnectionsShed(t *testing.T) {
+	up := proxytest.StartEcho(t, "up")
+	e, gw := proxytest.StartGatewayOptions(t, server.Options{EventLoops: 1})
+	host, port := proxytest.HostPort(t, strings.TrimPrefix(up, "http://"))
+	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
+		"services": {{"id": h2pEchoService, "host": host, "port": port}},
+		"routes":   {{"id": h2pEchoRoute, "paths": []any{"/"}, "service": map[string]any{"id": h2pEchoService}}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(gw, "http://")
+	before := runtime.NumGoroutine()
+	const n = 400 // more than a loop keeps idle coroutines for (256)
+	frs := make([]*http2.Framer, n)
+	for i := range frs {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		_, _ = io.WriteString(c, http2.ClientPreface)
+		frs[i] = http2.NewFramer(c, c)
+		frs[i].ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		if err := frs[i].WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		h2pExchange(t, frs[i], 1, fmt.Sprintf("/first/%d", i))
+	}
+	proxytest.WaitFor(t, "idle HTTP/2 connections to give their coroutines back", func() bool {
+		return runtime.NumGoroutine()-before <= 256+16
+	})
+	for i, fr := range frs {
+		h2pExchange(t, fr, 3, fmt.Sprintf("/again/%d", i))
 	}
 }
