@@ -157,15 +157,11 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 		t.Helper()
 		dec := hpack.NewDecoder(4096, nil)
 		for {
-			f, err := fr.ReadFrame()
+			f, err := h2NextFrame(fr)
 			if err != nil {
 				t.Fatalf("before stream 1 ended: %v", err)
 			}
 			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					_ = fr.WriteSettingsAck()
-				}
 			case *http2.RSTStreamFrame:
 				if f.StreamID == 1 {
 					return "", f.ErrCode
@@ -196,12 +192,9 @@ func TestClientTimeoutsCountFromProgress(t *testing.T) {
 		fr := h2Request(t, c, nil, "GET", fmt.Sprintf("/down?n=%d", 4<<20), true)
 		start := time.Now()
 		for {
-			f, err := fr.ReadFrame()
+			f, err := h2NextFrame(fr)
 			if err != nil {
 				t.Fatalf("a stream stalled by its window was not reset after %v: %v", time.Since(start), err)
-			}
-			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
-				_ = fr.WriteSettingsAck()
 			}
 			if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
 				break
@@ -316,6 +309,24 @@ func h2Request(t *testing.T, c net.Conn, settings []http2.Setting, method, path 
 		t.Fatal(err)
 	}
 	return fr
+}
+
+// h2NextFrame reads the server's next frame other than SETTINGS,
+// acknowledging the server's settings on the way.
+func h2NextFrame(fr *http2.Framer) (http2.Frame, error) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		sf, ok := f.(*http2.SettingsFrame)
+		if !ok {
+			return f, nil
+		}
+		if !sf.IsAck() {
+			_ = fr.WriteSettingsAck()
+		}
+	}
 }
 
 // h2cTransport is an HTTP/2 client over cleartext TCP (prior knowledge).
