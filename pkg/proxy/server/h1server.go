@@ -993,7 +993,9 @@ func (c *h1Conn) resume() (hijacked, handedOff bool) {
 	if err != nil {
 		return false, false // past its deadline, or aborted
 	}
-	c.takeExchange()
+	if c.h2 == nil {
+		c.takeExchange()
+	}
 	if c.tc != nil {
 		// The socket is readable: the next request's first byte comes
 		// (or the rest of a record, or a TLS alert).

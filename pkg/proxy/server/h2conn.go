@@ -113,15 +113,16 @@ func (c *h1Conn) serveH2(rw net.Conn) (shed bool) {
 	hc.fr.MaxHeaderListSize = h2MaxHeaderList
 	hc.fr.SetReuseFrames()
 	hc.henc = hpack.NewEncoder(&hc.hbuf)
-	if c.tc != nil {
-		hc.ts, hc.sock = &c.tlsOut, c.tlsOut.Conn
-		hc.ts.hold = true
-		defer func() { hc.ts.hold = false }()
-	}
 	c.dropWriter()
+	c.putExchange() // HTTP/1.x's request state
 	var preface [len(h2Preface)]byte
 	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != h2Preface {
 		return false
+	}
+	if c.tc != nil {
+		// Held for as long as the connection is HTTP/2, shed or not.
+		hc.ts, hc.sock = &c.tlsOut, c.tlsOut.Conn
+		hc.ts.hold = true
 	}
 	_ = hc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
@@ -139,13 +140,26 @@ func (hc *h2Conn) run() (shed bool) {
 		return true
 	}
 	hc.close()
+	if hc.ts != nil {
+		hc.ts.hold = false
+	}
 	return false
 }
 
-// resume serves a shed connection again (its buffers are back).
+// resume serves a shed connection again (its read buffer is back; HTTP/2
+// keeps no HTTP/1.x write buffer).
 func (hc *h2Conn) resume() (shed bool) {
 	hc.c.dropWriter()
 	return hc.run()
+}
+
+// wakeAll wakes the streams waiting in *list and empties it.
+func wakeAll(list *[]*h2Req) {
+	ws := *list
+	*list = nil
+	for _, st := range ws {
+		st.wake()
+	}
 }
 
 // h2Input is what an HTTP/2 connection's Framer reads: c's read buffer
@@ -365,11 +379,7 @@ func (hc *h2Conn) windowUpdate(id, inc uint32) http2.ErrCode {
 			return http2.ErrCodeFlowControl
 		}
 		hc.sendWin += int32(inc)
-		ws := hc.winWaiters
-		hc.winWaiters = nil
-		for _, st := range ws {
-			st.wake()
-		}
+		wakeAll(&hc.winWaiters)
 		return http2.ErrCodeNo
 	}
 	if id > hc.maxID {
@@ -599,11 +609,7 @@ func (hc *h2Conn) flush() {
 		}
 	}
 	hc.flushing = false
-	ws := hc.flushWaiters
-	hc.flushWaiters = nil
-	for _, st := range ws {
-		st.wake()
-	}
+	wakeAll(&hc.flushWaiters)
 	if r := hc.flushReader; r != nil {
 		hc.flushReader = nil
 		hc.l.schedule(r)

@@ -9,6 +9,7 @@ package server_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -1085,15 +1086,11 @@ func TestH2ProtoPingFlood(t *testing.T) {
 	fr := http2.NewFramer(c, c)
 	next := uint64(0)
 	for next < pings {
-		f, err := fr.ReadFrame()
+		f, err := h2NextFrame(fr)
 		if err != nil {
 			t.Fatalf("after %d PING answers: %v", next, err)
 		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
 		case *http2.PingFrame:
 			if got := binary.BigEndian.Uint64(f.Data[:]); !f.IsAck() || got != next {
 				t.Fatalf("PING answer %d: ack %v, data %d", next, f.IsAck(), got)
@@ -1123,15 +1120,11 @@ func TestH2ProtoExpectContinue(t *testing.T) {
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sentBody := false
 	for {
-		f, err := fr.ReadFrame()
+		f, err := h2NextFrame(fr)
 		if err != nil {
 			t.Fatalf("reading (body sent: %v): %v", sentBody, err)
 		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
 		case *http2.MetaHeadersFrame:
 			status := f.PseudoValue("status")
 			if !sentBody {
@@ -1167,15 +1160,11 @@ func h2pExchange(t *testing.T, fr *http2.Framer, id uint32, path string) {
 		t.Fatal(err)
 	}
 	for {
-		f, err := fr.ReadFrame()
+		f, err := h2NextFrame(fr)
 		if err != nil {
 			t.Fatalf("stream %d: %v", id, err)
 		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
 		case *http2.MetaHeadersFrame:
 			if f.StreamID == id && f.StreamEnded() {
 				return
@@ -1192,10 +1181,17 @@ func h2pExchange(t *testing.T, fr *http2.Framer, id uint32, path string) {
 
 // TestH2IdleConnectionsShed: HTTP/2 connections that wait for their next
 // request give their coroutines (and read buffers) back to the event loop
-// after shedAfter, as HTTP/1.x ones do, and serve their next request.
+// after shedAfter, as HTTP/1.x ones do, and serve their next request; h2c
+// and h2 over TLS.
 func TestH2IdleConnectionsShed(t *testing.T) {
+	for _, ssl := range []bool{false, true} {
+		t.Run(map[bool]string{false: "h2c", true: "tls"}[ssl], func(t *testing.T) { testH2IdleConnectionsShed(t, ssl) })
+	}
+}
+
+func testH2IdleConnectionsShed(t *testing.T, ssl bool) {
 	up := proxytest.StartEcho(t, "up")
-	e, gw := proxytest.StartGatewayOptions(t, server.Options{EventLoops: 1})
+	e := proxytest.NewEngine(t, server.Options{EventLoops: 1})
 	host, port := proxytest.HostPort(t, strings.TrimPrefix(up, "http://"))
 	if err := e.Update(proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": h2pEchoService, "host": host, "port": port}},
@@ -1203,12 +1199,18 @@ func TestH2IdleConnectionsShed(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	addr := strings.TrimPrefix(gw, "http://")
+	addr, _ := proxytest.ServeProxy(t, e, server.ListenSpec{SSL: ssl, HTTP2: ssl})
+	dial := func() (net.Conn, error) {
+		if ssl {
+			return tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // the gateway's self-signed default certificate
+		}
+		return net.Dial("tcp", addr)
+	}
 	before := runtime.NumGoroutine()
 	const n = 400 // more than a loop keeps idle coroutines for (256)
 	frs := make([]*http2.Framer, n)
 	for i := range frs {
-		c, err := net.Dial("tcp", addr)
+		c, err := dial()
 		if err != nil {
 			t.Fatal(err)
 		}
