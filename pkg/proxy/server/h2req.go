@@ -355,17 +355,27 @@ func (st *h2Req) write(p []byte) (int, error) {
 		st.pending = append(st.pending, p...)
 		return len(p), nil
 	}
-	st.sendHeaders(false)
-	if len(st.pending) > 0 {
-		if err := st.sendData(st.pending, false); err != nil {
-			return 0, err
-		}
-		st.pending = st.pending[:0]
+	if err := st.sendPending(); err != nil {
+		return 0, err
 	}
 	if err := st.sendData(p, false); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// sendPending sends the headers, if not sent yet, and what writes
+// gathered.
+func (st *h2Req) sendPending() error {
+	st.sendHeaders(false)
+	if len(st.pending) == 0 {
+		return nil
+	}
+	if err := st.sendData(st.pending, false); err != nil {
+		return err
+	}
+	st.pending = st.pending[:0]
+	return nil
 }
 
 // Flush is http.Flusher's: what was written goes out now.
@@ -381,17 +391,9 @@ func (st *h2Req) Flush() {
 }
 
 func (st *h2Req) flush() {
-	if st.err != nil {
-		return
+	if st.err == nil && st.sendPending() == nil {
+		st.hc.flushSoon()
 	}
-	st.sendHeaders(false)
-	if len(st.pending) > 0 {
-		if st.sendData(st.pending, false) != nil {
-			return
-		}
-		st.pending = st.pending[:0]
-	}
-	st.hc.flushSoon()
 }
 
 // finish completes the response once the handler returned: the headers
@@ -507,9 +509,8 @@ func (st *h2Req) sendData(p []byte, end bool) error {
 			if st.sendWin > 0 {
 				hc.winWaiters = append(hc.winWaiters, st)
 			}
-			if !st.wait(hc.c.s.e.sendTimeout) {
-				st.abort(os.ErrDeadlineExceeded, true)
-				return st.err
+			if err := st.waitToSend(); err != nil {
+				return err
 			}
 			continue
 		}
@@ -526,9 +527,8 @@ func (st *h2Req) sendData(p []byte, end bool) error {
 				hc.flush()
 			} else {
 				hc.flushWaiters = append(hc.flushWaiters, st)
-				if !st.wait(hc.c.s.e.sendTimeout) {
-					st.abort(os.ErrDeadlineExceeded, true)
-					return st.err
+				if err := st.waitToSend(); err != nil {
+					return err
 				}
 			}
 		}
@@ -536,6 +536,15 @@ func (st *h2Req) sendData(p []byte, end bool) error {
 			return nil
 		}
 	}
+}
+
+// waitToSend waits for the client to let the response go on (window, or a
+// flush); one that does not for send_timeout has its stream reset.
+func (st *h2Req) waitToSend() error {
+	if !st.wait(st.hc.c.s.e.sendTimeout) {
+		st.abort(os.ErrDeadlineExceeded, true)
+	}
+	return st.err
 }
 
 // lowerHeaderName is a canonical header name in HTTP/2's lower case
