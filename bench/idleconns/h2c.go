@@ -2,32 +2,22 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/kiln-dev/kiln/bench/internal/getreq"
 )
 
-// fetchH2C is fetcher over HTTP/2 with prior knowledge: the preface and
+// fetchH2C is a fetcher over HTTP/2 with prior knowledge: the preface and
 // SETTINGS, then req's method, target, Host and headers as stream 1;
 // it reads until the response ends (acknowledging the server's SETTINGS).
-func fetchH2C(ctx context.Context, to getreq.Target, req []byte) (net.Conn, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := to.Dial(ctx, &d)
-	if err != nil {
-		return nil, err
-	}
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+func fetchH2C(c net.Conn, req []byte) error {
 	fields, err := h2Fields(req)
 	if err != nil {
-		return c, err
+		return err
 	}
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
@@ -40,14 +30,14 @@ func fetchH2C(ctx context.Context, to getreq.Target, req []byte) (net.Conn, erro
 	_ = fr.WriteSettings()
 	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
 	if _, err := c.Write(out.Bytes()); err != nil {
-		return c, err
+		return err
 	}
 	rf := http2.NewFramer(c, c)
 	rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	for {
 		f, err := rf.ReadFrame()
 		if err != nil {
-			return c, err
+			return err
 		}
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
@@ -56,21 +46,19 @@ func fetchH2C(ctx context.Context, to getreq.Target, req []byte) (net.Conn, erro
 			}
 		case *http2.MetaHeadersFrame:
 			if st := f.PseudoValue("status"); f.StreamID == 1 && !strings.HasPrefix(st, "2") {
-				return c, fmt.Errorf("status %s", st)
+				return fmt.Errorf("status %s", st)
 			}
 			if f.StreamID == 1 && f.StreamEnded() {
-				_ = c.SetDeadline(time.Time{})
-				return c, nil
+				return nil
 			}
 		case *http2.DataFrame:
 			if f.StreamID == 1 && f.StreamEnded() {
-				_ = c.SetDeadline(time.Time{})
-				return c, nil
+				return nil
 			}
 		case *http2.RSTStreamFrame:
-			return c, fmt.Errorf("stream reset: %v", f.ErrCode)
+			return fmt.Errorf("stream reset: %v", f.ErrCode)
 		case *http2.GoAwayFrame:
-			return c, fmt.Errorf("GOAWAY: %v", f.ErrCode)
+			return fmt.Errorf("GOAWAY: %v", f.ErrCode)
 		}
 	}
 }

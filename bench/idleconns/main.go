@@ -70,7 +70,7 @@ func open(ctx context.Context, target string, n, dialers int, header string, fet
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := fetch(ctx, to, req)
+				c, err := openOne(ctx, to, req, fetch)
 				mu.Lock()
 				if c != nil {
 					conns = append(conns, c)
@@ -99,30 +99,39 @@ func open(ctx context.Context, target string, n, dialers int, header string, fet
 	return conns, first
 }
 
-// fetcher opens a connection to the target and reads one response to req
-// (an HTTP/1.1 request); the connection stays open (it is returned even on
-// error, for closing).
-type fetcher func(ctx context.Context, to getreq.Target, req []byte) (net.Conn, error)
+// fetcher sends req (an HTTP/1.1 request) on a new connection and reads
+// its response.
+type fetcher func(c net.Conn, req []byte) error
 
-func fetchHTTP1(ctx context.Context, to getreq.Target, req []byte) (net.Conn, error) {
+// openOne opens a connection to the target and fetches req on it within
+// 10 s; the connection stays open (it is returned even on error, for
+// closing).
+func openOne(ctx context.Context, to getreq.Target, req []byte, fetch fetcher) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := to.Dial(ctx, &d)
 	if err != nil {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(req); err != nil {
+	if err := fetch(c, req); err != nil {
 		return c, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func fetchHTTP1(c net.Conn, req []byte) error {
+	if _, err := c.Write(req); err != nil {
+		return err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		return c, err
+		return err
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
 	if err == nil && resp.StatusCode/100 != 2 {
 		err = fmt.Errorf("status %d", resp.StatusCode)
 	}
-	_ = c.SetDeadline(time.Time{})
-	return c, err
+	return err
 }
