@@ -288,6 +288,7 @@ done
 idle_mem() {
   local name=$1 before after c out="$TMP/idle-$1.out"
   before=$(rss_kb "${PID[$name]}")
+  : >"$out" # exists before the first grep below
   "$IDLECONNS" -url "${URL[$name]}" ${HDR[$name]:+-H "${HDR[$name]}"} -c "$IDLE" >"$out" 2>&1 & c=$!
   for _ in $(seq 1 600); do
     if grep -q '^ready' "$out" || ! kill -0 "$c" 2>/dev/null; then break; fi

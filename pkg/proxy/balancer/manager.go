@@ -2,13 +2,8 @@ package balancer
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -166,20 +161,8 @@ func (m *Manager) runActive(ctx context.Context, b *Balancer) {
 	a := b.Upstream.Healthchecks.Active
 	th := thresholds{successes: a.Healthy.Successes, tcpFailures: a.Unhealthy.TCPFailures,
 		timeouts: a.Unhealthy.Timeouts, httpFailures: a.Unhealthy.HTTPFailures}
-	okStatus, badStatus := intSet(a.Healthy.HTTPStatuses), intSet(a.Unhealthy.HTTPStatuses)
-	timeout := time.Duration(a.Timeout * float64(time.Second))
-	if timeout <= 0 {
-		timeout = time.Second
-	}
-	client := &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{InsecureSkipVerify: !a.HTTPSVerifyCertificate}, //nolint:gosec // Kong's https_verify_certificate=false
-			DisableKeepAlives: true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	defer client.CloseIdleConnections()
+	p := newProber(b.Upstream)
+	defer p.close()
 	last := map[*Target]time.Time{}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -201,7 +184,7 @@ func (m *Manager) runActive(ctx context.Context, b *Balancer) {
 			go func(t *Target) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				ev := probe(ctx, client, a, t, timeout, okStatus, badStatus)
+				ev := p.probe(ctx, t)
 				before := t.Healthy()
 				if t.st.record(ev, th) {
 					m.log.Info("upstream target health changed", "upstream", b.Upstream.Name, "target", t.Name,
@@ -216,52 +199,4 @@ func (m *Manager) runActive(ctx context.Context, b *Balancer) {
 		case <-tick.C:
 		}
 	}
-}
-
-func probe(ctx context.Context, client *http.Client, a entity.ActiveHealthcheck, t *Target, timeout time.Duration, ok, bad map[int]bool) Event {
-	if a.Type == "tcp" {
-		d := net.Dialer{Timeout: timeout}
-		c, err := d.DialContext(ctx, "tcp", t.Name)
-		if err != nil {
-			return connEvent(err)
-		}
-		_ = c.Close()
-		return EventSuccess
-	}
-	scheme := "http"
-	if a.Type == "https" {
-		scheme = "https"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+t.Name+a.HTTPPath, nil)
-	if err != nil {
-		return EventTCPFailure
-	}
-	for k, vs := range a.Headers {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	if a.HTTPSSNI != nil {
-		req.Host = *a.HTTPSSNI
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return connEvent(err)
-	}
-	_ = resp.Body.Close()
-	switch {
-	case ok[resp.StatusCode]:
-		return EventSuccess
-	case bad[resp.StatusCode]:
-		return EventHTTPFailure
-	}
-	return EventNone
-}
-
-func connEvent(err error) Event {
-	var ne net.Error
-	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return EventTimeout
-	}
-	return EventTCPFailure
 }
