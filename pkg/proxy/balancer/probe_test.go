@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kiln-dev/kiln/pkg/proxy/entity"
+	"github.com/kiln-dev/kiln/pkg/proxy/tcptest"
 )
 
 // grpcHealthServer serves grpc-go's health service on loopback (over TLS
@@ -184,28 +186,10 @@ func closedAddr(t *testing.T) string {
 
 // silentListener accepts connections and never answers.
 func silentListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				_ = c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	return ln.Addr().String()
+	return tcptest.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c)
+	})
 }
 
 func TestHealthMessages(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/proxy/tcptest"
 )
 
 // TestPickLoopSpreads: connections the kernel hands to one loop are
@@ -48,20 +50,11 @@ func TestYieldToPollerRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // a goroutine-served socket: echoes until closed
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	echo := tcptest.Serve(t, func(c net.Conn) { // a goroutine-served socket: echoes until closed
 		defer c.Close()
 		_, _ = io.Copy(c, c)
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	})
+	c, err := net.Dial("tcp", echo)
 	if err != nil {
 		t.Fatal(err)
 	}

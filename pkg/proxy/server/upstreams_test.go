@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-dev/kiln/pkg/proxy/proxytest"
 	"github.com/kiln-dev/kiln/pkg/proxy/server"
+	"github.com/kiln-dev/kiln/pkg/proxy/tcptest"
 )
 
 const upID = "dddddddd-0000-4000-8000-000000000001"
@@ -315,21 +316,8 @@ func TestIdleClosedConnectionNotReused(t *testing.T) {
 // request. It returns the gateway's URL.
 func rawUpstreamGateway(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serve(c)
-		}
-	}()
-	host, port := proxytest.HostPort(t, ln.Addr().String())
+	upstream := tcptest.Serve(t, serve)
+	host, port := proxytest.HostPort(t, upstream)
 	e, gw := proxytest.StartGateway(t, nil)
 	cfg := proxytest.BuildConfig(t, 1, map[string][]map[string]any{
 		"services": {{"id": "33333333-3333-4333-8333-333333333333", "host": host, "port": port, "retries": 0}},
