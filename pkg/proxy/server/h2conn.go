@@ -49,6 +49,7 @@ type h2Conn struct {
 	werr         error
 	hbuf         bytes.Buffer
 	henc         *hpack.Encoder
+	hdec         *hpack.Decoder
 
 	streams map[uint32]*h2Req
 	// maxID is the highest stream id the client used; active counts the
@@ -106,12 +107,8 @@ func (c *h1Conn) serveH2(rw net.Conn) (shed bool) {
 	hc := &h2Conn{c: c, l: c.sc.lp, rw: rw, streams: map[uint32]*h2Req{},
 		peerMaxFrame: h2DefaultFrame, peerInitWin: h2DefaultWindow, sendWin: h2DefaultWindow,
 		recvInFlight: h2ConnWindow}
-	// The Framer reads c.br through hc: c's buffers go back to their pool
-	// while the connection is idle and come back different.
-	hc.fr = http2.NewFramer(hc, h2Input{c})
-	hc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	hc.fr.MaxHeaderListSize = h2MaxHeaderList
-	hc.fr.SetReuseFrames()
+	hc.hdec = hpack.NewDecoder(4096, nil)
+	hc.newFramer()
 	hc.henc = hpack.NewEncoder(&hc.hbuf)
 	c.dropWriter()
 	c.putExchange() // HTTP/1.x's request state
@@ -134,9 +131,21 @@ func (c *h1Conn) serveH2(rw net.Conn) (shed bool) {
 	return hc.run()
 }
 
+// newFramer gives the connection a Framer. It reads c.br through h2Input:
+// c's buffers go back to their pool while the connection is shed and come
+// back different. The HPACK decoder is the connection's and outlives
+// Framers.
+func (hc *h2Conn) newFramer() {
+	hc.fr = http2.NewFramer(hc, h2Input{hc.c})
+	hc.fr.ReadMetaHeaders = hc.hdec
+	hc.fr.MaxHeaderListSize = h2MaxHeaderList
+	hc.fr.SetReuseFrames()
+}
+
 // run serves until the connection ends or is shed.
 func (hc *h2Conn) run() (shed bool) {
 	if hc.serve() {
+		hc.shed()
 		return true
 	}
 	hc.close()
@@ -146,10 +155,27 @@ func (hc *h2Conn) run() (shed bool) {
 	return false
 }
 
+// shed lets go of what an idle connection rebuilds when the client sends
+// again: the Framer with its read and write buffers, the output and the
+// header-encoding buffers, the emptied stream table. The HPACK tables and
+// settings stay: they are the connection's state.
+func (hc *h2Conn) shed() {
+	hc.fr = nil
+	hc.out, hc.sending = nil, nil
+	if ts := hc.ts; ts != nil && len(ts.held) == 0 {
+		ts.held, ts.sent = nil, nil
+	}
+	hc.hbuf = bytes.Buffer{}
+	if len(hc.streams) == 0 {
+		hc.streams = map[uint32]*h2Req{}
+	}
+}
+
 // resume serves a shed connection again (its read buffer is back; HTTP/2
 // keeps no HTTP/1.x write buffer).
 func (hc *h2Conn) resume() (shed bool) {
 	hc.c.dropWriter()
+	hc.newFramer()
 	return hc.run()
 }
 

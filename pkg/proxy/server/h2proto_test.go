@@ -1147,13 +1147,13 @@ func TestH2ProtoExpectContinue(t *testing.T) {
 	}
 }
 
-// h2pExchange sends a GET for path on stream id of an open connection and
-// reads frames (acknowledging SETTINGS) until the response ends.
-func h2pExchange(t *testing.T, fr *http2.Framer, id uint32, path string) {
+// h2pExchange sends a GET for path on stream id of an open connection,
+// its header block encoded by the connection's enc into block, and reads
+// frames (acknowledging SETTINGS) until the response ends.
+func h2pExchange(t *testing.T, fr *http2.Framer, enc *hpack.Encoder, block *bytes.Buffer, id uint32, path string) {
 	t.Helper()
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range h2pRequestFields("GET", path) {
+	block.Reset()
+	for _, f := range h2pRequestFields("GET", path, [2]string{"x-kiln-test", "indexed"}) {
 		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
 	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
@@ -1209,6 +1209,11 @@ func testH2IdleConnectionsShed(t *testing.T, ssl bool) {
 	before := runtime.NumGoroutine()
 	const n = 400 // more than a loop keeps idle coroutines for (256)
 	frs := make([]*http2.Framer, n)
+	// One HPACK encoder a connection, as a real client has: the second
+	// request refers to fields the first added to the dynamic table, so
+	// the server's decoder state must outlive shedding.
+	blocks := make([]bytes.Buffer, n)
+	encs := make([]*hpack.Encoder, n)
 	for i := range frs {
 		c, err := dial()
 		if err != nil {
@@ -1222,12 +1227,13 @@ func testH2IdleConnectionsShed(t *testing.T, ssl bool) {
 		if err := frs[i].WriteSettings(); err != nil {
 			t.Fatal(err)
 		}
-		h2pExchange(t, frs[i], 1, fmt.Sprintf("/first/%d", i))
+		encs[i] = hpack.NewEncoder(&blocks[i])
+		h2pExchange(t, frs[i], encs[i], &blocks[i], 1, fmt.Sprintf("/first/%d", i))
 	}
 	proxytest.WaitFor(t, "idle HTTP/2 connections to give their coroutines back", func() bool {
 		return runtime.NumGoroutine()-before <= 256+16
 	})
 	for i, fr := range frs {
-		h2pExchange(t, fr, 3, fmt.Sprintf("/again/%d", i))
+		h2pExchange(t, fr, encs[i], &blocks[i], 3, fmt.Sprintf("/again/%d", i))
 	}
 }
