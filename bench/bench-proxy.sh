@@ -327,10 +327,20 @@ END {
 }' "$1"
 }
 
+# in_turn round name...: the names in the order of that round, which
+# starts one name later than the round before: no proxy always runs right
+# after the same one (caddy's busy Go runtime, say) or at the same point
+# of a round.
+in_turn() {
+  local r=$1; shift
+  local names=("$@") i
+  for ((i = 0; i < ${#names[@]}; i++)); do echo "${names[$(( (i + r - 1) % ${#names[@]} ))]}"; done
+}
+
 # Rounds interleave the proxies so that load from other processes on the
 # machine spreads over all of them alike.
 for ROUND in $(seq 1 "$ROUNDS"); do
-  for n in "${NAMES[@]}"; do run "$n"; done
+  for n in $(in_turn "$ROUND" "${NAMES[@]}"); do run "$n"; done
 done
 
 echo
@@ -377,7 +387,7 @@ fi
 if [ "$NEWCONN" -gt 0 ]; then
   : > "$TMP/newconn"
   for ROUND in $(seq 1 "$NEWCONN"); do
-    for n in nginx haproxy kiln; do run "$n" "$TMP/newconn" -H 'Connection: close'; done
+    for n in $(in_turn "$ROUND" nginx haproxy kiln); do run "$n" "$TMP/newconn" -H 'Connection: close'; done
   done
   echo
   echo "new connection per request (Connection: close): wrk -t$THREADS -c$CONNS -d$DURATION (x$NEWCONN)"
@@ -387,7 +397,7 @@ fi
 if [ "$TLS" -gt 0 ]; then
   : > "$TMP/tls-results"; : > "$TMP/tls-newconn"
   for ROUND in $(seq 1 "$TLS"); do
-    for n in "${TLS_NAMES[@]}"; do run "$n" "$TMP/tls-results"; done
+    for n in $(in_turn "$ROUND" "${TLS_NAMES[@]}"); do run "$n" "$TMP/tls-results"; done
   done
   for n in "${TLS_NAMES[@]}"; do ROUND=1 run "$n" "$TMP/tls-newconn" -H 'Connection: close'; done
   echo
