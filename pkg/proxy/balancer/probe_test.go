@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,10 +29,9 @@ func grpcHealthServer(t *testing.T, cert *tls.Certificate, withHealth bool, sni 
 	}
 	var opts []grpc.ServerOption
 	if cert != nil {
-		var mu sync.Mutex
+		// sni is read after the probe returned, which follows the
+		// handshake that set it.
 		cfg := &tls.Config{Certificates: []tls.Certificate{*cert}, GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			mu.Lock()
-			defer mu.Unlock()
 			if sni != nil {
 				*sni = hello.ServerName
 			}

@@ -161,10 +161,7 @@ func (hc *h2Conn) run() (shed bool) {
 // settings stay: they are the connection's state.
 func (hc *h2Conn) shed() {
 	hc.fr = nil
-	hc.out, hc.sending = nil, nil
-	if ts := hc.ts; ts != nil && len(ts.held) == 0 {
-		ts.held, ts.sent = nil, nil
-	}
+	hc.dropBuffers(0) // the output is empty: serve sheds only then
 	hc.hbuf = bytes.Buffer{}
 	if len(hc.streams) == 0 {
 		hc.streams = map[uint32]*h2Req{}
@@ -296,7 +293,7 @@ func (hc *h2Conn) beforeWait() {
 	idle := hc.active == 0
 	c.idle.Store(idle)
 	if idle && len(hc.out) == 0 {
-		hc.dropBuffers()
+		hc.dropBuffers(h2KeepBuffer)
 	}
 	switch {
 	case idle && !hc.idleWait:
@@ -316,14 +313,14 @@ func (hc *h2Conn) beforeWait() {
 	}
 }
 
-// dropBuffers lets an idle connection's output buffers go (they grow to
-// the largest flush; a connection that waits for its next request needs
-// none).
-func (hc *h2Conn) dropBuffers() {
-	if cap(hc.out) > h2KeepBuffer || cap(hc.sending) > h2KeepBuffer {
+// dropBuffers lets an idle connection's output buffers go when they
+// are larger than keep bytes (they grow to the largest flush; a
+// connection that waits for its next request needs none).
+func (hc *h2Conn) dropBuffers(keep int) {
+	if cap(hc.out) > keep || cap(hc.sending) > keep {
 		hc.out, hc.sending = nil, nil
 	}
-	if ts := hc.ts; ts != nil && len(ts.held) == 0 && (cap(ts.held) > h2KeepBuffer || cap(ts.sent) > h2KeepBuffer) {
+	if ts := hc.ts; ts != nil && len(ts.held) == 0 && (cap(ts.held) > keep || cap(ts.sent) > keep) {
 		ts.held, ts.sent = nil, nil
 	}
 }
